@@ -1,0 +1,145 @@
+/* Loads N messages into a stream as fast as pipelining allows, for the
+ * benchmark. Every message has three short fields:
+ *   user=<n> event=click payload=<26 bytes>
+ * XADDs go out --pipeline at a time (default 1000); the next chunk is written
+ * before the previous chunk's replies are read, so Redis is never idle.
+ *
+ * Prints one line on stdout:
+ *   loader messages=N seconds=S rate=R last_id=ID
+ * and exits 0; any error reply or lost connection exits 1. */
+#include "common.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *prog = "loader";
+
+/* The payload field: 26 bytes, the same for every message. */
+static const char payload[] = "abcdefghijklmnopqrstuvwxyz";
+
+/* Reads n XADD replies; keeps the id of the last in last_id. Exits on error. */
+static void read_replies(redisContext *c, long n, char *last_id, size_t last_len) {
+    for (long i = 0; i < n; i++) {
+        redisReply *r;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK) bench_die(prog, "read: %s", c->errstr);
+        if (r->type == REDIS_REPLY_ERROR) bench_die(prog, "XADD: %s", r->str);
+        if (r->type != REDIS_REPLY_STRING) bench_die(prog, "XADD: unexpected reply type");
+        if (i == n - 1) snprintf(last_id, last_len, "%s", r->str);
+        freeReplyObject(r);
+    }
+}
+
+/* Appends n XADDs for messages first .. first+n-1 and writes them out. */
+static void send_chunk(redisContext *c, const char *stream, long first, long n) {
+    char user[32];
+    const char *argv[] = {"XADD", stream, "*", "user", user, "event", "click", "payload", payload};
+    size_t argvlen[] = {4, strlen(stream), 1, 4, 0, 5, 5, 7, sizeof(payload) - 1};
+    for (long i = 0; i < n; i++) {
+        argvlen[4] = (size_t)snprintf(user, sizeof(user), "%ld", first + i);
+        if (redisAppendCommandArgv(c, 9, argv, argvlen) != REDIS_OK)
+            bench_die(prog, "out of memory");
+    }
+    int done = 0;
+    while (!done) {
+        if (redisBufferWrite(c, &done) != REDIS_OK) bench_die(prog, "write: %s", c->errstr);
+    }
+}
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: loader [options]\n"
+                 "  --url URL        redis://[:password@]host[:port][/db] or unix:///path[?db=N]\n"
+                 "  --host HOST      server host (default 127.0.0.1)\n"
+                 "  --port PORT      server port (default 6379)\n"
+                 "  --stream NAME    stream to add to (default bench)\n"
+                 "  -n, --messages N messages to add (default 1000000)\n"
+                 "  --pipeline N     XADDs per round trip (default 1000)\n"
+                 "  --fresh          delete the stream first\n");
+}
+
+int main(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"url", required_argument, NULL, 'u'},
+        {"host", required_argument, NULL, 'h'},
+        {"port", required_argument, NULL, 'p'},
+        {"stream", required_argument, NULL, 's'},
+        {"messages", required_argument, NULL, 'n'},
+        {"pipeline", required_argument, NULL, 'P'},
+        {"fresh", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'H'},
+        {NULL, 0, NULL, 0},
+    };
+    bench_addr addr;
+    char err[512];
+    const char *stream = "bench";
+    long n = 1000000, pipeline = 1000;
+    int fresh = 0;
+    bench_addr_init(&addr);
+
+    int ch;
+    while ((ch = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
+        switch (ch) {
+            case 'u':
+                if (bench_addr_parse_url(&addr, optarg, err, sizeof(err)) < 0)
+                    bench_die(prog, "%s", err);
+                break;
+            case 'h':
+                snprintf(addr.host, sizeof(addr.host), "%s", optarg);
+                break;
+            case 'p':
+                addr.port = atoi(optarg);
+                break;
+            case 's':
+                stream = optarg;
+                break;
+            case 'n':
+                n = atol(optarg);
+                if (n < 0) bench_die(prog, "--messages wants a count >= 0");
+                break;
+            case 'P':
+                pipeline = atol(optarg);
+                if (pipeline < 1) bench_die(prog, "--pipeline wants a count >= 1");
+                break;
+            case 'f':
+                fresh = 1;
+                break;
+            case 'H':
+                usage(stdout);
+                return 0;
+            default:
+                usage(stderr);
+                return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    redisContext *c = bench_connect(&addr, err, sizeof(err));
+    if (!c) bench_die(prog, "%s", err);
+    if (fresh) {
+        redisReply *r = redisCommand(c, "DEL %s", stream);
+        if (!r || r->type == REDIS_REPLY_ERROR) bench_die(prog, "DEL: %s", r ? r->str : c->errstr);
+        freeReplyObject(r);
+    }
+
+    char last_id[64] = "";
+    double start = bench_now();
+    long sent = 0, in_flight = 0;
+    while (sent < n) {
+        long chunk = n - sent < pipeline ? n - sent : pipeline;
+        send_chunk(c, stream, sent, chunk);
+        sent += chunk;
+        read_replies(c, in_flight, last_id, sizeof(last_id));
+        in_flight = chunk;
+    }
+    read_replies(c, in_flight, last_id, sizeof(last_id));
+    double elapsed = bench_now() - start;
+
+    printf("loader messages=%ld seconds=%.6f rate=%.0f last_id=%s\n", n, elapsed,
+           elapsed > 0 ? (double)n / elapsed : 0.0, last_id[0] ? last_id : "-");
+    redisFree(c);
+    return 0;
+}
