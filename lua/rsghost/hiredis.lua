@@ -1,0 +1,360 @@
+-- A small synchronous Redis client for LuaJIT, through the FFI on the
+-- system's libhiredis (Debian ships hiredis 0.14). The busted test kit and the
+-- integration specs use it to talk to a real redis-server; the host does not
+-- (it has its own asynchronous connections).
+--
+--   local hiredis = require "rsghost.hiredis"
+--   local r = hiredis.connect("redis://:secret@127.0.0.1:6379/2")
+--   r:call("XADD", "s", "*", "f", "v")   --> "1700000000000-0"
+--   r:pcall("NOPE")                      --> nil, "ERR unknown command 'NOPE', ..."
+--   r:close()
+--
+-- Replies are converted the way redis' own Lua and the rsghost host do it:
+-- status -> string, integer -> number, bulk -> string, nil bulk -> nil at the
+-- top level and false inside arrays, array -> table. An error nested inside an
+-- array (EXEC, pipelines) becomes { err = message }. Arguments and values are
+-- binary safe: commands go through redisCommandArgv with explicit lengths.
+local ffi = require "ffi"
+
+ffi.cdef [[
+typedef struct redisReader redisReader;
+
+/* hiredis 0.14 hiredis.h: the struct layouts must match the library exactly,
+   since we read fields through these declarations. */
+typedef struct redisReply {
+  int type;
+  long long integer;
+  size_t len;
+  char *str;
+  size_t elements;
+  struct redisReply **element;
+} redisReply;
+
+enum redisConnectionType {
+  REDIS_CONN_TCP,
+  REDIS_CONN_UNIX
+};
+
+struct rsghost_hiredis_timeval {
+  long tv_sec;
+  long tv_usec;
+};
+
+typedef struct redisContext {
+  int err;
+  char errstr[128];
+  int fd;
+  int flags;
+  char *obuf;
+  redisReader *reader;
+  enum redisConnectionType connection_type;
+  struct rsghost_hiredis_timeval *timeout;
+  struct {
+    char *host;
+    char *source_addr;
+    int port;
+  } tcp;
+  struct {
+    char *path;
+  } unix_sock;
+} redisContext;
+
+redisContext *redisConnectWithTimeout(const char *ip, int port,
+                                      const struct rsghost_hiredis_timeval tv);
+redisContext *redisConnectUnixWithTimeout(const char *path,
+                                          const struct rsghost_hiredis_timeval tv);
+int redisSetTimeout(redisContext *c, const struct rsghost_hiredis_timeval tv);
+void redisFree(redisContext *c);
+void *redisCommandArgv(redisContext *c, int argc, const char **argv, const size_t *argvlen);
+int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const size_t *argvlen);
+int redisGetReply(redisContext *c, void **reply);
+void freeReplyObject(void *reply);
+]]
+
+local REPLY_STRING, REPLY_ARRAY, REPLY_INTEGER, REPLY_NIL, REPLY_STATUS, REPLY_ERROR = 1, 2, 3, 4, 5, 6
+local REDIS_OK = 0
+
+-- Debian's package installs only the versioned soname (libhiredis0.14); the
+-- unversioned name exists only with libhiredis-dev.
+local function load_library()
+  local errors = {}
+  for _, name in ipairs { "hiredis", "libhiredis.so.0.14", "libhiredis.so.1.1.0", "libhiredis.so.1.0.0",
+    "libhiredis.so.1", "libhiredis.so.0.13", "libhiredis.so.0" } do
+    local ok, lib = pcall(ffi.load, name)
+    if ok then return lib end
+    errors[#errors + 1] = tostring(lib)
+  end
+  error("rsghost.hiredis: cannot load libhiredis (install libhiredis0.14): " .. table.concat(errors, "; "), 0)
+end
+
+local C = load_library()
+
+local M = {}
+
+local function timeval(seconds)
+  local tv = ffi.new("struct rsghost_hiredis_timeval")
+  local whole = math.floor(seconds)
+  tv.tv_sec = whole
+  tv.tv_usec = math.floor((seconds - whole) * 1e6)
+  return tv
+end
+
+local function unescape(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function parse_query(q, into)
+  for pair in q:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    into[unescape(k)] = unescape(v)
+  end
+end
+
+-- Parses redis://[[user]:password@]host[:port][/db] and unix:///path[?db=N]
+-- into { host=, port=, path=, user=, password=, db= }. Raises on a bad URL.
+function M.parse_url(url)
+  if type(url) ~= "string" then error("rsghost.hiredis: URL must be a string", 0) end
+  local cfg = {}
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if scheme == "unix" then
+    local path, query = rest:match("^([^?]*)%??(.*)$")
+    local userinfo, p = path:match("^(.*)@(/.*)$")
+    if userinfo then path = p end
+    if path == "" or path:sub(1, 1) ~= "/" then
+      error("rsghost.hiredis: bad unix URL (want unix:///path/to/socket[?db=N]): " .. M.redact(url), 0)
+    end
+    cfg.path = unescape(path)
+    local q = {}
+    parse_query(query, q)
+    cfg.db = q.db
+    cfg.password = q.password
+    cfg.user = q.user
+    if userinfo then
+      local u, pw = userinfo:match("^([^:]*):(.*)$")
+      if u then cfg.user, cfg.password = u, pw else cfg.password = userinfo end
+      cfg.user = cfg.user and unescape(cfg.user)
+      cfg.password = cfg.password and unescape(cfg.password)
+    end
+  elseif scheme == "redis" then
+    local authority, path = rest:match("^([^/?]*)(.*)$")
+    -- The password may contain '@': the host part follows the last one.
+    local userinfo, hostport = authority:match("^(.*)@([^@]*)$")
+    hostport = hostport or authority
+    if userinfo then
+      local u, pw = userinfo:match("^([^:]*):(.*)$")
+      if u then cfg.user, cfg.password = u, pw else cfg.user = userinfo end
+      if cfg.user == "" then cfg.user = nil end
+      cfg.user = cfg.user and unescape(cfg.user)
+      cfg.password = cfg.password and unescape(cfg.password)
+    end
+    local host, port = hostport:match("^%[([^%]]+)%]:?(%d*)$")
+    if not host then host, port = hostport:match("^([^:]*):?(%d*)$") end
+    if not host then error("rsghost.hiredis: bad host in URL: " .. M.redact(url), 0) end
+    cfg.host = host ~= "" and host or "127.0.0.1"
+    cfg.port = port ~= "" and tonumber(port) or 6379
+    local db, query = path:match("^/?([^?]*)%??(.*)$")
+    cfg.db = db ~= "" and db or nil
+    local q = {}
+    parse_query(query or "", q)
+    cfg.db = cfg.db or q.db
+  else
+    error("rsghost.hiredis: unsupported URL (want redis://... or unix:///...): " .. M.redact(url), 0)
+  end
+  if cfg.db ~= nil then
+    local n = tonumber(cfg.db)
+    if not n or n < 0 or n ~= math.floor(n) then
+      error("rsghost.hiredis: bad database number in URL: " .. M.redact(url), 0)
+    end
+    cfg.db = n
+  end
+  return cfg
+end
+
+-- The URL with its password replaced, for error messages.
+function M.redact(url)
+  return (tostring(url):gsub("^(%a[%w+.-]*://[^:/@]*:)[^/]*@", "%1***@"))
+end
+
+-- Converts a reply; top: nil bulk is nil at the top level, false in arrays.
+local function convert(reply, top)
+  local t = reply.type
+  if t == REPLY_STRING or t == REPLY_STATUS then
+    return ffi.string(reply.str, reply.len)
+  elseif t == REPLY_INTEGER then
+    return tonumber(reply.integer)
+  elseif t == REPLY_NIL then
+    if top then return nil end
+    return false
+  elseif t == REPLY_ARRAY then
+    local n = tonumber(reply.elements)
+    local out = {}
+    for i = 0, n - 1 do
+      out[i + 1] = convert(reply.element[i], false)
+    end
+    return out
+  elseif t == REPLY_ERROR then
+    if top then return nil, ffi.string(reply.str, reply.len) end
+    return { err = ffi.string(reply.str, reply.len) }
+  end
+  return nil, "rsghost.hiredis: unknown reply type " .. tostring(t)
+end
+
+local Client = {}
+Client.__index = Client
+
+local function argv_of(cmd, ...)
+  local args = { cmd, ... }
+  -- select('#') keeps trailing nils visible so they are reported, not dropped.
+  local n = select("#", ...) + 1
+  local argv = ffi.new("const char *[?]", n)
+  local lens = ffi.new("size_t[?]", n)
+  for i = 1, n do
+    local a = args[i]
+    local ta = type(a)
+    if ta == "number" then
+      -- Integers print without an exponent or ".0" (Redis wants "10", not "1e+01").
+      if a == math.floor(a) and a > -2^53 and a < 2^53 then a = string.format("%d", a) else a = string.format("%.17g", a) end
+    elseif ta ~= "string" then
+      error("rsghost.hiredis: argument " .. i .. " must be a string or number, got " .. ta, 3)
+    end
+    args[i] = a
+    argv[i - 1] = a
+    lens[i - 1] = #a
+  end
+  -- args keeps the strings alive as long as argv points at them.
+  return n, argv, lens, args
+end
+
+function Client:_connect()
+  local cfg = self.cfg
+  local ctx
+  if cfg.path then
+    ctx = C.redisConnectUnixWithTimeout(cfg.path, timeval(self.connect_timeout))
+  else
+    ctx = C.redisConnectWithTimeout(cfg.host, cfg.port, timeval(self.connect_timeout))
+  end
+  if ctx == nil then return nil, "rsghost.hiredis: out of memory" end
+  if ctx.err ~= 0 then
+    local msg = ffi.string(ctx.errstr)
+    C.redisFree(ctx)
+    return nil, string.format("rsghost.hiredis: cannot connect to %s: %s", self.where, msg)
+  end
+  ctx = ffi.gc(ctx, C.redisFree)
+  if self.timeout then C.redisSetTimeout(ctx, timeval(self.timeout)) end
+  self.ctx = ctx
+  if cfg.password then
+    local _, err
+    if cfg.user then _, err = self:_command("AUTH", cfg.user, cfg.password)
+    else _, err = self:_command("AUTH", cfg.password) end
+    if err then
+      self:close()
+      return nil, string.format("rsghost.hiredis: AUTH failed on %s: %s", self.where, err)
+    end
+  end
+  if cfg.db and cfg.db ~= 0 then
+    local _, err = self:_command("SELECT", cfg.db)
+    if err then
+      self:close()
+      return nil, string.format("rsghost.hiredis: SELECT %d failed on %s: %s", cfg.db, self.where, err)
+    end
+  end
+  return true
+end
+
+-- Drops a broken connection; the next command reconnects (so a spec can keep
+-- its client across a redis-server restart).
+function Client:_lost()
+  local ctx = self.ctx
+  local msg = ctx ~= nil and ffi.string(ctx.errstr) or "not connected"
+  self:close()
+  return "connection lost (" .. self.where .. "): " .. msg
+end
+
+-- Returns reply or nil, err. Errors: the server's error reply verbatim, or a
+-- "connection lost ..." message.
+function Client:_command(cmd, ...)
+  if not self.ctx then
+    local ok, err = self:_connect()
+    if not ok then return nil, err end
+  end
+  local n, argv, lens, keep = argv_of(cmd, ...)
+  local reply = C.redisCommandArgv(self.ctx, n, argv, lens)
+  keep = nil
+  if reply == nil then return nil, self:_lost() end
+  reply = ffi.cast("redisReply *", reply)
+  local ok, value, err = pcall(convert, reply, true)
+  C.freeReplyObject(reply)
+  if not ok then return nil, value end
+  return value, err
+end
+
+-- Runs a command: returns the converted reply; raises the error reply's
+-- message (exactly, no position added) on an error reply or a lost connection.
+function Client:call(cmd, ...)
+  local value, err = self:_command(cmd, ...)
+  if err then error(err, 0) end
+  return value
+end
+
+-- Like call, but returns nil, err instead of raising.
+function Client:pcall(cmd, ...)
+  return self:_command(cmd, ...)
+end
+
+-- Sends many commands in one round trip: cmds = { {cmd, arg, ...}, ... }.
+-- Returns the array of replies (an error reply becomes { err = msg }; nil
+-- bulk becomes false); raises only when the connection fails.
+function Client:pipeline(cmds)
+  if not self.ctx then
+    local ok, err = self:_connect()
+    if not ok then error(err, 0) end
+  end
+  for i = 1, #cmds do
+    local n, argv, lens = argv_of(unpack(cmds[i]))
+    if C.redisAppendCommandArgv(self.ctx, n, argv, lens) ~= REDIS_OK then
+      error(self:_lost(), 0)
+    end
+  end
+  local out = {}
+  local slot = ffi.new("void *[1]")
+  for i = 1, #cmds do
+    if C.redisGetReply(self.ctx, slot) ~= REDIS_OK then error(self:_lost(), 0) end
+    local reply = ffi.cast("redisReply *", slot[0])
+    local ok, value = pcall(convert, reply, false)
+    C.freeReplyObject(reply)
+    if not ok then error(value, 0) end
+    out[i] = value
+  end
+  return out
+end
+
+function Client:close()
+  local ctx = self.ctx
+  if ctx ~= nil then
+    self.ctx = nil
+    ffi.gc(ctx, nil)
+    C.redisFree(ctx)
+  end
+end
+
+-- Connects to url (default redis://127.0.0.1:6379/0). opts.connect_timeout
+-- (seconds, default 5) and opts.timeout (per command, default none). Raises a
+-- one-line error (password redacted) when the server cannot be reached, AUTH
+-- fails or SELECT fails.
+function M.connect(url, opts)
+  opts = opts or {}
+  url = url or "redis://127.0.0.1:6379/0"
+  local cfg = M.parse_url(url)
+  local self = setmetatable({
+    cfg = cfg,
+    url = url,
+    where = cfg.path and ("unix:" .. cfg.path) or (cfg.host .. ":" .. cfg.port),
+    connect_timeout = opts.connect_timeout or 5,
+    timeout = opts.timeout,
+  }, Client)
+  local ok, err = self:_connect()
+  if not ok then error(err, 0) end
+  return self
+end
+
+return M
