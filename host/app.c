@@ -1,0 +1,294 @@
+/* app.c - see app.h. */
+#include "app.h"
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ack.h"
+#include "conn.h"
+#include "log.h"
+#include "lua_bridge.h"
+#include "paths.h"
+#include "source.h"
+#include "url.h"
+
+typedef struct rsgApp {
+    uv_loop_t loop;
+    const rsgOptions *opts;
+    rsgRedisUrl url;      /* parsed --redis */
+    const char *consumer; /* our consumer name */
+    rsgLua lua;           /* the Lua state and pipeline */
+    rsgSourceConfig src;  /* the script's source settings */
+    rsgConn reader;       /* XREADGROUP only */
+    rsgConn cmds;         /* acks, claims, the script's commands */
+    rsgSource source;     /* the group reader */
+    rsgAck ack;           /* acks waiting for confirmation */
+    rsgHostOps ops;       /* what Lua may ask of us */
+    uv_timer_t timer;     /* the pipeline's batch/retry timer */
+    uv_signal_t sigint, sigterm;
+    int stopping; /* a stop was requested */
+    int finished; /* the pipeline flushed everything after stop */
+    int closing;  /* handles are being closed */
+    int exit_code;
+} rsgApp;
+
+static void shutdownNow(rsgApp *app, int code);
+
+/* ---- Host ops: what the Lua pipeline calls ---- */
+
+static void onScriptReply(redisAsyncContext *ac, void *r, void *privdata) {
+    rsgConn *c = ac->data;
+    rsgApp *app = c->data;
+    rsgLuaReply(&app->lua, (int)(intptr_t)privdata, r);
+}
+
+static int opSend(void *ud, int argc, const char **argv, const size_t *lens, int cbref) {
+    rsgApp *app = ud;
+    return rsgConnCommand(&app->cmds, onScriptReply, (void *)(intptr_t)cbref, argc, argv, lens);
+}
+
+static void opAck(void *ud, rsgStr stream, int n, const rsgStr *ids) {
+    rsgApp *app = ud;
+    const char *sargv[259];
+    size_t slens[259];
+    int argc = n + 3;
+    const char **argv = argc <= 259 ? sargv : malloc(sizeof(char *) * (size_t)argc);
+    size_t *lens = argc <= 259 ? slens : malloc(sizeof(size_t) * (size_t)argc);
+    if (!argv || !lens) goto oom;
+    argv[0] = "XACK", lens[0] = 4;
+    argv[1] = stream.p, lens[1] = stream.len;
+    argv[2] = app->src.group, lens[2] = strlen(app->src.group);
+    for (int i = 0; i < n; i++)
+        argv[i + 3] = ids[i].p, lens[i + 3] = ids[i].len;
+    if (rsgAckPush(&app->ack, argc, argv, lens, n) != 0) goto oom;
+    if (argv != sargv) free(argv), free(lens);
+    return;
+oom:
+    if (argv != sargv) free(argv), free(lens);
+    rsgError("out of memory queueing acks: %d message(s) stay pending", n);
+}
+
+static void opRelease(void *ud, long n) {
+    rsgApp *app = ud;
+    rsgSourceRelease(&app->source, n);
+}
+
+static void onTimer(uv_timer_t *t) {
+    rsgApp *app = t->data;
+    if (rsgLuaTick(&app->lua) != 0) shutdownNow(app, 1);
+}
+
+static void opSetTimer(void *ud, double delay) {
+    rsgApp *app = ud;
+    if (delay < 0) {
+        uv_timer_stop(&app->timer);
+        return;
+    }
+    /* Round up: firing early would find nothing due and re-arm. */
+    uint64_t ms = (uint64_t)(delay * 1000.0 + 0.999);
+    uv_timer_start(&app->timer, onTimer, ms, 0);
+}
+
+static void opPause(void *ud, int flag) {
+    rsgApp *app = ud;
+    rsgSourcePause(&app->source, flag);
+}
+
+static void maybeFinish(rsgApp *app) {
+    if (!app->stopping || !app->finished || app->closing) return;
+    if (!rsgAckIdle(&app->ack)) return;
+    rsgInfo("stopped cleanly: %ld message(s) acknowledged", app->ack.acked);
+    shutdownNow(app, 0);
+}
+
+static void opFinished(void *ud) {
+    rsgApp *app = ud;
+    app->finished = 1;
+    if (!rsgAckIdle(&app->ack))
+        rsgInfo("waiting for redis to confirm %ld ack command(s)", rsgAckPending(&app->ack));
+    maybeFinish(app);
+}
+
+static void onAckIdle(void *ud) {
+    maybeFinish(ud);
+}
+
+/* ---- Source hooks ---- */
+
+static int srcDeliver(void *ud, const rsgMsg *msgs, int n) {
+    rsgApp *app = ud;
+    return rsgLuaFeed(&app->lua, msgs, n);
+}
+
+static void srcAckOne(void *ud, rsgStr stream, rsgStr id) {
+    opAck(ud, stream, 1, &id);
+}
+
+static void srcFatal(void *ud, const char *reason) {
+    rsgApp *app = ud;
+    rsgError("%s", reason);
+    shutdownNow(app, 1);
+}
+
+/* ---- Connections ---- */
+
+static void onReaderReady(rsgConn *c) {
+    rsgApp *app = c->data;
+    if (!app->stopping) rsgSourceOnReady(&app->source);
+}
+
+static void onCmdsReady(rsgConn *c) {
+    rsgApp *app = c->data;
+    rsgAckResume(&app->ack);
+}
+
+static void onConnFatal(rsgConn *c, const char *reason) {
+    rsgApp *app = c->data;
+    rsgError("%s", reason);
+    shutdownNow(app, 1);
+}
+
+/* ---- Signals and shutdown ---- */
+
+static void onSignal(uv_signal_t *h, int signum) {
+    rsgApp *app = h->data;
+    if (app->stopping) {
+        rsgWarn("second %s: exiting now; unacknowledged messages stay pending in redis",
+                strsignal(signum));
+        /* Nothing to save: Redis holds every unacknowledged message. */
+        _exit(128 + signum);
+    }
+    app->stopping = 1;
+    rsgInfo("%s: stopping; flushing the partial batch (send it again to exit at once)",
+            strsignal(signum));
+    rsgSourceStop(&app->source);
+    rsgConnClose(&app->reader);
+    if (rsgLuaStop(&app->lua) != 0) shutdownNow(app, 1);
+}
+
+static void closeHandle(uv_handle_t *h) {
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+/* Closes everything; uv_run returns when the last handle is closed. */
+static void shutdownNow(rsgApp *app, int code) {
+    if (app->closing) return;
+    app->closing = 1;
+    app->exit_code = code;
+    rsgSourceStop(&app->source);
+    rsgConnClose(&app->reader);
+    rsgConnClose(&app->cmds);
+    closeHandle((uv_handle_t *)&app->timer);
+    closeHandle((uv_handle_t *)&app->sigint);
+    closeHandle((uv_handle_t *)&app->sigterm);
+}
+
+static void walkClose(uv_handle_t *h, void *arg) {
+    (void)arg;
+    closeHandle(h);
+}
+
+static void logStart(rsgApp *app) {
+    char where[256], streams[512] = "";
+    rsgUrlFormat(&app->url, where, sizeof(where));
+    for (int i = 0; i < app->src.nstreams; i++) {
+        size_t l = strlen(streams);
+        snprintf(streams + l, sizeof(streams) - l, "%s%s", i ? ", " : "", app->src.streams[i]);
+    }
+    rsgInfo("consumer '%s' of group '%s' reading %s from %s", app->consumer, app->src.group,
+            streams, where);
+}
+
+int rsgAppRun(const rsgOptions *opts) {
+    rsgApp app;
+    char err[1024], luadir[4096];
+    memset(&app, 0, sizeof(app));
+    app.opts = opts;
+    int code = 2;
+
+    if (rsgUrlParse(opts->redis_url, &app.url, err, sizeof(err)) != 0) {
+        fprintf(stderr, "rsghost: %s\n", err);
+        return 2;
+    }
+    if (rsgFindLuaDir(luadir, sizeof(luadir), err, sizeof(err)) != 0 ||
+        rsgLuaInit(&app.lua, luadir, err, sizeof(err)) != 0) {
+        fprintf(stderr, "rsghost: %s\n", err);
+        goto out;
+    }
+    if (rsgLuaLoadScript(&app.lua, opts->script, opts->consumer, &app.src, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    if (strcmp(app.src.kind, "group") != 0) {
+        fprintf(stderr, "%s: source kind '%s' is not supported by this host yet\n", opts->script,
+                app.src.kind);
+        goto out;
+    }
+    app.consumer = opts->consumer;
+    if (!app.consumer) {
+        fprintf(stderr, "rsghost: missing CONSUMER-NAME (usage: rsghost [options] SCRIPT "
+                        "CONSUMER-NAME)\n");
+        goto out;
+    }
+    if (opts->check) {
+        printf("%s: ok (group '%s', %d stream(s), max_in_flight %ld)\n", opts->script,
+               app.src.group, app.src.nstreams, app.src.max_in_flight);
+        code = 0;
+        goto out;
+    }
+
+    code = 1;
+    if (uv_loop_init(&app.loop) != 0) {
+        fprintf(stderr, "rsghost: cannot create the event loop\n");
+        goto out;
+    }
+    app.ops = (rsgHostOps){&app, opSend, opAck, opRelease, opSetTimer, opPause, opFinished};
+    rsgSourceHooks hooks = {srcDeliver, srcAckOne, srcFatal, &app};
+    if (rsgSourceInit(&app.source, &app.reader, &app.src, app.consumer, &hooks, err, sizeof(err)) !=
+            0 ||
+        rsgLuaStart(&app.lua, &app.ops, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s: %s\n", opts->script, err);
+        code = 2;
+        uv_loop_close(&app.loop);
+        goto out;
+    }
+    rsgAckInit(&app.ack, &app.cmds);
+    app.ack.on_idle = onAckIdle;
+    app.ack.ud = &app;
+
+    uv_timer_init(&app.loop, &app.timer);
+    app.timer.data = &app;
+    uv_signal_init(&app.loop, &app.sigint);
+    uv_signal_init(&app.loop, &app.sigterm);
+    app.sigint.data = app.sigterm.data = &app;
+    uv_signal_start(&app.sigint, onSignal, SIGINT);
+    uv_signal_start(&app.sigterm, onSignal, SIGTERM);
+    signal(SIGPIPE, SIG_IGN);
+
+    logStart(&app);
+    app.reader.data = app.cmds.data = &app;
+    app.reader.on_ready = onReaderReady;
+    app.cmds.on_ready = onCmdsReady;
+    app.reader.on_fatal = app.cmds.on_fatal = onConnFatal;
+    rsgConnStart(&app.cmds, &app.loop, &app.url, "commands");
+    rsgConnStart(&app.reader, &app.loop, &app.url, "reader");
+
+    uv_run(&app.loop, UV_RUN_DEFAULT);
+    /* Backstop: anything still open is closed and the loop drained, so
+     * uv_loop_close succeeds (libuv's own tests insist on this). */
+    uv_walk(&app.loop, walkClose, NULL);
+    uv_run(&app.loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&app.loop) != 0) rsgWarn("event loop closed with handles still open");
+    code = app.exit_code;
+    rsgSourceFree(&app.source);
+    rsgAckFree(&app.ack);
+out:
+    rsgLuaClose(&app.lua);
+    rsgSourceConfigFree(&app.src);
+    rsgUrlFree(&app.url);
+    return code;
+}

@@ -1,0 +1,121 @@
+/* config.c - see config.h. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_URL "redis://127.0.0.1:6379/0"
+
+typedef enum { OPT_STRING, OPT_FLAG } optKind;
+
+typedef struct optSpec {
+    const char *name; /* long option, without the dashes */
+    const char *arg;  /* metavar, NULL for flags */
+    const char *env;  /* environment variable that sets it, or NULL */
+    const char *dflt; /* default shown in --help */
+    const char *help;
+    optKind kind;
+    size_t offset; /* field in rsgOptions */
+} optSpec;
+
+#define FIELD(f) offsetof(rsgOptions, f)
+
+static const optSpec specs[] = {
+    {"redis", "URL", "RSGHOST_REDIS_URL", DEFAULT_URL,
+     "Redis to read from: redis://[[user]:password@]host[:port][/db] or "
+     "unix:///path/to/socket[?db=N]",
+     OPT_STRING, FIELD(redis_url)},
+    {"log-level", "LEVEL", "RSGHOST_LOG_LEVEL", "info", "debug, info, warn or error", OPT_STRING,
+     FIELD(log_level)},
+    {"check", NULL, NULL, NULL, "load and check SCRIPT, print its source settings, exit", OPT_FLAG,
+     FIELD(check)},
+    {"help", NULL, NULL, NULL, "show this help and exit", OPT_FLAG, FIELD(help)},
+    {"version", NULL, NULL, NULL, "print the version and exit", OPT_FLAG, FIELD(version)},
+};
+
+#define NSPECS (sizeof(specs) / sizeof(specs[0]))
+
+void rsgOptionsUsage(FILE *out) {
+    fprintf(out, "usage: rsghost [options] SCRIPT [CONSUMER-NAME]\n\n"
+                 "Runs the Lua pipeline SCRIPT as consumer CONSUMER-NAME of the consumer group\n"
+                 "the script names: reads Redis Streams, preprocesses, batches, sinks, and\n"
+                 "acknowledges each message only after it has left the pipeline.\n\n"
+                 "options:\n");
+    for (size_t i = 0; i < NSPECS; i++) {
+        const optSpec *s = &specs[i];
+        char lhs[64];
+        snprintf(lhs, sizeof(lhs), "--%s%s%s", s->name, s->arg ? " " : "", s->arg ? s->arg : "");
+        fprintf(out, "  %-20s %s\n", lhs, s->help);
+        if (s->env || s->dflt)
+            fprintf(out, "  %-20s %s%s%s%s%s\n", "", s->env ? "env " : "", s->env ? s->env : "",
+                    s->env && s->dflt ? ", " : "", s->dflt ? "default " : "",
+                    s->dflt ? s->dflt : "");
+    }
+    fprintf(out, "\nexit status: 0 after a clean stop (SIGINT/SIGTERM), 1 on a runtime failure,\n"
+                 "2 on a usage or script error.\n");
+}
+
+int rsgOptionsParse(rsgOptions *o, int argc, char **argv, char *err, size_t errlen) {
+    memset(o, 0, sizeof(*o));
+    for (size_t i = 0; i < NSPECS; i++) {
+        const optSpec *s = &specs[i];
+        if (s->kind != OPT_STRING) continue;
+        const char *v = s->env ? getenv(s->env) : NULL;
+        *(const char **)((char *)o + s->offset) = v && *v ? v : s->dflt;
+    }
+    int positional = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) {
+            positional = 1;
+            continue;
+        }
+        if (!positional && a[0] == '-' && a[1] != '\0') {
+            const char *name = a[1] == '-' ? a + 2 : a + 1;
+            if (strcmp(a, "-h") == 0) name = "help";
+            if (strcmp(a, "-V") == 0) name = "version";
+            const char *eq = strchr(name, '=');
+            size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+            const optSpec *s = NULL;
+            for (size_t k = 0; k < NSPECS; k++)
+                if (strlen(specs[k].name) == nlen && strncmp(specs[k].name, name, nlen) == 0)
+                    s = &specs[k];
+            if (!s) {
+                snprintf(err, errlen, "unknown option '%s' (see --help)", a);
+                return -1;
+            }
+            if (s->kind == OPT_FLAG) {
+                if (eq) {
+                    snprintf(err, errlen, "option --%s takes no value", s->name);
+                    return -1;
+                }
+                *(int *)((char *)o + s->offset) = 1;
+                continue;
+            }
+            const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) {
+                snprintf(err, errlen, "option --%s needs a value (%s)", s->name, s->arg);
+                return -1;
+            }
+            *(const char **)((char *)o + s->offset) = v;
+            if (s->offset == FIELD(redis_url)) o->redis_argi = eq ? -i : i;
+            continue;
+        }
+        if (!o->script)
+            o->script = a;
+        else if (!o->consumer)
+            o->consumer = a;
+        else {
+            snprintf(err, errlen,
+                     "unexpected argument '%s' (usage: rsghost [options] SCRIPT "
+                     "[CONSUMER-NAME])",
+                     a);
+            return -1;
+        }
+    }
+    if (!o->help && !o->version && !o->script) {
+        snprintf(err, errlen, "missing SCRIPT (usage: rsghost [options] SCRIPT [CONSUMER-NAME])");
+        return -1;
+    }
+    return 0;
+}

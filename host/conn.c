@@ -1,0 +1,214 @@
+/* conn.c - see conn.h. */
+#include "conn.h"
+
+#include <hiredis/adapters/libuv.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+#define CONNECT_TIMEOUT_MS 5000
+#define BACKOFF_MIN_MS     100
+#define BACKOFF_MAX_MS     5000
+
+static void doConnect(rsgConn *c);
+static void retryTimer(uv_timer_t *t);
+
+static void describe(const rsgConn *c, char *buf, size_t len) {
+    rsgUrlFormat(c->url, buf, len);
+}
+
+static void scheduleRetry(rsgConn *c) {
+    if (c->closing) return;
+    uint64_t delay = BACKOFF_MIN_MS;
+    for (unsigned i = 0; i < c->attempt && delay < BACKOFF_MAX_MS; i++)
+        delay *= 2;
+    if (delay > BACKOFF_MAX_MS) delay = BACKOFF_MAX_MS;
+    c->attempt++;
+    rsgInfo("redis %s: retrying in %.1fs", c->name, (double)delay / 1000.0);
+    uv_timer_start(&c->timer, retryTimer, delay, 0);
+}
+
+/* Fires for both the backoff delay and the connect timeout. */
+static void retryTimer(uv_timer_t *t) {
+    rsgConn *c = t->data;
+    if (c->ac) {
+        /* Still not connected when the connect timeout fired: give up on this
+         * attempt. Freeing an unconnected context calls no callback. */
+        char where[256];
+        describe(c, where, sizeof(where));
+        rsgWarn("redis %s: connecting to %s timed out", c->name, where);
+        redisAsyncContext *ac = c->ac;
+        c->ac = NULL;
+        redisAsyncFree(ac);
+        scheduleRetry(c);
+        return;
+    }
+    doConnect(c);
+}
+
+static void fatal(rsgConn *c, const char *reason) {
+    if (c->on_fatal) c->on_fatal(c, reason);
+}
+
+static void onHandshakeReply(redisAsyncContext *ac, void *r, void *privdata) {
+    rsgConn *c = ac->data;
+    redisReply *reply = r;
+    const char *step = privdata;
+    if (!c || c->ac != ac) return;
+    if (!reply) return; /* lost during the handshake: the disconnect callback retries */
+    if (reply->type == REDIS_REPLY_ERROR) {
+        char msg[512];
+        if (strncmp(reply->str, "NOAUTH", 6) == 0)
+            snprintf(msg, sizeof(msg),
+                     "redis requires a password (%s); give it in the URL: "
+                     "redis://:PASSWORD@host:port",
+                     reply->str);
+        else
+            snprintf(msg, sizeof(msg), "redis %s failed: %s", step, reply->str);
+        c->closing = 1; /* fatal: do not loop on a wrong password */
+        fatal(c, msg);
+        return;
+    }
+    if (--c->handshake_left > 0) return;
+    c->ready = 1;
+    c->attempt = 0;
+    char where[256];
+    describe(c, where, sizeof(where));
+    if (c->was_ready)
+        rsgInfo("redis %s: reconnected to %s", c->name, where);
+    else
+        rsgDebug("redis %s: connected to %s", c->name, where);
+    c->was_ready = 1;
+    if (c->on_ready) c->on_ready(c);
+}
+
+static void onConnect(const redisAsyncContext *ac, int status) {
+    rsgConn *c = ac->data;
+    if (!c || c->ac != ac) return;
+    uv_timer_stop(&c->timer);
+    if (status != REDIS_OK) {
+        char where[256];
+        describe(c, where, sizeof(where));
+        /* Log the first failure as a warning, then quieter: a redis that is
+         * down for minutes should not flood the log. */
+        rsgLog(c->attempt == 0 || c->attempt % 10 == 0 ? RSG_LOG_WARN : RSG_LOG_DEBUG,
+               "redis %s: cannot connect to %s: %s", c->name, where, ac->errstr);
+        c->ac = NULL; /* hiredis frees the context after this callback */
+        scheduleRetry(c);
+        return;
+    }
+    /* The handshake was queued right after connect; its replies decide. */
+}
+
+static void onDisconnect(const redisAsyncContext *ac, int status) {
+    rsgConn *c = ac->data;
+    if (!c || c->ac != ac) return;
+    int wasReady = c->ready;
+    c->ac = NULL;
+    c->ready = 0;
+    if (c->closing) return;
+    char where[256];
+    describe(c, where, sizeof(where));
+    rsgWarn("redis %s: connection to %s lost%s%s", c->name, where, status == REDIS_OK ? "" : ": ",
+            status == REDIS_OK ? "" : (ac->errstr[0] ? ac->errstr : "closed by the server"));
+    if (wasReady && c->on_lost) c->on_lost(c);
+    scheduleRetry(c);
+}
+
+static void doConnect(rsgConn *c) {
+    redisAsyncContext *ac = c->url->path ? redisAsyncConnectUnix(c->url->path)
+                                         : redisAsyncConnect(c->url->host, c->url->port);
+    char where[256];
+    describe(c, where, sizeof(where));
+    if (!ac || ac->err) {
+        rsgWarn("redis %s: cannot connect to %s: %s", c->name, where,
+                ac ? ac->errstr : "out of memory");
+        if (ac) redisAsyncFree(ac);
+        scheduleRetry(c);
+        return;
+    }
+    ac->data = c;
+    if (redisLibuvAttach(ac, c->loop) != REDIS_OK) {
+        rsgError("redis %s: cannot attach to the event loop", c->name);
+        redisAsyncFree(ac);
+        scheduleRetry(c);
+        return;
+    }
+    c->ac = ac;
+    redisAsyncSetConnectCallback(ac, onConnect);
+    redisAsyncSetDisconnectCallback(ac, onDisconnect);
+
+    /* hiredis queues these until the socket is writable. */
+    const rsgRedisUrl *u = c->url;
+    c->handshake_left = 0;
+    if (u->password) {
+        const char *argv[3] = {"AUTH", u->user ? u->user : u->password, u->password};
+        int argc = u->user ? 3 : 2;
+        redisAsyncCommandArgv(ac, onHandshakeReply, (void *)"AUTH", argc, argv, NULL);
+        c->handshake_left++;
+    }
+    if (u->db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", u->db);
+        const char *argv[2] = {"SELECT", db};
+        redisAsyncCommandArgv(ac, onHandshakeReply, (void *)"SELECT", 2, argv, NULL);
+        c->handshake_left++;
+    }
+    if (c->client_name) {
+        const char *argv[3] = {"CLIENT", "SETNAME", c->client_name};
+        redisAsyncCommandArgv(ac, onHandshakeReply, (void *)"CLIENT SETNAME", 3, argv, NULL);
+        c->handshake_left++;
+    }
+    const char *ping[1] = {"PING"};
+    redisAsyncCommandArgv(ac, onHandshakeReply, (void *)"PING", 1, ping, NULL);
+    c->handshake_left++;
+    uv_timer_start(&c->timer, retryTimer, CONNECT_TIMEOUT_MS, 0);
+}
+
+void rsgConnStart(rsgConn *c, uv_loop_t *loop, const rsgRedisUrl *url, const char *name) {
+    c->loop = loop;
+    c->url = url;
+    c->name = name;
+    c->ac = NULL;
+    c->ready = c->closing = c->was_ready = 0;
+    c->attempt = 0;
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    c->timer_open = 1;
+    doConnect(c);
+}
+
+int rsgConnCommand(rsgConn *c, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
+                   const size_t *argvlen) {
+    if (!c->ready || !c->ac) return -1;
+    return redisAsyncCommandArgv(c->ac, fn, privdata, argc, argv, argvlen) == REDIS_OK ? 0 : -1;
+}
+
+int rsgConnFormatted(rsgConn *c, redisCallbackFn *fn, void *privdata, const char *cmd, size_t len) {
+    if (!c->ready || !c->ac) return -1;
+    return redisAsyncFormattedCommand(c->ac, fn, privdata, cmd, len) == REDIS_OK ? 0 : -1;
+}
+
+static void onTimerClosed(uv_handle_t *h) {
+    rsgConn *c = h->data;
+    c->timer_open = 0;
+    if (c->on_closed) c->on_closed(c);
+}
+
+void rsgConnClose(rsgConn *c) {
+    if (c->closing && !c->timer_open) return;
+    c->closing = 1;
+    c->ready = 0;
+    if (c->ac) {
+        redisAsyncContext *ac = c->ac;
+        /* Keep c->ac set while freeing so callbacks see it is ours; the
+         * disconnect callback sees closing and does nothing. */
+        redisAsyncFree(ac);
+        c->ac = NULL;
+    }
+    if (c->timer_open && !uv_is_closing((uv_handle_t *)&c->timer)) {
+        uv_timer_stop(&c->timer);
+        uv_close((uv_handle_t *)&c->timer, onTimerClosed);
+    }
+}

@@ -1,0 +1,61 @@
+/* conn.h - one hiredis async connection on the libuv loop that keeps itself up.
+ *
+ * A connection authenticates (AUTH), selects its database (SELECT) and PINGs
+ * before it calls itself ready, so a wrong password or a protected server is
+ * found at once, before any real work is sent. When the server goes away the
+ * pending callbacks get NULL replies (hiredis does that), on_lost fires, and
+ * the connection retries with capped exponential backoff until it is ready
+ * again (on_ready fires once more). Authentication failures are fatal: they
+ * do not heal by waiting. */
+#ifndef RSG_CONN_H
+#define RSG_CONN_H
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#include "url.h"
+
+typedef struct rsgConn rsgConn;
+typedef void rsgConnEvent(rsgConn *c);
+typedef void rsgConnFatal(rsgConn *c, const char *reason);
+
+struct rsgConn {
+    uv_loop_t *loop;         /* the loop it lives on */
+    const rsgRedisUrl *url;  /* where to connect; owned by the caller */
+    const char *name;        /* role in log lines: "reader", "commands", ... */
+    const char *client_name; /* CLIENT SETNAME value or NULL */
+    redisAsyncContext *ac;   /* NULL while disconnected */
+    int ready;               /* handshake done: commands may be sent */
+    int closing;             /* rsgConnClose was called: never reconnect */
+    int was_ready;           /* has been ready before: the next ready is a reconnect */
+    unsigned attempt;        /* consecutive failures, drives the backoff */
+    int handshake_left;      /* handshake replies still expected */
+    uv_timer_t timer;        /* reconnect backoff, and the connect timeout */
+    int timer_open;          /* timer initialised and not yet closed */
+    rsgConnEvent *on_ready;  /* handshake done (first time and after reconnects) */
+    rsgConnEvent *on_lost;   /* was ready, now gone (NULL replies already delivered) */
+    rsgConnFatal *on_fatal;  /* cannot ever work (bad password...) */
+    rsgConnEvent *on_closed; /* rsgConnClose finished: handles closed */
+    void *data;              /* the owner's */
+};
+
+/* Sets the connection up and starts connecting. The callbacks and data must be
+ * filled by the caller beforehand. Never fails: trouble becomes retries. */
+void rsgConnStart(rsgConn *c, uv_loop_t *loop, const rsgRedisUrl *url, const char *name);
+
+/* Sends a command given as argv. Returns 0, or -1 when the connection is not
+ * ready (fn is then not called). fn is always called exactly once otherwise,
+ * with a NULL reply if the connection is lost first. */
+int rsgConnCommand(rsgConn *c, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
+                   const size_t *argvlen);
+
+/* Sends a command already in RESP form (see redisFormatCommandArgv).
+ * Same contract as rsgConnCommand. */
+int rsgConnFormatted(rsgConn *c, redisCallbackFn *fn, void *privdata, const char *cmd, size_t len);
+
+/* Drops the connection at once (pending callbacks get NULL replies) and stops
+ * reconnecting; on_closed fires when the timer handle is closed. */
+void rsgConnClose(rsgConn *c);
+
+#endif

@@ -1,0 +1,434 @@
+/* lua_bridge.c - see lua_bridge.h. */
+#include "lua_bridge.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "log.h"
+
+/* Message handler for every pcall: appends a traceback to string errors so a
+ * failure inside the pipeline says where it came from. */
+static int traceback(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Calls the function below nargs arguments on the stack, with the traceback
+ * handler. Returns 0, or -1 with the error logged and popped. */
+static int pcallLogged(rsgLua *lua, int nargs, const char *what) {
+    lua_State *L = lua->L;
+    int base = lua_gettop(L) - nargs;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->traceback_ref);
+    lua_insert(L, base);
+    int rc = lua_pcall(L, nargs, 0, base);
+    lua_remove(L, base);
+    if (rc != 0) {
+        rsgError("internal error in %s: %s", what, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static rsgLua *self(lua_State *L) {
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* host.now() -> monotonic seconds. */
+static int hostNow(lua_State *L) {
+    lua_pushnumber(L, (double)uv_hrtime() / 1e9);
+    return 1;
+}
+
+/* host.log(level, msg) */
+static int hostLog(lua_State *L) {
+    rsgLogLevel level = RSG_LOG_INFO;
+    const char *name = luaL_optstring(L, 1, "info");
+    if (rsgLogParseLevel(name, &level) != 0) level = RSG_LOG_INFO;
+    size_t len;
+    const char *msg = luaL_checklstring(L, 2, &len);
+    rsgLog(level, "%.*s", (int)len, msg);
+    return 0;
+}
+
+/* host.send(argv, cb) */
+static int hostSend(lua_State *L) {
+    rsgLua *lua = self(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    int argc = (int)lua_objlen(L, 1);
+    if (argc < 1) return luaL_error(L, "redis command needs at least a name");
+    const char *sargv[16];
+    size_t slens[16];
+    const char **argv = argc <= 16 ? sargv : malloc(sizeof(*argv) * (size_t)argc);
+    size_t *lens = argc <= 16 ? slens : malloc(sizeof(*lens) * (size_t)argc);
+    if (!argv || !lens) return luaL_error(L, "out of memory");
+    for (int i = 0; i < argc; i++) {
+        lua_rawgeti(L, 1, i + 1);
+        int t = lua_type(L, -1);
+        if (t != LUA_TSTRING && t != LUA_TNUMBER) {
+            if (argv != sargv) free(argv), free(lens);
+            return luaL_error(L, "redis command argument #%d is a %s (strings and numbers only)",
+                              i + 1, lua_typename(L, t));
+        }
+        /* Strings stay alive: they are held by the argv table on the stack. */
+        argv[i] = lua_tolstring(L, -1, &lens[i]);
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, 2);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    int rc = lua->ops->send(lua->ops->ud, argc, argv, lens, ref);
+    if (argv != sargv) free(argv), free(lens);
+    if (rc != 0) {
+        /* Answer at once: the pipeline handles callbacks made inside send. */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        lua_pushnil(L);
+        lua_pushliteral(L, "not connected to redis (reconnecting)");
+        lua_call(L, 2, 0);
+    }
+    return 0;
+}
+
+static rsgStr *scratch(rsgLua *lua, size_t n) {
+    if (n > lua->scratch_cap) {
+        size_t cap = lua->scratch_cap ? lua->scratch_cap : 1024;
+        while (cap < n)
+            cap *= 2;
+        rsgStr *s = realloc(lua->scratch, cap * sizeof(*s));
+        if (!s) return NULL;
+        lua->scratch = s;
+        lua->scratch_cap = cap;
+    }
+    return lua->scratch;
+}
+
+/* host.ack({ [stream] = { id, ... } }) */
+static int hostAck(lua_State *L) {
+    rsgLua *lua = self(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE) {
+            return luaL_error(L, "host.ack expects { stream = { id, ... } }");
+        }
+        rsgStr stream;
+        stream.p = lua_tolstring(L, -2, &stream.len);
+        size_t n = lua_objlen(L, -1);
+        rsgStr *ids = scratch(lua, n);
+        if (!ids) return luaL_error(L, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            lua_rawgeti(L, -1, (int)i + 1);
+            ids[i].p = lua_tolstring(L, -1, &ids[i].len);
+            lua_pop(L, 1); /* still referenced by the ids table */
+            if (!ids[i].p) return luaL_error(L, "host.ack: id #%d is not a string", (int)i + 1);
+        }
+        if (n) lua->ops->ack(lua->ops->ud, stream, (int)n, ids);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static int hostRelease(lua_State *L) {
+    rsgLua *lua = self(L);
+    lua->ops->release(lua->ops->ud, (long)luaL_checknumber(L, 1));
+    return 0;
+}
+
+static int hostSetTimer(lua_State *L) {
+    rsgLua *lua = self(L);
+    double d = lua_isnoneornil(L, 1) ? -1.0 : luaL_checknumber(L, 1);
+    lua->ops->set_timer(lua->ops->ud, d);
+    return 0;
+}
+
+static int hostPause(lua_State *L) {
+    rsgLua *lua = self(L);
+    lua->ops->pause(lua->ops->ud, lua_toboolean(L, 1));
+    return 0;
+}
+
+static int hostFinished(lua_State *L) {
+    rsgLua *lua = self(L);
+    lua->ops->finished(lua->ops->ud);
+    return 0;
+}
+
+int rsgLuaInit(rsgLua *lua, const char *luadir, char *err, size_t errlen) {
+    memset(lua, 0, sizeof(*lua));
+    lua->traceback_ref = lua->pipeline_ref = lua->feed_ref = LUA_NOREF;
+    lua->tick_ref = lua->stop_ref = lua->cfg_ref = LUA_NOREF;
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        snprintf(err, errlen, "cannot create a Lua state (out of memory)");
+        return -1;
+    }
+    lua->L = L;
+    luaL_openlibs(L);
+    /* Our modules first, then the default path (where cjson and the user's
+     * own modules live). */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", luadir, luadir, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+    lua_pushcfunction(L, traceback);
+    lua->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* Reads cfg.source.<key> as a string into a fresh copy, NULL when absent. */
+static char *dupField(lua_State *L, int idx, const char *key) {
+    lua_getfield(L, idx, key);
+    char *s = lua_type(L, -1) == LUA_TSTRING ? strdup(lua_tostring(L, -1)) : NULL;
+    lua_pop(L, 1);
+    return s;
+}
+
+static double numField(lua_State *L, int idx, const char *key, double dflt) {
+    lua_getfield(L, idx, key);
+    double v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : dflt;
+    lua_pop(L, 1);
+    return v;
+}
+
+static int boolField(lua_State *L, int idx, const char *key, int dflt) {
+    lua_getfield(L, idx, key);
+    int v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Fills src from the normalized cfg.source at the top of the stack. */
+static int readSource(lua_State *L, rsgSourceConfig *src, char *err, size_t errlen) {
+    int idx = lua_gettop(L);
+    memset(src, 0, sizeof(*src));
+    char *kind = dupField(L, idx, "kind");
+    snprintf(src->kind, sizeof(src->kind), "%s", kind ? kind : "group");
+    free(kind);
+    int isLists = strcmp(src->kind, "lists") == 0;
+    lua_getfield(L, idx, isLists ? "lists" : "streams");
+    int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    if (n == 0) {
+        lua_pop(L, 1);
+        snprintf(err, errlen, "internal: normalized source has no %s",
+                 isLists ? "lists" : "streams");
+        return -1;
+    }
+    src->nstreams = n;
+    src->streams = calloc((size_t)n, sizeof(char *));
+    src->starts = isLists ? NULL : calloc((size_t)n, sizeof(char *));
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, -1, i + 1);
+        if (isLists) {
+            src->streams[i] = strdup(lua_tostring(L, -1));
+        } else {
+            src->streams[i] = dupField(L, lua_gettop(L), "name");
+            src->starts[i] = dupField(L, lua_gettop(L), "start");
+            if (!src->starts[i]) src->starts[i] = strdup("0");
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    src->group = dupField(L, idx, "group");
+    src->count = (long)numField(L, idx, "count", 0);
+    src->block_ms = (long)numField(L, idx, "block_ms", 0);
+    src->replay_pending = boolField(L, idx, "replay_pending", 1);
+    src->convert = boolField(L, idx, "convert", 1);
+    src->encoding = dupField(L, idx, "encoding");
+    if (!src->encoding) src->encoding = strdup("utf-8");
+    src->max_in_flight = (long)numField(L, idx, "max_in_flight", 4096);
+    src->heartbeat_interval = numField(L, idx, "heartbeat_interval", 0);
+    src->claim_timeout = numField(L, idx, "claim_timeout", 0);
+    src->heartbeat_channel = dupField(L, idx, "heartbeat_channel");
+    src->checkpoint = dupField(L, idx, "checkpoint");
+    src->reliable = boolField(L, idx, "reliable", 0);
+    return 0;
+}
+
+int rsgLuaLoadScript(rsgLua *lua, const char *path, const char *consumer, rsgSourceConfig *src,
+                     char *err, size_t errlen) {
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->traceback_ref);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "rsghost.script");
+    if (lua_pcall(L, 1, 1, top + 1) != 0) {
+        snprintf(err, errlen, "cannot load rsghost.script: %s", lua_tostring(L, -1));
+        lua_settop(L, top);
+        return -1;
+    }
+    lua_getfield(L, -1, "load");
+    lua_remove(L, -2);
+    lua_pushstring(L, path);
+    lua_createtable(L, 0, 1);
+    if (consumer) {
+        lua_pushstring(L, consumer);
+        lua_setfield(L, -2, "consumer");
+    }
+    /* No traceback here: script.lua's messages are the user-facing
+     * "path:LINE: reason" and must stay one line. */
+    if (lua_pcall(L, 2, 1, 0) != 0) {
+        const char *m = lua_tostring(L, -1);
+        snprintf(err, errlen, "%s", m ? m : "script failed to load (non-string error)");
+        lua_settop(L, top);
+        return -1;
+    }
+    lua_pushvalue(L, -1);
+    lua->cfg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "source");
+    int rc = readSource(L, src, err, errlen);
+    lua_settop(L, top);
+    return rc;
+}
+
+int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
+    static const struct {
+        const char *name;
+        lua_CFunction fn;
+    } api[] = {{"now", hostNow},     {"log", hostLog},          {"send", hostSend},
+               {"ack", hostAck},     {"release", hostRelease},  {"set_timer", hostSetTimer},
+               {"pause", hostPause}, {"finished", hostFinished}};
+    lua_State *L = lua->L;
+    int top = lua_gettop(L);
+    lua->ops = ops;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->traceback_ref);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "rsghost.pipeline");
+    if (lua_pcall(L, 1, 1, top + 1) != 0) goto fail;
+    lua_getfield(L, -1, "new");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->cfg_ref);
+    lua_createtable(L, 0, (int)(sizeof(api) / sizeof(api[0])));
+    for (size_t i = 0; i < sizeof(api) / sizeof(api[0]); i++) {
+        lua_pushlightuserdata(L, lua);
+        lua_pushcclosure(L, api[i].fn, 1);
+        lua_setfield(L, -2, api[i].name);
+    }
+    if (lua_pcall(L, 2, 1, top + 1) != 0) goto fail;
+    lua_getfield(L, -1, "feed");
+    lua->feed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "tick");
+    lua->tick_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "stop");
+    lua->stop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua->pipeline_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_settop(L, top);
+    return 0;
+fail:
+    snprintf(err, errlen, "cannot start the pipeline: %s", lua_tostring(L, -1));
+    lua_settop(L, top);
+    return -1;
+}
+
+int rsgLuaFeed(rsgLua *lua, const rsgMsg *msgs, int n) {
+    lua_State *L = lua->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->feed_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->pipeline_ref);
+    lua_createtable(L, 3 * n, 0);
+    for (int i = 0; i < n; i++) {
+        const rsgMsg *m = &msgs[i];
+        lua_pushlstring(L, m->stream.p, m->stream.len);
+        lua_rawseti(L, -2, 3 * i + 1);
+        lua_pushlstring(L, m->id.p, m->id.len);
+        lua_rawseti(L, -2, 3 * i + 2);
+        if (m->nfields < 0) {
+            lua_pushboolean(L, 0);
+        } else {
+            lua_createtable(L, 0, m->nfields);
+            /* Duplicate field names: the last one wins, as the issue asks. */
+            for (int f = 0; f < m->nfields; f++) {
+                lua_pushlstring(L, m->fv[2 * f].p, m->fv[2 * f].len);
+                lua_pushlstring(L, m->fv[2 * f + 1].p, m->fv[2 * f + 1].len);
+                lua_rawset(L, -3);
+            }
+        }
+        lua_rawseti(L, -2, 3 * i + 3);
+    }
+    lua_pushinteger(L, n);
+    return pcallLogged(lua, 3, "pipeline feed");
+}
+
+int rsgLuaTick(rsgLua *lua) {
+    lua_rawgeti(lua->L, LUA_REGISTRYINDEX, lua->tick_ref);
+    lua_rawgeti(lua->L, LUA_REGISTRYINDEX, lua->pipeline_ref);
+    return pcallLogged(lua, 1, "pipeline tick");
+}
+
+int rsgLuaStop(rsgLua *lua) {
+    lua_rawgeti(lua->L, LUA_REGISTRYINDEX, lua->stop_ref);
+    lua_rawgeti(lua->L, LUA_REGISTRYINDEX, lua->pipeline_ref);
+    return pcallLogged(lua, 1, "pipeline stop");
+}
+
+/* Pushes a reply the way scripts see it: status and bulk -> string, integer
+ * -> number, nil -> nil (false inside arrays, so arrays keep their length,
+ * like Redis's own Lua), array -> table, error -> string (caller handles). */
+static void pushReply(lua_State *L, const redisReply *r, int nested) {
+    switch (r->type) {
+        case REDIS_REPLY_STRING:
+        case REDIS_REPLY_STATUS:
+        case REDIS_REPLY_ERROR:
+            lua_pushlstring(L, r->str, r->len);
+            break;
+        case REDIS_REPLY_INTEGER:
+            lua_pushnumber(L, (lua_Number)r->integer);
+            break;
+        case REDIS_REPLY_ARRAY:
+            lua_createtable(L, (int)r->elements, 0);
+            for (size_t i = 0; i < r->elements; i++) {
+                pushReply(L, r->element[i], 1);
+                lua_rawseti(L, -2, (int)i + 1);
+            }
+            break;
+        default:
+            if (nested)
+                lua_pushboolean(L, 0);
+            else
+                lua_pushnil(L);
+    }
+}
+
+void rsgLuaReply(rsgLua *lua, int cbref, const redisReply *reply) {
+    lua_State *L = lua->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, cbref);
+    luaL_unref(L, LUA_REGISTRYINDEX, cbref);
+    if (!reply) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "connection to redis lost before the reply came");
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        lua_pushnil(L);
+        lua_pushlstring(L, reply->str, reply->len);
+    } else {
+        pushReply(L, reply, 0);
+        lua_pushnil(L);
+    }
+    pcallLogged(lua, 2, "redis reply callback");
+}
+
+void rsgSourceConfigFree(rsgSourceConfig *src) {
+    for (int i = 0; i < src->nstreams; i++) {
+        free(src->streams[i]);
+        if (src->starts) free(src->starts[i]);
+    }
+    free(src->streams);
+    free(src->starts);
+    free(src->group);
+    free(src->encoding);
+    free(src->heartbeat_channel);
+    free(src->checkpoint);
+    memset(src, 0, sizeof(*src));
+}
+
+void rsgLuaClose(rsgLua *lua) {
+    if (lua->L) lua_close(lua->L);
+    free(lua->scratch);
+    memset(lua, 0, sizeof(*lua));
+}

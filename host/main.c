@@ -1,0 +1,46 @@
+/* main.c - rsghost's entry point: arguments in, exit status out. The work is
+ * in app.c; this file only parses, hides the password and dispatches. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "config.h"
+#include "log.h"
+#include "url.h"
+
+int main(int argc, char **argv) {
+    rsgOptions opts;
+    char err[512];
+    if (rsgOptionsParse(&opts, argc, argv, err, sizeof(err)) != 0) {
+        fprintf(stderr, "rsghost: %s\n", err);
+        return 2;
+    }
+    if (opts.help) {
+        rsgOptionsUsage(stdout);
+        return 0;
+    }
+    if (opts.version) {
+        printf("rsghost %s\n", RSGHOST_VERSION);
+        return 0;
+    }
+    rsgLogLevel level;
+    if (rsgLogParseLevel(opts.log_level, &level) != 0) {
+        fprintf(stderr, "rsghost: unknown log level '%s' (debug, info, warn or error)\n",
+                opts.log_level);
+        return 2;
+    }
+    rsgLogSetLevel(level);
+
+    /* Take a copy of the URL, then hide the password from ps and
+     * /proc/PID/cmdline, which show argv's memory as it is now. */
+    char *url = strdup(opts.redis_url);
+    if (!url) return 1;
+    if (opts.redis_argi > 0) rsgUrlScrub(argv[opts.redis_argi]);
+    if (opts.redis_argi < 0) rsgUrlScrub(strchr(argv[-opts.redis_argi], '=') + 1);
+    opts.redis_url = url;
+    int rc = rsgAppRun(&opts);
+    memset(url, 0, strlen(url));
+    free(url);
+    return rc;
+}
