@@ -1,0 +1,170 @@
+-- The `rsghost` module that pipeline scripts require.
+--
+-- rsghost.redis.* never blocks: inside a sink it yields the sink's coroutine
+-- with a request, and the pipeline (rsghost.pipeline) sends it through the host
+-- and resumes the coroutine with the reply (the OpenResty cosocket model).
+-- Anywhere else there is no coroutine to suspend, so the calls raise.
+
+local type, select, tostring, error, setmetatable = type, select, tostring, error, setmetatable
+local format, floor, huge = string.format, math.floor, math.huge
+local concat = table.concat
+local running, yield = coroutine.running, coroutine.yield
+
+local M = {}
+
+-- This consumer's name and group: set by rsghost.script.load (the consumer
+-- before the script runs, the group once the script's source is known).
+M.consumer = nil
+M.group = nil
+
+-- What a sink yields to ask for Redis I/O. A private table, so that no other
+-- yield can pass for a request.
+local MARKER = setmetatable({}, { __tostring = function() return "rsghost.redis request" end })
+
+-- Shared with rsghost.pipeline, not for scripts:
+--   task  the sink coroutine the pipeline is resuming right now (nil outside)
+--   host  where rsghost.log goes (the host of the pipeline at work, else the
+--         last pipeline created); nil means stderr
+local state = { task = nil, host = nil }
+M._state = state
+M._MARKER = MARKER
+
+-- Raise the contract's error unless called from the running sink coroutine
+-- itself (a coroutine the sink created cannot be suspended by the pipeline).
+local function check_task(name)
+  local task = state.task
+  if task ~= nil and running() == task then return end
+  if task ~= nil then
+    error(name .. " is only available in the sink's own coroutine, not in one it created", 3)
+  end
+  error(name .. " is only available inside a sink", 3)
+end
+
+-- Redis takes strings. Numbers are formatted here so that integers never turn
+-- into "1e+15" and the host and the test kit see the same bytes.
+local function arg_string(v)
+  if v == floor(v) and v > -2^53 and v < 2^53 then return format("%d", v) end
+  if v ~= v or v == huge or v == -huge then return nil end
+  return format("%.17g", v)
+end
+
+-- Check and normalize one command in place. Returns nil, or an error text.
+local function check_argv(argv, n)
+  if n == 0 then return "empty command" end
+  for i = 1, n do
+    local v = argv[i]
+    local t = type(v)
+    if t == "number" then
+      v = arg_string(v)
+      if v == nil then return format("argument #%d is not a finite number", i) end
+      argv[i] = v
+    elseif t ~= "string" then
+      return format("argument #%d must be a string or a number, got %s", i, t)
+    end
+  end
+  return nil
+end
+
+-- Yield one command to the pipeline; returns reply, err (err is a Redis error
+-- reply or a lost connection).
+local function request(name, argv, n)
+  local bad = check_argv(argv, n)
+  if bad then error(name .. ": " .. bad, 3) end
+  return yield(MARKER, argv)
+end
+
+local redis = {}
+M.redis = redis
+
+-- Run a command; return its reply, raise on an error reply (like Redis's own
+-- redis.call). The error carries the caller's file:line.
+function redis.call(...)
+  check_task("rsghost.redis.call")
+  local reply, err = request("rsghost.redis.call", { ... }, select("#", ...))
+  if err ~= nil then error(err, 2) end
+  return reply
+end
+
+-- Run a command; return its reply, or nil and the error text.
+function redis.pcall(...)
+  check_task("rsghost.redis.pcall")
+  local reply, err = request("rsghost.redis.pcall", { ... }, select("#", ...))
+  if err ~= nil then return nil, err end
+  return reply
+end
+
+-- The body of rsghost.redis.pipeline, errors returned: replies, or nil, err,
+-- index of the first failed command.
+local function send_all(cmds)
+  if type(cmds) ~= "table" then return nil, "expects an array of commands, got " .. type(cmds) end
+  local n = #cmds
+  if n == 0 then return {} end
+  for i = 1, n do
+    local cmd = cmds[i]
+    if type(cmd) ~= "table" then return nil, format("command %d must be a table, got %s", i, type(cmd)) end
+    local bad = check_argv(cmd, #cmd)
+    if bad then return nil, format("command %d: %s", i, bad) end
+  end
+  local replies, err, at = yield(MARKER, cmds, n)
+  if err ~= nil then return nil, format("%s (command %d of %d)", err, at, n) end
+  return replies
+end
+
+-- Send every command of cmds = { {cmd, ...}, ... } at once, wait for all, and
+-- return their replies in order (a nil reply reads false, as inside arrays).
+-- Raises if any command failed, naming the first that did.
+function redis.pipeline(cmds)
+  check_task("rsghost.redis.pipeline")
+  local replies, err = send_all(cmds)
+  if err ~= nil then error("rsghost.redis.pipeline: " .. err, 2) end
+  return replies
+end
+
+-- For rsghost.sink: rsghost.redis.pipeline with errors returned.
+function M._pipeline(cmds)
+  check_task("rsghost.redis.pipeline")
+  return send_all(cmds)
+end
+
+-- For rsghost.sink: one command already built as an array (a batch can hold
+-- more items than unpack() allows). Like rsghost.redis.pcall: returns reply,
+-- or nil and the error (a bad argument included), so that the sink can say
+-- which sink failed and where the script created it.
+function M._command(argv)
+  check_task("rsghost.redis.call")
+  local bad = check_argv(argv, #argv)
+  if bad then return nil, bad end
+  return yield(MARKER, argv)
+end
+
+local function emit(level, ...)
+  local n = select("#", ...)
+  local parts = { ... }
+  for i = 1, n do parts[i] = tostring(parts[i]) end
+  local msg = concat(parts, " ", 1, n)
+  local host = state.host
+  if host then
+    host.log(level, msg)
+  else
+    io.stderr:write("rsghost ", level, ": ", msg, "\n")
+  end
+end
+
+M.log = {
+  debug = function(...) emit("debug", ...) end,
+  info = function(...) emit("info", ...) end,
+  warn = function(...) emit("warn", ...) end,
+  error = function(...) emit("error", ...) end,
+}
+
+-- rsghost.sink is loaded on first use: rsghost.sink requires this module, and
+-- either may be required first.
+return setmetatable(M, {
+  __index = function(t, k)
+    if k == "sink" then
+      local sink = require "rsghost.sink"
+      rawset(t, "sink", sink)
+      return sink
+    end
+  end,
+})
