@@ -1,7 +1,9 @@
 /* app.c - see app.h. */
 #include "app.h"
 
+#include <errno.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +11,9 @@
 #include <unistd.h>
 
 #include "ack.h"
+#include "claim.h"
 #include "conn.h"
+#include "heart.h"
 #include "log.h"
 #include "lua_bridge.h"
 #include "paths.h"
@@ -30,13 +34,19 @@ typedef struct rsgApp {
     rsgHostOps ops;       /* what Lua may ask of us */
     uv_timer_t timer;     /* the pipeline's batch/retry timer */
     uv_signal_t sigint, sigterm;
-    int stopping; /* a stop was requested */
-    int finished; /* the pipeline flushed everything after stop */
-    int closing;  /* handles are being closed */
+    rsgClaim claim;      /* dead peers' messages (heartbeats on) */
+    pid_t heart_pid;     /* the heart process, 0 when heartbeats are off */
+    int lifeline_fd;     /* our end of the socket pair shared with it */
+    uv_poll_t lifeline;  /* EOF on it: the heart died */
+    char generated[256]; /* consumer name made up when none was given */
+    int stopping;        /* a stop was requested */
+    int finished;        /* the pipeline flushed everything after stop */
+    int closing;         /* handles are being closed */
     int exit_code;
 } rsgApp;
 
 static void shutdownNow(rsgApp *app, int code);
+static void beginStop(rsgApp *app, int code);
 
 /* ---- Host ops: what the Lua pipeline calls ---- */
 
@@ -162,11 +172,46 @@ static void onSignal(uv_signal_t *h, int signum) {
         /* Nothing to save: Redis holds every unacknowledged message. */
         _exit(128 + signum);
     }
-    app->stopping = 1;
     rsgInfo("%s: stopping; flushing the partial batch (send it again to exit at once)",
             strsignal(signum));
+    beginStop(app, 0);
+}
+
+static void onLifeline(uv_poll_t *p, int status, int events) {
+    rsgApp *app = p->data;
+    (void)events;
+    char buf[16];
+    ssize_t n = status < 0 ? 0 : read(app->lifeline_fd, buf, sizeof(buf));
+    if (n > 0 || (n < 0 && errno == EAGAIN)) return;
+    uv_poll_stop(p);
+    int st = 0;
+    char how[64] = "";
+    if (waitpid(app->heart_pid, &st, 0) == app->heart_pid) {
+        if (WIFSIGNALED(st))
+            snprintf(how, sizeof(how), " (killed by signal %d)", WTERMSIG(st));
+        else
+            snprintf(how, sizeof(how), " (exit status %d)", WEXITSTATUS(st));
+    }
+    app->heart_pid = 0;
+    if (app->stopping) {
+        rsgWarn("heart process ended%s while stopping", how);
+        return;
+    }
+    /* Without a heart our peers will take us for dead and claim our
+     * messages: stop reading, finish what is in hand, and exit non-zero. */
+    rsgError("heart process died%s; heartbeats stopped, so this consumer stops", how);
+    beginStop(app, 1);
+}
+
+/* The first stop request, from a signal or from the heart dying: stop
+ * reading, flush, ack, exit with `code`. */
+static void beginStop(rsgApp *app, int code) {
+    if (app->stopping) return;
+    app->stopping = 1;
+    app->exit_code = code;
     rsgSourceStop(&app->source);
     rsgConnClose(&app->reader);
+    rsgClaimStop(&app->claim);
     if (rsgLuaStop(&app->lua) != 0) shutdownNow(app, 1);
 }
 
@@ -180,8 +225,10 @@ static void shutdownNow(rsgApp *app, int code) {
     app->closing = 1;
     app->exit_code = code;
     rsgSourceStop(&app->source);
+    rsgClaimStop(&app->claim);
     rsgConnClose(&app->reader);
     rsgConnClose(&app->cmds);
+    if (app->heart_pid) closeHandle((uv_handle_t *)&app->lifeline);
     closeHandle((uv_handle_t *)&app->timer);
     closeHandle((uv_handle_t *)&app->sigint);
     closeHandle((uv_handle_t *)&app->sigterm);
@@ -190,6 +237,20 @@ static void shutdownNow(rsgApp *app, int code) {
 static void walkClose(uv_handle_t *h, void *arg) {
     (void)arg;
     closeHandle(h);
+}
+
+/* host-pid-random: unique across hosts, restarts and pid reuse. */
+static void generateName(char *buf, size_t len) {
+    char host[128] = "rsghost";
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    unsigned char rnd[4] = {0};
+    if (uv_random(NULL, NULL, rnd, sizeof(rnd), 0, NULL) != 0) {
+        uint64_t t = uv_hrtime();
+        memcpy(rnd, &t, sizeof(rnd));
+    }
+    snprintf(buf, len, "%s-%d-%02x%02x%02x%02x", host, (int)getpid(), rnd[0], rnd[1], rnd[2],
+             rnd[3]);
 }
 
 static void logStart(rsgApp *app) {
@@ -201,6 +262,11 @@ static void logStart(rsgApp *app) {
     }
     rsgInfo("consumer '%s' of group '%s' reading %s from %s", app->consumer, app->src.group,
             streams, where);
+    if (app->heart_pid)
+        rsgInfo("heartbeats every %gs on channel '%s' (heart pid %d); peers silent for %gs are "
+                "claimed",
+                app->src.heartbeat_interval, app->src.heartbeat_channel, (int)app->heart_pid,
+                app->src.claim_timeout);
 }
 
 int rsgAppRun(const rsgOptions *opts) {
@@ -230,15 +296,37 @@ int rsgAppRun(const rsgOptions *opts) {
     }
     app.consumer = opts->consumer;
     if (!app.consumer) {
-        fprintf(stderr, "rsghost: missing CONSUMER-NAME (usage: rsghost [options] SCRIPT "
-                        "CONSUMER-NAME)\n");
-        goto out;
+        if (app.src.heartbeat_interval <= 0) {
+            fprintf(stderr, "rsghost: missing CONSUMER-NAME: a generated name needs "
+                            "source.heartbeat_interval, so that peers can claim its messages "
+                            "once it is gone\n");
+            goto out;
+        }
+        generateName(app.generated, sizeof(app.generated));
+        app.consumer = app.generated;
     }
     if (opts->check) {
         printf("%s: ok (group '%s', %d stream(s), max_in_flight %ld)\n", opts->script,
                app.src.group, app.src.nstreams, app.src.max_in_flight);
         code = 0;
         goto out;
+    }
+
+    /* Fork the heart before the loop exists: a child must not share the
+     * loop's descriptors or libuv's signal plumbing. */
+    if (app.src.heartbeat_interval > 0) {
+        rsgHeartConfig hc = {&app.url,
+                             app.src.group,
+                             app.consumer,
+                             app.src.heartbeat_channel,
+                             app.src.heartbeat_interval,
+                             app.src.claim_timeout};
+        app.heart_pid = rsgHeartSpawn(&hc, &app.lifeline_fd, err, sizeof(err));
+        if (app.heart_pid < 0) {
+            fprintf(stderr, "rsghost: cannot start the heart process: %s\n", err);
+            app.heart_pid = 0;
+            goto out;
+        }
     }
 
     code = 1;
@@ -269,6 +357,12 @@ int rsgAppRun(const rsgOptions *opts) {
     uv_signal_start(&app.sigterm, onSignal, SIGTERM);
     signal(SIGPIPE, SIG_IGN);
 
+    if (app.heart_pid > 0) {
+        uv_poll_init(&app.loop, &app.lifeline, app.lifeline_fd);
+        app.lifeline.data = &app;
+        uv_poll_start(&app.lifeline, UV_READABLE | UV_DISCONNECT, onLifeline);
+    }
+
     logStart(&app);
     app.reader.data = app.cmds.data = &app;
     app.reader.on_ready = onReaderReady;
@@ -276,6 +370,9 @@ int rsgAppRun(const rsgOptions *opts) {
     app.reader.on_fatal = app.cmds.on_fatal = onConnFatal;
     rsgConnStart(&app.cmds, &app.loop, &app.url, "commands");
     rsgConnStart(&app.reader, &app.loop, &app.url, "reader");
+    if (app.heart_pid > 0 &&
+        rsgClaimStart(&app.claim, &app.loop, &app.cmds, &app.source, &app.url, app.consumer) != 0)
+        shutdownNow(&app, 1);
 
     uv_run(&app.loop, UV_RUN_DEFAULT);
     /* Backstop: anything still open is closed and the loop drained, so
@@ -286,7 +383,13 @@ int rsgAppRun(const rsgOptions *opts) {
     code = app.exit_code;
     rsgSourceFree(&app.source);
     rsgAckFree(&app.ack);
+    rsgClaimFree(&app.claim);
 out:
+    if (app.heart_pid > 0) {
+        /* Closing our end tells the heart to stop; reap it. */
+        close(app.lifeline_fd);
+        waitpid(app.heart_pid, NULL, 0);
+    }
     rsgLuaClose(&app.lua);
     rsgSourceConfigFree(&app.src);
     rsgUrlFree(&app.url);

@@ -160,6 +160,48 @@ static int convertEntry(rsgSource *s, const redisReply *stream, const redisReply
     return 1;
 }
 
+/* Converts the entries of one stream into s->msgs[*n...], advancing *n and
+ * *fvused. The scratch arrays must have room (see reserve). */
+static void collect(rsgSource *s, const redisReply *stream, const redisReply *list, int *n,
+                    size_t *fvused) {
+    for (size_t j = 0; j < list->elements; j++) {
+        rsgMsg *m = &s->msgs[*n];
+        if (convertEntry(s, stream, list->element[j], m, s->fv + *fvused)) {
+            *fvused += (size_t)m->nfields * 2;
+            (*n)++;
+        }
+    }
+}
+
+int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *entries) {
+    if (entries->type != REDIS_REPLY_ARRAY) return 0;
+    size_t strings = 0, count = 0;
+    for (size_t j = 0; j < entries->elements; j++) {
+        const redisReply *e = entries->element[j];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        if (e->element[1]->type == REDIS_REPLY_ARRAY) strings += e->element[1]->elements;
+        count++;
+    }
+    if (count != entries->elements) return -1;
+    if (reserve(s, count, strings) != 0) return -1;
+    rsgDecoderReset(&s->dec);
+    redisReply name = {0};
+    name.type = REDIS_REPLY_STRING;
+    name.str = (char *)stream;
+    name.len = strlen(stream);
+    int n = 0;
+    size_t fvused = 0;
+    collect(s, &name, entries, &n, &fvused);
+    s->in_flight += n;
+    if (n && s->hooks.deliver(s->hooks.ud, s->msgs, n) != 0) {
+        s->hooks.fatal(s->hooks.ud, "the pipeline failed");
+        return -1;
+    }
+    return n;
+}
+
 static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
@@ -199,14 +241,8 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     for (size_t i = 0; i < reply->elements; i++) {
         const redisReply *st = reply->element[i];
         const redisReply *list = st->element[1];
+        collect(s, st->element[0], list, &n, &fvused);
         int si = streamIndex(s, st->element[0]->str, st->element[0]->len);
-        for (size_t j = 0; j < list->elements; j++) {
-            rsgMsg *m = &s->msgs[n];
-            if (convertEntry(s, st->element[0], list->element[j], m, s->fv + fvused)) {
-                fvused += (size_t)m->nfields * 2;
-                n++;
-            }
-        }
         if (list->elements && si >= 0) {
             const redisReply *last = list->element[list->elements - 1]->element[0];
             setCursor(s, si, last->str, last->len);
@@ -276,6 +312,11 @@ void rsgSourceRelease(rsgSource *s, long n) {
     s->in_flight -= n;
     if (s->in_flight < 0) s->in_flight = 0;
     rsgSourceKick(s);
+}
+
+long rsgSourceRoom(const rsgSource *s) {
+    long room = s->cfg->max_in_flight - s->in_flight;
+    return room > 0 ? room : 0;
 }
 
 void rsgSourcePause(rsgSource *s, int flag) {

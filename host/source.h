@@ -73,6 +73,14 @@ void rsgSourceRelease(rsgSource *s, long n);
 
 void rsgSourcePause(rsgSource *s, int flag);
 
+/* Feeds entries claimed from a dead peer (an XCLAIM reply: [[id, [f, v...]]...])
+ * through the same checks as read ones. Returns how many went to the
+ * pipeline, or -1 on a malformed reply or a pipeline failure. */
+int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *entries);
+
+/* Room left under max_in_flight. */
+long rsgSourceRoom(const rsgSource *s);
+
 /* Reads no more (the caller closes the connection to abort a blocked read). */
 void rsgSourceStop(rsgSource *s);
 

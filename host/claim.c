@@ -1,0 +1,324 @@
+/* claim.c - see claim.h. */
+#include "claim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "heart.h"
+#include "log.h"
+
+/* Atomically: the dead consumer's pending ids idle for at least min-idle,
+ * then XCLAIM them for us with the same min-idle.
+ * KEYS[1] stream; ARGV: group, dead, min-idle ms, count, us. */
+static const char *claimScript =
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4], "
+    "ARGV[2])\n"
+    "if #p == 0 then return {} end\n"
+    "local ids = {}\n"
+    "for i = 1, #p do ids[i] = p[i][1] end\n"
+    "return redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], ARGV[3], unpack(ids))\n";
+
+/* Atomically: remove the consumer only if it holds no pending entry.
+ * Returns -1 when it does. KEYS[1] stream; ARGV: group, consumer. */
+static const char *deleteScript =
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])\n"
+    "if #p > 0 then return -1 end\n"
+    "return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])\n";
+
+/* Context of one request of a round. */
+typedef struct claimReq {
+    rsgClaim *c;
+    int peer;   /* index into c->peers */
+    int stream; /* index into cfg->streams */
+    int what;   /* for liveness: 0 EXISTS key, 1 HEXISTS registry */
+} claimReq;
+
+static void act(rsgClaim *c);
+static void finishRound(rsgClaim *c);
+
+static uint64_t ctMs(const rsgClaim *c) {
+    return (uint64_t)(c->cfg->claim_timeout * 1000.0 + 0.5);
+}
+
+static int findPeer(rsgClaim *c, const char *name, size_t len, int create) {
+    for (int i = 0; i < c->npeers; i++)
+        if (strlen(c->peers[i].name) == len && memcmp(c->peers[i].name, name, len) == 0) return i;
+    if (!create) return -1;
+    if (c->npeers == c->cap) {
+        int cap = c->cap ? c->cap * 2 : 16;
+        rsgPeer *p = realloc(c->peers, sizeof(*p) * (size_t)cap);
+        if (!p) return -1;
+        c->peers = p;
+        c->cap = cap;
+    }
+    rsgPeer *p = &c->peers[c->npeers];
+    memset(p, 0, sizeof(*p));
+    p->name = strndup(name, len);
+    /* A consumer first seen is presumed alive from this moment. */
+    p->first_seen = uv_now(c->loop);
+    return c->npeers++;
+}
+
+static claimReq *req(rsgClaim *c, int peer, int stream, int what) {
+    claimReq *r = malloc(sizeof(*r));
+    if (r) *r = (claimReq){c, peer, stream, what};
+    return r;
+}
+
+/* Sends argv on the command connection for this round; counts the reply. */
+static void sendReq(rsgClaim *c, redisCallbackFn *fn, claimReq *r, int argc, const char **argv) {
+    if (!r) return;
+    if (rsgConnCommand(c->cmds, fn, r, argc, argv, NULL) != 0) {
+        free(r);
+        return;
+    }
+    c->outstanding++;
+}
+
+/* One reply of the current step arrived (or failed): next step when all did. */
+static void stepDone(rsgClaim *c, void (*next)(rsgClaim *)) {
+    if (--c->outstanding > 0) return;
+    if (c->stopped || !c->busy) return;
+    next(c);
+}
+
+static long replyField(const redisReply *r, const char *key) {
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *k = r->element[i], *v = r->element[i + 1];
+        if (k->type == REDIS_REPLY_STRING && strcmp(k->str, key) == 0)
+            return v->type == REDIS_REPLY_INTEGER ? (long)v->integer : -1;
+    }
+    return -1;
+}
+
+static void checkLiveness(rsgClaim *c);
+
+static void onInfo(redisAsyncContext *ac, void *rep, void *privdata) {
+    (void)ac;
+    claimReq *r = privdata;
+    rsgClaim *c = r->c;
+    redisReply *reply = rep;
+    free(r);
+    if (!reply) c->busy = 0; /* lost: the round is abandoned */
+    if (reply && reply->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < reply->elements; i++) {
+            const redisReply *e = reply->element[i];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements < 2) continue;
+            const redisReply *name = e->element[1];
+            if (name->type != REDIS_REPLY_STRING || strcmp(name->str, c->consumer) == 0) continue;
+            int p = findPeer(c, name->str, name->len, 1);
+            if (p < 0) continue;
+            long pending = replyField(e, "pending"), idle = replyField(e, "idle");
+            c->peers[p].in_group = 1;
+            if (pending > 0) c->peers[p].pending += pending;
+            /* A consumer that talked to Redis within claim_timeout is alive,
+             * whatever its heartbeats say (one without heartbeats, say). */
+            if (idle >= 0 && (uint64_t)idle < ctMs(c)) c->peers[p].last_heard = uv_now(c->loop);
+        }
+    }
+    stepDone(c, checkLiveness);
+}
+
+static void onLiveness(redisAsyncContext *ac, void *rep, void *privdata) {
+    (void)ac;
+    claimReq *r = privdata;
+    rsgClaim *c = r->c;
+    redisReply *reply = rep;
+    if (!reply) c->busy = 0;
+    if (reply && reply->type == REDIS_REPLY_INTEGER && r->peer < c->npeers) {
+        if (r->what == 0)
+            c->peers[r->peer].has_key = reply->integer > 0;
+        else
+            c->peers[r->peer].registered = reply->integer > 0;
+    }
+    free(r);
+    stepDone(c, act);
+}
+
+static void checkLiveness(rsgClaim *c) {
+    for (int i = 0; i < c->npeers; i++) {
+        rsgPeer *p = &c->peers[i];
+        if (!p->in_group) continue;
+        char *key = rsgHeartAliveKey(c->cfg->group, p->name);
+        if (!key) continue;
+        const char *exists[] = {"EXISTS", key};
+        const char *hexists[] = {"HEXISTS", c->registry_key, p->name};
+        sendReq(c, onLiveness, req(c, i, 0, 0), 2, exists);
+        sendReq(c, onLiveness, req(c, i, 0, 1), 3, hexists);
+        free(key);
+    }
+    if (c->outstanding == 0) act(c);
+}
+
+/* Alive: its liveness key exists, or it was heard (heartbeat or activity)
+ * within claim_timeout. Otherwise dead if it is known to keep a key (an
+ * rsghost peer whose key expired); a peer that keeps none is presumed alive
+ * for claim_timeout from when we first saw it. */
+static int isDead(const rsgClaim *c, const rsgPeer *p, uint64_t now) {
+    uint64_t ct = ctMs(c);
+    if (p->has_key) return 0;
+    if (p->last_heard && now - p->last_heard < ct) return 0;
+    if (p->registered) return 1;
+    return now - p->first_seen >= ct;
+}
+
+static void onClaimed(redisAsyncContext *ac, void *rep, void *privdata) {
+    (void)ac;
+    claimReq *r = privdata;
+    rsgClaim *c = r->c;
+    redisReply *reply = rep;
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        rsgError("claiming messages of consumer '%s' failed: %s", c->peers[r->peer].name,
+                 reply->str);
+    } else if (reply && !c->stopped) {
+        const char *stream = c->cfg->streams[r->stream];
+        int n = rsgSourceFeedClaimed(c->source, stream, reply);
+        if (n > 0) {
+            c->claimed += n;
+            rsgInfo("claimed %d message(s) of dead consumer '%s' on stream '%s'", n,
+                    c->peers[r->peer].name, stream);
+        }
+    }
+    free(r);
+    stepDone(c, finishRound);
+}
+
+static void onDeleted(redisAsyncContext *ac, void *rep, void *privdata) {
+    (void)ac;
+    claimReq *r = privdata;
+    rsgClaim *c = r->c;
+    redisReply *reply = rep;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        rsgWarn("removing consumer '%s' failed: %s", c->peers[r->peer].name, reply->str);
+    free(r);
+    stepDone(c, finishRound);
+}
+
+static void ignoreReply(redisAsyncContext *ac, void *rep, void *privdata) {
+    (void)ac, (void)rep, (void)privdata;
+}
+
+static void act(rsgClaim *c) {
+    uint64_t now = uv_now(c->loop);
+    const rsgSourceConfig *cfg = c->cfg;
+    char minIdle[24], count[24];
+    snprintf(minIdle, sizeof(minIdle), "%llu", (unsigned long long)ctMs(c));
+    for (int i = 0; i < c->npeers; i++) {
+        rsgPeer *p = &c->peers[i];
+        if (!p->in_group || !isDead(c, p, now)) continue;
+        if (p->pending > 0) {
+            long room = rsgSourceRoom(c->source) / cfg->nstreams;
+            if (room <= 0) continue; /* the next round, when there is room */
+            snprintf(count, sizeof(count), "%ld", room);
+            rsgInfo("consumer '%s' looks dead (no heartbeat for claim_timeout %gs); claiming "
+                    "its %ld pending message(s)",
+                    p->name, cfg->claim_timeout, p->pending);
+            for (int s = 0; s < cfg->nstreams; s++) {
+                const char *argv[] = {"EVAL",  claimScript, "1",   cfg->streams[s], cfg->group,
+                                      p->name, minIdle,     count, c->consumer};
+                sendReq(c, onClaimed, req(c, i, s, 0), 9, argv);
+            }
+        } else {
+            rsgInfo("removing dead consumer '%s' from group '%s' (it holds no pending message)",
+                    p->name, cfg->group);
+            for (int s = 0; s < cfg->nstreams; s++) {
+                const char *argv[] = {"EVAL",          deleteScript, "1",
+                                      cfg->streams[s], cfg->group,   p->name};
+                sendReq(c, onDeleted, req(c, i, s, 0), 6, argv);
+            }
+            const char *hdel[] = {"HDEL", c->registry_key, p->name};
+            rsgConnCommand(c->cmds, ignoreReply, NULL, 3, hdel, NULL);
+            p->in_group = 0; /* forget it at the end of the round */
+        }
+    }
+    if (c->outstanding == 0) finishRound(c);
+}
+
+static void finishRound(rsgClaim *c) {
+    /* Forget consumers no longer in the group (removed, or deleted by
+     * someone else); keep those we only heard on the channel. */
+    int j = 0;
+    for (int i = 0; i < c->npeers; i++) {
+        rsgPeer *p = &c->peers[i];
+        if (!p->in_group && !p->last_heard) {
+            free(p->name);
+            continue;
+        }
+        c->peers[j++] = *p;
+    }
+    c->npeers = j;
+    c->busy = 0;
+}
+
+static void onRound(uv_timer_t *t) {
+    rsgClaim *c = t->data;
+    if (c->busy || c->stopped || !c->cmds->ready) return;
+    c->busy = 1;
+    c->outstanding = 0;
+    for (int i = 0; i < c->npeers; i++) {
+        c->peers[i].in_group = 0;
+        c->peers[i].pending = 0;
+        c->peers[i].has_key = c->peers[i].registered = 0;
+    }
+    for (int s = 0; s < c->cfg->nstreams; s++) {
+        const char *argv[] = {"XINFO", "CONSUMERS", c->cfg->streams[s], c->cfg->group};
+        sendReq(c, onInfo, req(c, -1, s, 0), 4, argv);
+    }
+    if (c->outstanding == 0) c->busy = 0;
+}
+
+static void onHeartbeat(redisAsyncContext *ac, void *rep, void *privdata) {
+    (void)ac;
+    rsgClaim *c = privdata;
+    redisReply *reply = rep;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) return;
+    const redisReply *kind = reply->element[0], *payload = reply->element[2];
+    if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0) return;
+    if (payload->type != REDIS_REPLY_STRING) return;
+    int p = findPeer(c, payload->str, payload->len, 1);
+    if (p >= 0) c->peers[p].last_heard = uv_now(c->loop);
+}
+
+static void onSubReady(rsgConn *conn) {
+    rsgClaim *c = conn->data;
+    const char *argv[] = {"SUBSCRIBE", c->cfg->heartbeat_channel};
+    rsgConnCommand(&c->sub, onHeartbeat, c, 2, argv, NULL);
+}
+
+int rsgClaimStart(rsgClaim *c, uv_loop_t *loop, rsgConn *cmds, rsgSource *source,
+                  const rsgRedisUrl *url, const char *consumer) {
+    memset(c, 0, sizeof(*c));
+    c->loop = loop;
+    c->cmds = cmds;
+    c->source = source;
+    c->cfg = source->cfg;
+    c->consumer = consumer;
+    c->registry_key = rsgHeartRegistryKey(c->cfg->group);
+    if (!c->registry_key) return -1;
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    uint64_t every = (uint64_t)(c->cfg->heartbeat_interval * 1000.0 + 0.5);
+    if (every < 10) every = 10;
+    uv_timer_start(&c->timer, onRound, every, every);
+    c->sub.data = c;
+    c->sub.on_ready = onSubReady;
+    rsgConnStart(&c->sub, loop, url, "heartbeats");
+    return 0;
+}
+
+void rsgClaimStop(rsgClaim *c) {
+    if (c->stopped || !c->loop) return;
+    c->stopped = 1;
+    rsgConnClose(&c->sub);
+    if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_close((uv_handle_t *)&c->timer, NULL);
+}
+
+void rsgClaimFree(rsgClaim *c) {
+    for (int i = 0; i < c->npeers; i++)
+        free(c->peers[i].name);
+    free(c->peers);
+    free(c->registry_key);
+    c->peers = NULL;
+    c->npeers = c->cap = 0;
+}

@@ -1,0 +1,68 @@
+/* claim.h - finding dead peers in the group and taking over their messages.
+ *
+ * Every heartbeat interval a claim round runs on the command connection:
+ *   1. XINFO CONSUMERS on every stream: who is in the group, holding what.
+ *   2. For every other consumer, is it alive? A consumer is alive if
+ *      - it is registered (rsghost:consumers:<group>) as one that keeps a
+ *        liveness key, and its key (rsghost:alive:<group>:<name>) exists;
+ *        the key's TTL is claim_timeout, refreshed by its heart, so a
+ *        consumer started after a peer died knows at once that it is dead;
+ *      - or, not registered (a streamz_redis peer, say): its heartbeat was
+ *        heard on the channel within claim_timeout, or it was first seen by
+ *        us less than claim_timeout ago (presumed alive from that moment).
+ *   3. For each dead consumer: claim its pending messages with one server-
+ *      side script per stream (XPENDING for that consumer with an IDLE
+ *      filter, then XCLAIM with the same min-idle). The script is atomic, and
+ *      the min-idle makes a message another claimer has just taken (its idle
+ *      time reset) be left alone. Claimed messages go through our pipeline,
+ *      bounded by max_in_flight like read ones.
+ *      A dead consumer whose pending list is empty is removed from the group
+ *      (XGROUP DELCONSUMER inside a script that first checks, atomically, that
+ *      it holds nothing: deleting a consumer drops its pending entries). */
+#ifndef RSG_CLAIM_H
+#define RSG_CLAIM_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "conn.h"
+#include "source.h"
+
+typedef struct rsgPeer {
+    char *name;          /* consumer name */
+    uint64_t first_seen; /* ms, loop time when we first saw it */
+    uint64_t last_heard; /* ms, loop time of its last heartbeat, 0 = never */
+    long pending;        /* pending entries, all streams, this round */
+    int in_group;        /* listed by XINFO CONSUMERS this round */
+    int registered;      /* keeps a liveness key (rsghost) */
+    int has_key;         /* its liveness key exists */
+} rsgPeer;
+
+typedef struct rsgClaim {
+    uv_loop_t *loop;
+    rsgConn *cmds;     /* XINFO, EXISTS, EVAL go here */
+    rsgConn sub;       /* our own: SUBSCRIBE to the heartbeat channel */
+    rsgSource *source; /* claimed messages are fed through it */
+    const rsgSourceConfig *cfg;
+    const char *consumer; /* us */
+    char *registry_key;
+    uv_timer_t timer; /* one round per heartbeat interval */
+    rsgPeer *peers;
+    int npeers, cap;
+    int busy;        /* a round is running */
+    int outstanding; /* replies the current step still waits for */
+    int stopped;
+    long claimed; /* messages taken over, for logs and tests */
+} rsgClaim;
+
+/* Starts listening for heartbeats and running rounds. Returns 0 or -1. */
+int rsgClaimStart(rsgClaim *c, uv_loop_t *loop, rsgConn *cmds, rsgSource *source,
+                  const rsgRedisUrl *url, const char *consumer);
+
+/* Stops the rounds and closes the subscription and the timer. */
+void rsgClaimStop(rsgClaim *c);
+
+/* Frees the peer table (after the loop ended). */
+void rsgClaimFree(rsgClaim *c);
+
+#endif
