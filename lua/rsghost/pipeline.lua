@@ -1,0 +1,372 @@
+-- The pipeline runner: messages in (p:feed), preprocess, batches, sinks,
+-- acknowledgements out. The C host and the test kit both drive this file
+-- through a `host` table (see the contract, "Phase 2"), so there is one
+-- implementation of the pipeline's semantics.
+--
+-- Flow of a message: feed -> preprocess (xpcall) -> current batch -> (full,
+-- timed out, end of feed with timeout 0, or stop) -> queue -> sinks, one
+-- batch at a time, each sink in its own coroutine -> when every sink has
+-- returned: host.ack + host.release. A sink that raises holds its batch (and
+-- the queue behind it): reading pauses and only the failed sinks are re-run
+-- after a capped exponential backoff.
+--
+-- feed is the hot path: one xpcall per message and three array stores; the
+-- error handler and every per-batch table are built outside the loop.
+
+local rsghost = require "rsghost"
+local batching = require "rsghost.batch"
+local script = require "rsghost.script"
+
+local xpcall, type, tostring, setmetatable, pcall = xpcall, type, tostring, setmetatable, pcall
+local format, min = string.format, math.min
+local create, resume, status = coroutine.create, coroutine.resume, coroutine.status
+local where, acks_of = script.where, batching.acks
+
+local state = rsghost._state
+local MARKER = rsghost._MARKER
+
+-- A timer may fire a little early (hosts round to milliseconds); a deadline
+-- this close counts as passed rather than re-arming for a sliver of time.
+local EARLY = 0.0005
+
+local M = {}
+
+local P = {}
+P.__index = P
+
+----------------------------------------------------------------------------
+-- Timer
+
+-- Arm the host's single timer for the next thing due (the current batch's
+-- timeout or the active batch's retry), or cancel it. Calls the host only
+-- when that changes.
+function P:arm()
+  local at = self.batch:deadline()
+  local flush = self.active
+  if flush and flush.retry_at and (at == nil or flush.retry_at < at) then at = flush.retry_at end
+  if at == self.timer_at then return end
+  self.timer_at = at
+  if at == nil then
+    self.host.set_timer(nil)
+  else
+    local delay = at - self.host.now()
+    self.host.set_timer(delay > 0 and delay or 0)
+  end
+end
+
+----------------------------------------------------------------------------
+-- Sink tasks: one coroutine per sink per run, driven by a loop so that a host
+-- whose send calls back synchronously costs no stack per command.
+
+local finish -- forward: a task's end (defined below)
+
+local function describe_yield(v)
+  return format("sink yielded %s instead of waiting in rsghost.redis (coroutine.yield cannot be used in a sink)",
+    tostring(v))
+end
+
+-- Resume task's coroutine with (a, b, c) and keep it going while the host
+-- answers synchronously. Returns when the coroutine ended or waits on an
+-- asynchronous reply (its callback calls drive again).
+local function drive(task, a, b, c)
+  local co, p = task.co, task.p
+  local host = p.host
+  while true do
+    local prev_task, prev_host = state.task, state.host
+    state.task, state.host = co, host
+    local ok, marker, req, n = resume(co, a, b, c)
+    state.task, state.host = prev_task, prev_host
+    if not ok then return finish(task, where(marker, p.path, co, 0)) end
+    if status(co) == "dead" then return finish(task, nil) end
+    if marker ~= MARKER then return finish(task, where(describe_yield(marker), p.path, co, 0)) end
+
+    -- Each request gets a number; a callback for an older request, or a
+    -- second call of the same callback, is ignored (task.seq has moved on).
+    local seq = task.seq + 1
+    task.seq, task.sync, task.got = seq, true, false
+    if n == nil then
+      local cb = function(reply, err)
+        if task.seq ~= seq then return end
+        task.seq = seq + 1
+        if task.sync then
+          task.got, task.ra, task.rb = true, reply, err
+        else
+          drive(task, reply, err)
+        end
+      end
+      local sent, err = pcall(host.send, req, cb)
+      if not sent and task.seq == seq then cb(nil, "host.send failed: " .. tostring(err)) end
+    else
+      -- A pipeline: n commands, one callback each, resumed once all answered.
+      local replies, left, first_err, first_at = {}, n, nil, nil
+      for i = 1, n do
+        local cb = function(reply, err)
+          if task.seq ~= seq or replies[i] ~= nil then return end
+          if err ~= nil then
+            replies[i] = false
+            if first_at == nil or i < first_at then first_err, first_at = err, i end
+          else
+            if reply == nil then reply = false end
+            replies[i] = reply
+          end
+          left = left - 1
+          if left > 0 then return end
+          task.seq = seq + 1
+          if task.sync then
+            task.got, task.ra, task.rb, task.rc = true, replies, first_err, first_at
+          else
+            drive(task, replies, first_err, first_at)
+          end
+        end
+        local sent, err = pcall(host.send, req[i], cb)
+        if not sent and task.seq == seq and replies[i] == nil then
+          cb(nil, "host.send failed: " .. tostring(err))
+        end
+      end
+    end
+    task.sync = false
+    if not task.got then return end
+    a, b, c = task.ra, task.rb, task.rc
+    task.ra, task.rb, task.rc = nil, nil, nil
+  end
+end
+
+-- Run the sinks listed in `which` (indexes into p.sinks) on the active flush.
+local function run_sinks(p, flush, which)
+  local items = flush.batch.items
+  local n = #which
+  flush.running = n
+  flush.failed = {}
+  for i = 1, n do
+    local index = which[i]
+    local task = { p = p, flush = flush, index = index, co = create(p.sinks[index]), seq = 0 }
+    drive(task, items)
+  end
+end
+
+-- A batch is sunk: acknowledge it, resume reading if a failure paused it, and
+-- start the next batch.
+local function settle(p, flush)
+  local host, b = p.host, flush.batch
+  p.active = nil
+  host.ack(acks_of(b))
+  host.release(b.n)
+  if p.paused then
+    p.paused = false
+    host.pause(false)
+    p:log("info", format("a batch of %d messages was sunk on attempt %d; reading resumes", b.n, flush.attempt))
+  end
+  p:pump()
+end
+
+-- Some sinks failed: log each, pause reading, retry them after the backoff.
+local function backoff(p, flush)
+  local retry = p.retry
+  local attempt = flush.attempt
+  local delay = min(retry.initial * 2 ^ (attempt - 1), retry.max)
+  local failed, nsinks = flush.failed, #p.sinks
+  for i = 1, #failed do
+    local index = failed[i]
+    p:log("error", format("sink %d of %d failed on a batch of %d messages (attempt %d), retrying in %gs: %s",
+      index, nsinks, flush.batch.n, attempt, delay, flush.errors[index]))
+  end
+  flush.retry_sinks = failed
+  flush.retry_at = p.host.now() + delay
+  if not p.paused then
+    p.paused = true
+    p.host.pause(true)
+  end
+  p:arm()
+end
+
+function finish(task, err)
+  local flush = task.flush
+  if err ~= nil then
+    flush.failed[#flush.failed + 1] = task.index
+    flush.errors[task.index] = err
+  end
+  local running = flush.running - 1
+  flush.running = running
+  if running > 0 then return end
+  if #flush.failed == 0 then
+    settle(task.p, flush)
+  else
+    backoff(task.p, flush)
+  end
+end
+
+----------------------------------------------------------------------------
+-- Queue
+
+-- Start queued batches while no batch is being sunk. Re-entrant calls (a batch
+-- sunk synchronously from inside this loop) return at once: the outer loop
+-- carries on, so the stack does not grow with the queue.
+function P:pump()
+  if self.pumping then return end
+  self.pumping = true
+  local queue = self.queue
+  while self.active == nil and self.head <= self.tail do
+    local b = queue[self.head]
+    queue[self.head] = nil
+    self.head = self.head + 1
+    local flush = { batch = b, attempt = 1, running = 0, failed = nil, errors = {} }
+    self.active = flush
+    run_sinks(self, flush, self.all_sinks)
+  end
+  self.pumping = false
+  self:check_finished()
+end
+
+function P:enqueue(b)
+  local tail = self.tail + 1
+  self.tail = tail
+  self.queue[tail] = b
+  self:pump()
+end
+
+function P:check_finished()
+  if self.stopping and not self.done and self.active == nil and self.head > self.tail
+      and self.batch.n == 0 then
+    self.done = true
+    self:arm()
+    self.host.finished()
+  end
+end
+
+function P:log(level, msg)
+  self.host.log(level, msg)
+end
+
+----------------------------------------------------------------------------
+-- Host entry points
+
+-- Feed n messages in a flat array: msgs[3i+1] stream (or list) name,
+-- msgs[3i+2] id (or list item), msgs[3i+3] data table (false for lists).
+function P:feed(msgs, n)
+  if self.stopping then error("rsghost.pipeline: feed after stop", 2) end
+  n = n or #msgs / 3
+  local host = self.host
+  local prev_host = state.host
+  state.host = host
+  local preprocess, handler, batch = self.preprocess, self.handler, self.batch
+  local add = batch.add
+  local released, drops = 0, nil
+  for i = 1, 3 * n, 3 do
+    local stream, id, data = msgs[i], msgs[i + 1], msgs[i + 2]
+    local ok, out
+    if data then
+      ok, out = xpcall(preprocess, handler, stream, id, data)
+    else
+      ok, out = xpcall(preprocess, handler, stream, id)
+    end
+    if ok then
+      if out ~= nil then
+        local full = add(batch, out, stream, id)
+        if full then self:enqueue(full) end
+      else
+        -- Dropped by preprocess: it has left the pipeline.
+        drops = drops or {}
+        local list = drops[stream]
+        if list == nil then
+          list = {}
+          drops[stream] = list
+        end
+        list[#list + 1] = id
+        released = released + 1
+      end
+    else
+      -- Left pending in Redis (not acked), so it is not lost.
+      released = released + 1
+      self:preprocess_failed(stream, id, out)
+    end
+  end
+  if drops then host.ack(drops) end
+  if released > 0 then host.release(released) end
+  local last = batch:end_of_feed()
+  if last then self:enqueue(last) end
+  self:arm()
+  state.host = prev_host
+end
+
+function P:preprocess_failed(stream, id, msg)
+  local shown = tostring(id)
+  if #shown > 200 then shown = shown:sub(1, 200) .. "..." end
+  local what = self.lists and "item" or "message"
+  self:log("error", format("preprocess failed on %s %s from %s, left pending (not acked): %s",
+    what, shown, tostring(stream), msg))
+end
+
+-- The timer fired: flush a timed-out batch, retry failed sinks whose backoff
+-- has passed, and re-arm for what comes next.
+function P:tick()
+  local host = self.host
+  local prev_host = state.host
+  state.host = host
+  self.timer_at = nil -- one-shot: it just fired
+  local now = host.now() + EARLY
+  local b = self.batch:expired(now)
+  if b then self:enqueue(b) end
+  local flush = self.active
+  if flush and flush.retry_at and now >= flush.retry_at then
+    flush.retry_at = nil
+    flush.attempt = flush.attempt + 1
+    run_sinks(self, flush, flush.retry_sinks)
+  end
+  if not self.done then self:arm() end
+  state.host = prev_host
+end
+
+-- No more feeds: flush the partial batch; host.finished() once everything
+-- is sunk and acked (now, if nothing is pending).
+function P:stop()
+  if self.stopping then return end
+  local prev_host = state.host
+  state.host = self.host
+  self.stopping = true
+  local b = self.batch:take()
+  if b then
+    self:enqueue(b)
+  else
+    self:check_finished()
+  end
+  if not self.done then self:arm() end
+  state.host = prev_host
+end
+
+----------------------------------------------------------------------------
+
+-- A pipeline for a normalized cfg (rsghost.script.load) and a host table.
+function M.new(cfg, host)
+  local path = cfg.path
+  local self = setmetatable({
+    host = host,
+    path = path,
+    preprocess = cfg.preprocess,
+    sinks = cfg.sinks,
+    retry = cfg.retry or { initial = 0.5, max = 30 },
+    lists = cfg.source and cfg.source.kind == "lists",
+    -- Read through host.now on each use, so a host may swap its clock.
+    batch = batching.new(cfg.batch.size, cfg.batch.timeout, function() return host.now() end),
+    queue = {}, head = 1, tail = 0, -- batches waiting for the sinks
+    active = nil, -- the batch being sunk: { batch, attempt, running, failed, errors, retry_at, retry_sinks }
+    pumping = false,
+    paused = false,
+    timer_at = nil, -- when the host's timer is armed for
+    stopping = false,
+    done = false,
+  }, P)
+  self.all_sinks = {}
+  for i = 1, #cfg.sinks do self.all_sinks[i] = i end
+  if path == nil then
+    -- A cfg built by hand: errors are placed in the preprocess's own file.
+    local src = debug.getinfo(cfg.preprocess, "S").source
+    self.path = src:sub(1, 1) == "@" and src:sub(2) or nil
+    path = self.path
+  end
+  -- Runs only when preprocess raised: the message with the script's file:line.
+  self.handler = function(err) return where(err, path, nil, 2) end
+  state.host = host -- rsghost.log outside any pipeline call goes to the newest host
+  return self
+end
+
+return M
