@@ -1,0 +1,143 @@
+local rsghost = require "rsghost"
+local pipeline = require "rsghost.pipeline"
+local sink = require "rsghost.sink"
+
+-- A fake host that records commands and answers with h.reply(argv).
+local function fake_host()
+  local h = { sent = {}, logs = {}, acked = {} }
+  h.reply = function(argv)
+    if argv[1] == "XADD" then return "1-" .. #h.sent end
+    return #argv - 2
+  end
+  h.now = function() return 0 end
+  function h.send(argv, cb)
+    h.sent[#h.sent + 1] = argv
+    cb(h.reply(argv))
+  end
+  h.ack = function(acks) for _, ids in pairs(acks) do for _, id in ipairs(ids) do h.acked[#h.acked + 1] = id end end end
+  h.release = function() end
+  h.set_timer = function() end
+  h.pause = function() end
+  h.log = function(level, msg) h.logs[#h.logs + 1] = level .. ": " .. msg end
+  h.finished = function() end
+  return h
+end
+
+-- Sink the given items (preprocess outputs) as one batch through `fn`.
+local function sink_batch(fn, items, setup)
+  local h = fake_host()
+  if setup then setup(h) end
+  local p = pipeline.new({
+    preprocess = function(stream, id, data) return data.item end,
+    sinks = { fn },
+    batch = { size = 100000, timeout = 0 },
+  }, h)
+  local msgs = {}
+  for i, item in ipairs(items) do
+    msgs[3 * i - 2], msgs[3 * i - 1], msgs[3 * i] = "s", tostring(i), { item = item }
+  end
+  p:feed(msgs, #items)
+  return h
+end
+
+describe("rsghost.sink", function()
+  it("is what scripts reach as rsghost.sink", function()
+    assert.equal(sink, rsghost.sink)
+  end)
+
+  describe("redis_list", function()
+    it("RPUSHes the whole batch with one command, in order", function()
+      local h = sink_batch(sink.redis_list("out"), { "a", "b", "c" })
+      assert.same({ { "RPUSH", "out", "a", "b", "c" } }, h.sent)
+      assert.same({ "1", "2", "3" }, h.acked)
+    end)
+
+    it("LPUSHes with right = false", function()
+      local h = sink_batch(sink.redis_list("out", { right = false }), { "a", "b" })
+      assert.same({ { "LPUSH", "out", "a", "b" } }, h.sent)
+    end)
+
+    it("sends batches bigger than unpack() can take", function()
+      local items = {}
+      for i = 1, 20000 do items[i] = "item" .. i end
+      local h = sink_batch(sink.redis_list("out"), items)
+      assert.equal(1, #h.sent)
+      assert.equal(20002, #h.sent[1])
+      assert.equal("item20000", h.sent[1][20002])
+    end)
+
+    it("fails with the sink's name and the script line that created it", function()
+      local line = debug.getinfo(1, "l").currentline + 1
+      local fn = sink.redis_list("out")
+      local h = sink_batch(fn, { "a" }, function(h)
+        h.reply = function() return nil, "WRONGTYPE Operation against a key holding the wrong kind of value" end
+      end)
+      local file = debug.getinfo(1, "S").source:sub(2)
+      assert.matches(file:gsub("%p", "%%%0") .. ":" .. line
+        .. ': rsghost.sink.redis_list%("out"%): WRONGTYPE Operation against a key', h.logs[1])
+      assert.same({}, h.acked)
+    end)
+
+    it("fails on an item that is not a string", function()
+      local h = sink_batch(sink.redis_list("out"), { "a", { nested = true } })
+      assert.matches('rsghost.sink.redis_list%("out"%): item 2 must be a string or a number, got table$', h.logs[1])
+      assert.equal(0, #h.sent)
+    end)
+
+    it("checks its arguments where the script calls it", function()
+      assert.has_error(function() sink.redis_list() end, "rsghost.sink.redis_list: key must be a non-empty string")
+      assert.has_error(function() sink.redis_list("k", { rigth = true }) end,
+        'rsghost.sink.redis_list: unknown option "rigth"')
+      assert.has_error(function() sink.redis_list("k", { right = "yes" }) end,
+        "rsghost.sink.redis_list: right must be true or false")
+    end)
+  end)
+
+  describe("redis_stream", function()
+    it("XADDs each item, capped approximately, all sent together", function()
+      local h = sink_batch(sink.redis_stream("events", { maxlen = 1000 }), { "one", "two" })
+      assert.same({
+        { "XADD", "events", "MAXLEN", "~", "1000", "*", "data", "one" },
+        { "XADD", "events", "MAXLEN", "~", "1000", "*", "data", "two" },
+      }, h.sent)
+      assert.same({ "1", "2" }, h.acked)
+    end)
+
+    it("writes a table item's fields", function()
+      local h = sink_batch(sink.redis_stream("events"), { { user = "42", n = 3 } })
+      local argv = h.sent[1]
+      assert.same({ "XADD", "events", "*" }, { argv[1], argv[2], argv[3] })
+      local fields = {}
+      for i = 4, #argv, 2 do fields[argv[i]] = argv[i + 1] end
+      assert.same({ user = "42", n = "3" }, fields)
+    end)
+
+    it("caps exactly with approximate = false", function()
+      local h = sink_batch(sink.redis_stream("events", { maxlen = 10, approximate = false }), { "x" })
+      assert.same({ "XADD", "events", "MAXLEN", "10", "*", "data", "x" }, h.sent[1])
+    end)
+
+    it("fails if any XADD failed, naming the sink", function()
+      local h = sink_batch(sink.redis_stream("events"), { "a", "b" }, function(h)
+        h.reply = function() return nil, "ERR The ID specified in XADD is equal or smaller" end
+      end)
+      assert.equal(2, #h.sent)
+      assert.matches('rsghost.sink.redis_stream%("events"%): ERR The ID specified in XADD is equal or smaller '
+        .. "%(command 1 of 2%)$", h.logs[1])
+      assert.same({}, h.acked)
+    end)
+
+    it("fails on an empty table item before sending", function()
+      local h = sink_batch(sink.redis_stream("events"), { "a", {} })
+      assert.matches('rsghost.sink.redis_stream%("events"%): item 2 is an empty table$', h.logs[1])
+      assert.equal(0, #h.sent)
+    end)
+
+    it("checks its options where the script calls it", function()
+      assert.has_error(function() sink.redis_stream("k", { max_len = 5 }) end,
+        'rsghost.sink.redis_stream: unknown option "max_len"')
+      assert.has_error(function() sink.redis_stream("k", { maxlen = -1 }) end,
+        "rsghost.sink.redis_stream: maxlen must be an integer >= 0")
+    end)
+  end)
+end)
