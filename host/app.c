@@ -285,7 +285,13 @@ int rsgAppRun(const rsgOptions *opts) {
         fprintf(stderr, "rsghost: %s\n", err);
         goto out;
     }
-    if (rsgLuaLoadScript(&app.lua, opts->script, opts->consumer, &app.src, err, sizeof(err)) != 0) {
+    /* A generated name is made before loading: scripts see rsghost.consumer. */
+    app.consumer = opts->consumer;
+    if (!app.consumer) {
+        generateName(app.generated, sizeof(app.generated));
+        app.consumer = app.generated;
+    }
+    if (rsgLuaLoadScript(&app.lua, opts->script, app.consumer, &app.src, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
         goto out;
     }
@@ -294,16 +300,14 @@ int rsgAppRun(const rsgOptions *opts) {
                 app.src.kind);
         goto out;
     }
-    app.consumer = opts->consumer;
-    if (!app.consumer) {
+    if (!opts->consumer) {
         if (app.src.heartbeat_interval <= 0) {
             fprintf(stderr, "rsghost: missing CONSUMER-NAME: a generated name needs "
                             "source.heartbeat_interval, so that peers can claim its messages "
                             "once it is gone\n");
             goto out;
         }
-        generateName(app.generated, sizeof(app.generated));
-        app.consumer = app.generated;
+        rsgInfo("no consumer name given: using the generated name '%s'", app.consumer);
     }
     if (opts->check) {
         printf("%s: ok (group '%s', %d stream(s), max_in_flight %ld)\n", opts->script,
