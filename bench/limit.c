@@ -16,7 +16,8 @@
  * it could have started earlier. --ahead 0 is plain request/response.
  *
  * Prints one line on stdout:
- *   limit mode=drain messages=N batches=B seconds=S rate=R
+ *   limit mode=drain messages=N batches=B seconds=S rate=R cpu_seconds=C maxrss_kib=K
+ * (C: user + system CPU time of this process, K: its peak resident set)
  * and exits 0; any error reply or lost connection exits 1. */
 #include "common.h"
 
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static const char *prog = "limit";
 
@@ -354,9 +356,16 @@ int main(int argc, char **argv) {
 
     if (l.acked != l.messages)
         fprintf(stderr, "%s: read %lld messages but acked %lld\n", prog, l.messages, l.acked);
-    printf("limit mode=%s messages=%lld batches=%lld seconds=%.6f rate=%.0f\n",
+    /* CPU time says more than wall time on a busy machine: it is what the
+     * client cost, whatever else ran meanwhile. */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                 (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    printf("limit mode=%s messages=%lld batches=%lld seconds=%.6f rate=%.0f cpu_seconds=%.3f "
+           "maxrss_kib=%ld\n",
            l.tutorial ? "tutorial" : "drain", l.messages, l.batches, elapsed,
-           elapsed > 0 ? (double)l.messages / elapsed : 0.0);
+           elapsed > 0 ? (double)l.messages / elapsed : 0.0, cpu, ru.ru_maxrss);
 
     redisFree(l.c);
     bench_buf_free(&l.json);
