@@ -240,24 +240,39 @@ end
 ----------------------------------------------------------------------------
 -- Host entry points
 
+-- Adds id to t[stream] (creating both as needed); returns t.
+local function group_id(t, stream, id)
+  t = t or {}
+  local list = t[stream]
+  if list == nil then
+    list = {}
+    t[stream] = list
+  end
+  list[#list + 1] = id
+  return t
+end
+
 -- Feed n messages in a flat array: msgs[3i+1] stream (or list) name,
--- msgs[3i+2] id (or list item), msgs[3i+3] data table (false for lists).
+-- msgs[3i+2] id, msgs[3i+3] data table. For lists, msgs[3i+2] is the token
+-- the host acks with (the item's raw bytes) and msgs[3i+3] the item as
+-- preprocess sees it (converted from source.encoding); a false item means
+-- the token is the item.
 function P:feed(msgs, n)
   if self.stopping then error("rsghost.pipeline: feed after stop", 2) end
   n = n or #msgs / 3
   local host = self.host
   local prev_host = state.host
   state.host = host
-  local preprocess, handler, batch = self.preprocess, self.handler, self.batch
+  local preprocess, handler, batch, lists = self.preprocess, self.handler, self.batch, self.lists
   local add = batch.add
-  local released, drops = 0, nil
+  local released, drops, failed = 0, nil, nil
   for i = 1, 3 * n, 3 do
     local stream, id, data = msgs[i], msgs[i + 1], msgs[i + 2]
     local ok, out
-    if data then
-      ok, out = xpcall(preprocess, handler, stream, id, data)
+    if lists then
+      ok, out = xpcall(preprocess, handler, stream, data or id)
     else
-      ok, out = xpcall(preprocess, handler, stream, id)
+      ok, out = xpcall(preprocess, handler, stream, id, data)
     end
     if ok then
       if out ~= nil then
@@ -265,22 +280,20 @@ function P:feed(msgs, n)
         if full then self:enqueue(full) end
       else
         -- Dropped by preprocess: it has left the pipeline.
-        drops = drops or {}
-        local list = drops[stream]
-        if list == nil then
-          list = {}
-          drops[stream] = list
-        end
-        list[#list + 1] = id
+        drops = group_id(drops, stream, id)
         released = released + 1
       end
     else
       -- Left pending in Redis (not acked), so it is not lost.
       released = released + 1
+      failed = group_id(failed, stream, id)
       self:preprocess_failed(stream, id, out)
     end
   end
   if drops then host.ack(drops) end
+  -- A host whose source keeps no pending list (plain streams) needs to know
+  -- what was given up on, to move its checkpoint past it.
+  if failed and host.abandon then host.abandon(failed) end
   if released > 0 then host.release(released) end
   local last = batch:end_of_feed()
   if last then self:enqueue(last) end

@@ -355,6 +355,15 @@ describe("rsghost.pipeline", function()
       assert.same({ "s 3", "s 1", "s 4" }, h.acked) -- drops at the end of the feed, then the batch
       assert.equal(4, h.released)
     end)
+
+    it("tells a host that keeps no pending list which messages were given up on", function()
+      local abandoned = {}
+      h.abandon = function(t) abandoned[#abandoned + 1] = t end
+      p.sinks[1] = function() end
+      p:feed({ "s", "1", { v = "a" }, "s", "2", { fail = "string" }, "t", "3", { fail = "string" } }, 3)
+      assert.same({ { s = { "2" }, t = { "3" } } }, abandoned)
+      assert.same({ "s 1" }, h.acked)
+    end)
   end)
 
   describe("lists", function()
