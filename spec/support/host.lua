@@ -327,6 +327,29 @@ function M.compare(expected, got)
   return res
 end
 
+-- Waits until the list o.out holds at least o.n items and nothing is pending
+-- for o.group on any of o.streams (a string or an array); returns the list.
+-- o.hosts (array) and the current counts go into the failure message.
+-- o.pending: the number of entries expected to stay pending (default 0).
+function M.wait_sunk(r, o)
+  local streams = type(o.streams) == "table" and o.streams or { o.streams }
+  local state
+  local function check()
+    local len = r:call("LLEN", o.out)
+    local pending = 0
+    for _, s in ipairs(streams) do pending = pending + M.xpending(r, s, o.group).count end
+    state = string.format("%s has %d items (want >= %d), %d pending (want %d)",
+      o.out, len, o.n, pending, o.pending or 0)
+    return len >= o.n and pending == (o.pending or 0)
+  end
+  M.eventually(check, o.timeout or 60, function()
+    local parts = { state or "" }
+    for _, h in ipairs(o.hosts or {}) do parts[#parts + 1] = h:describe() end
+    return table.concat(parts, "\n")
+  end)
+  return M.list(r, o.out)
+end
+
 -- Reads INFO section into { key = value }.
 function M.info(r, section)
   local text = r:call("INFO", section)

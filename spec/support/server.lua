@@ -162,9 +162,16 @@ function M.start(opts)
     return srv.proc ~= nil and srv.proc:alive()
   end
 
+  -- Drops the spec's client connection: it reconnects on its next command,
+  -- instead of failing once on the dead socket.
+  local function drop_client()
+    if srv._client then srv._client:close() end
+  end
+
   -- SIGKILL: the server vanishes without closing anything cleanly.
   function srv.kill()
     if srv.proc then srv.proc:kill() end
+    drop_client()
   end
 
   -- Clean stop; the data directory is removed unless keep.
@@ -193,6 +200,7 @@ function M.start(opts)
     until proc.now() > deadline
     if not np then error("support.server: cannot restart redis-server on port " .. port .. ": " .. tostring(e), 2) end
     srv.proc = np
+    drop_client()
     return srv
   end
 
