@@ -264,6 +264,26 @@ return 42
     end)
   end)
 
+  it("decodes a percent-encoded password and logs in as an ACL user", function()
+    local srv = server.start { password = "p@ss:w/rd" }
+    finally(function() srv.stop() end)
+    local t = H.context { server = srv }
+    t.redis:call("ACL", "SETUSER", "alice", "on", ">al ice%", "~*", "&*", "+@all")
+    local urls = {
+      srv.url, -- redis://:p%40ss%3Aw%2Frd@127.0.0.1:PORT/0
+      "redis://alice:al%20ice%25@127.0.0.1:" .. srv.port .. "/0",
+    }
+    for _, url in ipairs(urls) do
+      t.prefix = H.prefix()
+      local h = H.start(t, { script = H.script(t, GOOD), consumer = "c1", redis = url })
+      local ids = H.xadd_many(t.redis, t.prefix .. ":s", 3)
+      local out = H.wait_sunk(t.redis, { out = t.prefix .. ":out", n = #ids, streams = t.prefix .. ":s",
+        group = t.prefix .. ":g", hosts = { h } })
+      assert.same(ids, out)
+      assert.equal(0, h:stop(), h:describe())
+    end
+  end)
+
   it("takes the Redis URL from RSGHOST_REDIS_URL when --redis is absent", function()
     local t = H.context()
     local h = H.start(t, { script = H.script(t, GOOD), consumer = "c1", redis = false,

@@ -376,6 +376,27 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("drains a backlog larger than the default max_in_flight with the default settings", function()
+    local t = H.context()
+    local P = t.prefix
+    local ids = H.xadd_many(t.redis, P .. ":s", 5000)
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g" },
+  preprocess = function(stream, id, data) return id end,
+  sink = function(items) rsghost.redis.call("RPUSH", P .. ":out", unpack(items)) end,
+}
+]])
+    local h = H.start(t, { script = path, log_level = "info" })
+    local out = H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g", hosts = { h } })
+    local c = H.compare(ids, out)
+    assert.same({}, c.missing)
+    assert.equal(0, c.duplicates)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("never holds more than max_in_flight unacknowledged messages, even with count = nil", function()
     local t = H.context()
     local P = t.prefix

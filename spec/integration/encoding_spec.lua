@@ -52,6 +52,31 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("keeps valid utf-8 intact, NUL bytes, empty and large values included", function()
+    local t = H.context()
+    local P = t.prefix
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g", timeout = 0.2 },
+  preprocess = function(stream, id, data) return data.v end,
+  batch = { size = 10, timeout = 0.05 },
+  sink = function(items) rsghost.redis.call("RPUSH", P .. ":out", unpack(items)) end,
+}
+]])
+    local h = H.start(t, { script = path })
+    local values = { "nul\0inside", "", "\0", string.rep("é✓\0", 100000) }
+    H.xadd_many(t.redis, P .. ":s", #values, function(i) return { "v", values[i] } end)
+    local out = H.wait_sunk(t.redis, { out = P .. ":out", n = #values, streams = P .. ":s", group = P .. ":g", hosts = { h } })
+    assert.equal(#values, #out)
+    for i, v in ipairs(values) do
+      assert.equal(#v, #out[i], "value " .. i .. " changed length")
+      assert.is_true(v == out[i], "value " .. i .. " changed")
+    end
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("passes raw bytes through with convert = false", function()
     local t = H.context()
     local P = t.prefix

@@ -58,6 +58,28 @@ describe("when Redis goes away", function()
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("recreates its group when Redis comes back empty", function()
+    local srv = server.start()
+    finally(function() srv.stop() end)
+    local t = H.context { server = srv }
+    local P = t.prefix
+    local h = H.start(t, { script = H.script(t, SRC) })
+    local first = H.xadd_many(t.redis, P .. ":s", 10)
+    H.wait_sunk(t.redis, { out = P .. ":out", n = #first, streams = P .. ":s", group = P .. ":g", hosts = { h } })
+    srv.kill()
+    srv.restart() -- not persistent: the stream, the group and the output are gone
+    H.eventually(function() return H.group_info(t.redis, P .. ":s", P .. ":g") end, 60,
+      function() return h:describe() end)
+    local ids = H.xadd_many(t.redis, P .. ":s", 30)
+    local out = H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g",
+      hosts = { h }, timeout = 120 })
+    local c = H.compare(ids, out)
+    assert.same({}, c.missing)
+    assert.equal(0, c.duplicates)
+    assert.same({}, c.unexpected)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("keeps retrying when Redis is unreachable at start and works once it comes up", function()
     local port = server.free_port()
     local t = {

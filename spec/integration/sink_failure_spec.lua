@@ -63,6 +63,42 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("stops reading while a batch waits for its retry", function()
+    local t = H.context()
+    local P = t.prefix
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g", count = 10, timeout = 0.2 },
+  preprocess = function(stream, id, data) return id end,
+  batch = { size = 10, timeout = 0.05 },
+  retry = { initial = 0.05, max = 0.2 },
+  sink = function(items)
+    if rsghost.redis.call("EXISTS", P .. ":fail") == 1 then error("sink is down") end
+    rsghost.redis.call("RPUSH", P .. ":out", unpack(items))
+  end,
+}
+]])
+    t.redis:call("SET", P .. ":fail", "1")
+    local h = H.start(t, { script = path })
+    local ids = H.xadd_many(t.redis, P .. ":s", 10)
+    H.eventually(function() return #h:log_lines("sink is down") >= 1 end, 60, function() return h:describe() end)
+    local more = H.xadd_many(t.redis, P .. ":s", 200)
+    -- Several retries later, the reader has not gone on through the backlog
+    -- (one read of count = 10 may have been under way when it paused).
+    H.eventually(function() return #h:log_lines("sink is down") >= 6 end, 60, function() return h:describe() end)
+    local pending = H.xpending(t.redis, P .. ":s", P .. ":g").count
+    assert.is_true(pending <= 20, pending .. " messages were read while the sink was failing")
+    t.redis:call("DEL", P .. ":fail")
+    for _, id in ipairs(more) do ids[#ids + 1] = id end
+    local out = H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g", hosts = { h } })
+    local c = H.compare(ids, out)
+    assert.same({}, c.missing)
+    assert.equal(0, c.duplicates)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("retries only the sinks that failed for the batch", function()
     local t = H.context()
     local P = t.prefix

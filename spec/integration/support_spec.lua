@@ -179,6 +179,18 @@ describe("rsghost.hiredis", function()
       assert.not_matches("wrong", e)
     end)
 
+    it("decodes percent-encoded passwords and logs in as an ACL user", function()
+      local s = server.start { password = "p@ss:w/rd" }
+      finally(function() s.stop() end)
+      assert.matches("p%%40ss%%3Aw%%2Frd", s.url)
+      local c = hiredis.connect(s.url)
+      c:call("ACL", "SETUSER", "alice", "on", ">al ice%", "~*", "&*", "+@all")
+      local a = hiredis.connect("redis://alice:al%20ice%25@127.0.0.1:" .. s.port .. "/0")
+      assert.equal("alice", a:call("ACL", "WHOAMI"))
+      a:close()
+      c:close()
+    end)
+
     it("connects over a unix socket", function()
       local dir = H.tmpdir()
       local sock = dir .. "/redis.sock"

@@ -75,8 +75,13 @@ function M.rmtree(dir)
   proc.run { argv = { "rm", "-rf", dir } }
 end
 
+-- Percent-encodes what a URL's userinfo cannot hold literally.
+function M.escape(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
 function M.url_for(port, password)
-  if password then return string.format("redis://:%s@127.0.0.1:%d/0", password, port) end
+  if password then return string.format("redis://:%s@127.0.0.1:%d/0", M.escape(password), port) end
   return string.format("redis://127.0.0.1:%d/0", port)
 end
 
@@ -120,7 +125,7 @@ local function launch(port, dir, opts, logfile)
     proc.sleep(0.02)
   end
   p:kill()
-  return nil, "redis-server did not answer PING within 20 s: " .. proc.slurp(logfile):sub(-400)
+  return nil, "redis-server did not answer PING within 20 s: " .. proc.slurp(logfile):sub(-400), true
 end
 
 -- Starts a private redis-server. opts:
@@ -132,11 +137,12 @@ function M.start(opts)
   opts = opts or {}
   local dir = M.tmpdir("redis")
   local logfile = dir .. "/redis.log"
-  local p, port, err
+  local p, port, err, fatal
   for _ = 1, opts.port and 50 or 10 do
     port = opts.port or M.free_port()
-    p, err = launch(port, dir, opts, logfile)
-    if p then break end
+    p, err, fatal = launch(port, dir, opts, logfile)
+    -- Retry only when it exited (the port was taken meanwhile).
+    if p or fatal then break end
     if opts.port then proc.sleep(0.2) end
   end
   if not p then error("support.server: cannot start redis-server: " .. tostring(err), 2) end
