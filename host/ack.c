@@ -7,6 +7,9 @@
 
 #include "log.h"
 
+/* Entries whose reply was lost go to a retry list that is resent before the
+ * queue, so acks and checkpoints reach Redis in the order they were made
+ * (a checkpoint must not move back). */
 struct rsgAckEntry {
     rsgAckEntry *next; /* queue link */
     rsgAck *owner;     /* for the reply callback */
@@ -20,13 +23,17 @@ void rsgAckInit(rsgAck *a, rsgConn *conn) {
     a->conn = conn;
 }
 
-static void enqueue(rsgAck *a, rsgAckEntry *e) {
+static void append(rsgAckEntry **head, rsgAckEntry **tail, rsgAckEntry *e) {
     e->next = NULL;
-    if (a->queue_tail)
-        a->queue_tail->next = e;
+    if (*tail)
+        (*tail)->next = e;
     else
-        a->queue = e;
-    a->queue_tail = e;
+        *head = e;
+    *tail = e;
+}
+
+static void enqueue(rsgAck *a, rsgAckEntry *e) {
+    append(&a->queue, &a->queue_tail, e);
 }
 
 static void freeEntry(rsgAckEntry *e) {
@@ -47,7 +54,7 @@ static void onReply(redisAsyncContext *ac, void *r, void *privdata) {
     if (!reply) {
         /* Lost with the connection: it may or may not have been applied, and
          * acking twice is harmless, so send it again after reconnecting. */
-        enqueue(a, e);
+        append(&a->retry, &a->retry_tail, e);
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
@@ -62,6 +69,13 @@ static void onReply(redisAsyncContext *ac, void *r, void *privdata) {
 }
 
 void rsgAckResume(rsgAck *a) {
+    if (a->retry && a->conn->ready) {
+        /* Lost ones first: they were made before anything in the queue. */
+        a->retry_tail->next = a->queue;
+        if (!a->queue) a->queue_tail = a->retry_tail;
+        a->queue = a->retry;
+        a->retry = a->retry_tail = NULL;
+    }
     while (a->queue && a->conn->ready) {
         rsgAckEntry *e = a->queue;
         if (rsgConnFormatted(a->conn, onReply, e, e->cmd, e->len) != 0) break;
@@ -88,7 +102,7 @@ int rsgAckPush(rsgAck *a, int argc, const char **argv, const size_t *lens, long 
 }
 
 int rsgAckIdle(const rsgAck *a) {
-    return a->queue == NULL && a->in_flight == 0;
+    return a->queue == NULL && a->retry == NULL && a->in_flight == 0;
 }
 
 long rsgAckPending(const rsgAck *a) {
@@ -99,6 +113,11 @@ long rsgAckPending(const rsgAck *a) {
 }
 
 void rsgAckFree(rsgAck *a) {
+    if (a->retry) {
+        a->retry_tail->next = a->queue;
+        a->queue = a->retry;
+        a->retry = a->retry_tail = NULL;
+    }
     while (a->queue) {
         rsgAckEntry *e = a->queue;
         a->queue = e->next;

@@ -17,6 +17,8 @@ typedef struct rsgAck {
     rsgConn *conn;      /* where acks are sent: the command connection */
     rsgAckEntry *queue; /* waiting to be (re)sent, oldest first */
     rsgAckEntry *queue_tail;
+    rsgAckEntry *retry; /* lost with the connection: resent first */
+    rsgAckEntry *retry_tail;
     long in_flight;            /* entries sent, reply not yet seen */
     long acked;                /* ids confirmed by Redis, for the final log line */
     void (*on_idle)(void *ud); /* queue empty and nothing in flight */

@@ -63,23 +63,12 @@ static int opSend(void *ud, int argc, const char **argv, const size_t *lens, int
 
 static void opAck(void *ud, rsgStr stream, int n, const rsgStr *ids) {
     rsgApp *app = ud;
-    const char *sargv[259];
-    size_t slens[259];
-    int argc = n + 3;
-    const char **argv = argc <= 259 ? sargv : malloc(sizeof(char *) * (size_t)argc);
-    size_t *lens = argc <= 259 ? slens : malloc(sizeof(size_t) * (size_t)argc);
-    if (!argv || !lens) goto oom;
-    argv[0] = "XACK", lens[0] = 4;
-    argv[1] = stream.p, lens[1] = stream.len;
-    argv[2] = app->src.group, lens[2] = strlen(app->src.group);
-    for (int i = 0; i < n; i++)
-        argv[i + 3] = ids[i].p, lens[i + 3] = ids[i].len;
-    if (rsgAckPush(&app->ack, argc, argv, lens, n) != 0) goto oom;
-    if (argv != sargv) free(argv), free(lens);
-    return;
-oom:
-    if (argv != sargv) free(argv), free(lens);
-    rsgError("out of memory queueing acks: %d message(s) stay pending", n);
+    rsgSourceAck(&app->source, stream, n, ids);
+}
+
+static void opAbandon(void *ud, rsgStr stream, int n, const rsgStr *ids) {
+    rsgApp *app = ud;
+    rsgSourceAbandon(&app->source, stream, n, ids);
 }
 
 static void opRelease(void *ud, long n) {
@@ -132,10 +121,6 @@ static void onAckIdle(void *ud) {
 static int srcDeliver(void *ud, const rsgMsg *msgs, int n) {
     rsgApp *app = ud;
     return rsgLuaFeed(&app->lua, msgs, n);
-}
-
-static void srcAckOne(void *ud, rsgStr stream, rsgStr id) {
-    opAck(ud, stream, 1, &id);
 }
 
 static void srcFatal(void *ud, const char *reason) {
@@ -260,8 +245,13 @@ static void logStart(rsgApp *app) {
         size_t l = strlen(streams);
         snprintf(streams + l, sizeof(streams) - l, "%s%s", i ? ", " : "", app->src.streams[i]);
     }
-    rsgInfo("consumer '%s' of group '%s' reading %s from %s", app->consumer, app->src.group,
-            streams, where);
+    if (app->src.group)
+        rsgInfo("consumer '%s' of group '%s' reading %s from %s", app->consumer, app->src.group,
+                streams, where);
+    else
+        rsgInfo("reading %s %s from %s%s",
+                strcmp(app->src.kind, "lists") == 0 ? "lists" : "streams", streams, where,
+                app->src.reliable ? " (reliable: through processing lists)" : "");
     if (app->heart_pid)
         rsgInfo("heartbeats every %gs on channel '%s' (heart pid %d); peers silent for %gs are "
                 "claimed",
@@ -295,27 +285,32 @@ int rsgAppRun(const rsgOptions *opts) {
         fprintf(stderr, "%s\n", err);
         goto out;
     }
-    if (strcmp(app.src.kind, "group") != 0) {
-        fprintf(stderr, "%s: source kind '%s' is not supported by this host yet\n", opts->script,
-                app.src.kind);
+    if (opts->check) {
+        printf("%s: ok (%s source%s%s, %d %s, max_in_flight %ld)\n", opts->script, app.src.kind,
+               app.src.group ? ", group " : "", app.src.group ? app.src.group : "",
+               app.src.nstreams, strcmp(app.src.kind, "lists") == 0 ? "list(s)" : "stream(s)",
+               app.src.max_in_flight);
+        code = 0;
         goto out;
     }
     if (!opts->consumer) {
-        if (app.src.heartbeat_interval <= 0) {
+        /* A name that changes at every start strands what the last run held,
+         * unless peers claim it (heartbeats). */
+        if (strcmp(app.src.kind, "group") == 0 && app.src.heartbeat_interval <= 0) {
             fprintf(stderr, "rsghost: missing CONSUMER-NAME: a generated name needs "
                             "source.heartbeat_interval, so that peers can claim its messages "
                             "once it is gone\n");
             goto out;
         }
-        rsgInfo("no consumer name given: using the generated name '%s'", app.consumer);
+        if (app.src.reliable) {
+            fprintf(stderr, "rsghost: missing CONSUMER-NAME: source.reliable keeps in-flight "
+                            "items in processing lists named after the consumer, so the name "
+                            "must stay the same across restarts\n");
+            goto out;
+        }
+        if (strcmp(app.src.kind, "group") == 0)
+            rsgInfo("no consumer name given: using the generated name '%s'", app.consumer);
     }
-    if (opts->check) {
-        printf("%s: ok (group '%s', %d stream(s), max_in_flight %ld)\n", opts->script,
-               app.src.group, app.src.nstreams, app.src.max_in_flight);
-        code = 0;
-        goto out;
-    }
-
     /* Fork the heart before the loop exists: a child must not share the
      * loop's descriptors or libuv's signal plumbing. */
     if (app.src.heartbeat_interval > 0) {
@@ -338,10 +333,11 @@ int rsgAppRun(const rsgOptions *opts) {
         fprintf(stderr, "rsghost: cannot create the event loop\n");
         goto out;
     }
-    app.ops = (rsgHostOps){&app, opSend, opAck, opRelease, opSetTimer, opPause, opFinished};
-    rsgSourceHooks hooks = {srcDeliver, srcAckOne, srcFatal, &app};
-    if (rsgSourceInit(&app.source, &app.reader, &app.src, app.consumer, &hooks, err, sizeof(err)) !=
-            0 ||
+    app.ops =
+        (rsgHostOps){&app, opSend, opAck, opAbandon, opRelease, opSetTimer, opPause, opFinished};
+    rsgSourceHooks hooks = {srcDeliver, srcFatal, &app};
+    if (rsgSourceInit(&app.source, &app.reader, &app.ack, &app.src, app.consumer, &hooks, err,
+                      sizeof(err)) != 0 ||
         rsgLuaStart(&app.lua, &app.ops, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s: %s\n", opts->script, err);
         code = 2;

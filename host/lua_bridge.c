@@ -111,15 +111,16 @@ static rsgStr *scratch(rsgLua *lua, size_t n) {
     return lua->scratch;
 }
 
-/* host.ack({ [stream] = { id, ... } }) */
-static int hostAck(lua_State *L) {
+/* Calls fn(ud, stream, n, ids) for each stream of { [stream] = { id, ... } }
+ * at stack index 1; the strings stay valid during the call. */
+static int eachStream(lua_State *L, const char *what,
+                      void (*fn)(void *ud, rsgStr stream, int n, const rsgStr *ids)) {
     rsgLua *lua = self(L);
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_pushnil(L);
     while (lua_next(L, 1)) {
-        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE) {
-            return luaL_error(L, "host.ack expects { stream = { id, ... } }");
-        }
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE)
+            return luaL_error(L, "host.%s expects { stream = { id, ... } }", what);
         rsgStr stream;
         stream.p = lua_tolstring(L, -2, &stream.len);
         size_t n = lua_objlen(L, -1);
@@ -129,12 +130,23 @@ static int hostAck(lua_State *L) {
             lua_rawgeti(L, -1, (int)i + 1);
             ids[i].p = lua_tolstring(L, -1, &ids[i].len);
             lua_pop(L, 1); /* still referenced by the ids table */
-            if (!ids[i].p) return luaL_error(L, "host.ack: id #%d is not a string", (int)i + 1);
+            if (!ids[i].p)
+                return luaL_error(L, "host.%s: id #%d is not a string", what, (int)i + 1);
         }
-        if (n) lua->ops->ack(lua->ops->ud, stream, (int)n, ids);
+        if (n) fn(lua->ops->ud, stream, (int)n, ids);
         lua_pop(L, 1);
     }
     return 0;
+}
+
+/* host.ack({ [stream] = { id, ... } }): these left the pipeline. */
+static int hostAck(lua_State *L) {
+    return eachStream(L, "ack", self(L)->ops->ack);
+}
+
+/* host.abandon({ [stream] = { id, ... } }): preprocess failed on these. */
+static int hostAbandon(lua_State *L) {
+    return eachStream(L, "abandon", self(L)->ops->abandon);
 }
 
 static int hostRelease(lua_State *L) {
@@ -294,9 +306,15 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
     static const struct {
         const char *name;
         lua_CFunction fn;
-    } api[] = {{"now", hostNow},     {"log", hostLog},          {"send", hostSend},
-               {"ack", hostAck},     {"release", hostRelease},  {"set_timer", hostSetTimer},
-               {"pause", hostPause}, {"finished", hostFinished}};
+    } api[] = {{"now", hostNow},
+               {"log", hostLog},
+               {"send", hostSend},
+               {"ack", hostAck},
+               {"abandon", hostAbandon},
+               {"release", hostRelease},
+               {"set_timer", hostSetTimer},
+               {"pause", hostPause},
+               {"finished", hostFinished}};
     lua_State *L = lua->L;
     int top = lua_gettop(L);
     lua->ops = ops;
@@ -340,7 +358,12 @@ int rsgLuaFeed(rsgLua *lua, const rsgMsg *msgs, int n) {
         lua_pushlstring(L, m->id.p, m->id.len);
         lua_rawseti(L, -2, 3 * i + 2);
         if (m->nfields < 0) {
-            lua_pushboolean(L, 0);
+            /* A list item: the item as preprocess sees it, apart from the
+             * raw bytes (the id slot) that acks must name. */
+            if (m->fv)
+                lua_pushlstring(L, m->fv[0].p, m->fv[0].len);
+            else
+                lua_pushboolean(L, 0);
         } else {
             lua_createtable(L, 0, m->nfields);
             /* Duplicate field names: the last one wins, as the issue asks. */

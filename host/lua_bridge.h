@@ -24,7 +24,8 @@ typedef struct rsgStr {
 typedef struct rsgMsg {
     rsgStr stream;    /* stream (or list) name */
     rsgStr id;        /* message id (or, for lists, the item itself) */
-    const rsgStr *fv; /* field/value pairs: fv[2i] name, fv[2i+1] value */
+    const rsgStr *fv; /* field/value pairs: fv[2i] name, fv[2i+1] value; for a
+                         list item fv[0] is the item converted for Lua */
     int nfields;      /* number of pairs; -1 for a list item (no data table) */
 } rsgMsg;
 
@@ -37,6 +38,8 @@ typedef struct rsgHostOps {
     int (*send)(void *ud, int argc, const char **argv, const size_t *lens, int cbref);
     /* Acknowledge these ids of one stream (strings valid during the call). */
     void (*ack)(void *ud, rsgStr stream, int n, const rsgStr *ids);
+    /* Preprocess failed on these: they are given up on (not acked). */
+    void (*abandon)(void *ud, rsgStr stream, int n, const rsgStr *ids);
     /* n messages left the pipeline (acked, dropped or left pending). */
     void (*release)(void *ud, long n);
     /* Arms the pipeline's one timer: call rsgLuaTick after delay seconds;

@@ -1,81 +1,110 @@
-/* source.c - see source.h. */
+/* source.c - see source.h: the parts common to every kind of source. */
 #include "source.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "source_internal.h"
 
-int rsgSourceInit(rsgSource *s, rsgConn *conn, const rsgSourceConfig *cfg, const char *consumer,
-                  const rsgSourceHooks *hooks, char *err, size_t errlen) {
+int rsgSourceInit(rsgSource *s, rsgConn *conn, rsgAck *ack, const rsgSourceConfig *cfg,
+                  const char *consumer, const rsgSourceHooks *hooks, char *err, size_t errlen) {
     memset(s, 0, sizeof(*s));
     s->conn = conn;
+    s->ack = ack;
     s->cfg = cfg;
     s->consumer = consumer;
     s->hooks = *hooks;
+    s->kind = strcmp(cfg->kind, "lists") == 0     ? RSG_KIND_LISTS
+              : strcmp(cfg->kind, "streams") == 0 ? RSG_KIND_STREAMS
+                                                  : RSG_KIND_GROUP;
     if (rsgDecoderInit(&s->dec, cfg->encoding, err, errlen) != 0) return -1;
     s->cursor = calloc((size_t)cfg->nstreams, sizeof(char *));
-    if (!s->cursor) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    /* "0": from the start of our pending entries. Without replay there is no
-     * history to read until we have seen something ourselves. */
-    if (cfg->replay_pending)
+    if (!s->cursor) goto oom;
+    /* Groups: "0" is the start of our pending entries. Without replay there
+     * is no history to read until we have seen something ourselves. */
+    if (s->kind == RSG_KIND_GROUP && cfg->replay_pending)
         for (int i = 0; i < cfg->nstreams; i++)
-            s->cursor[i] = strdup("0");
+            if (!(s->cursor[i] = strdup("0"))) goto oom;
+    if (s->kind == RSG_KIND_STREAMS && rsgStreamsInit(s) != 0) goto oom;
+    if (s->kind == RSG_KIND_LISTS && rsgListsInit(s) != 0) goto oom;
     return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -1;
 }
 
-static void setCursor(rsgSource *s, int i, const char *id, size_t len) {
+void rsgSourceFatal(rsgSource *s, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    s->hooks.fatal(s->hooks.ud, msg);
+}
+
+void rsgSourceSetCursor(rsgSource *s, int i, const char *id, size_t len) {
     free(s->cursor[i]);
     s->cursor[i] = strndup(id, len);
 }
 
-static int streamIndex(const rsgSource *s, const char *name, size_t len) {
+int rsgSourceIndex(const rsgSource *s, const char *name, size_t len) {
     for (int i = 0; i < s->cfg->nstreams; i++)
         if (strlen(s->cfg->streams[i]) == len && memcmp(s->cfg->streams[i], name, len) == 0)
             return i;
     return -1;
 }
 
-static void startPhaseAfterSetup(rsgSource *s) {
-    int any = 0;
-    for (int i = 0; i < s->cfg->nstreams; i++)
-        any |= s->cursor[i] != NULL;
-    s->phase = any ? RSG_SRC_REPLAY : RSG_SRC_LIVE;
-    rsgSourceKick(s);
+/* ---- Setup: every key must be of the kind the source reads ---- */
+
+static void kindSetup(rsgSource *s) {
+    switch (s->kind) {
+        case RSG_KIND_GROUP:
+            rsgGroupSetup(s);
+            break;
+        case RSG_KIND_STREAMS:
+            rsgStreamsSetup(s);
+            break;
+        case RSG_KIND_LISTS:
+            rsgListsSetup(s);
+            break;
+    }
 }
 
-static void onGroupCreated(redisAsyncContext *ac, void *r, void *privdata) {
+static void onType(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
     redisReply *reply = r;
-    if (!reply) return; /* connection lost: setup runs again on reconnect */
-    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0) {
-        char msg[512];
-        snprintf(msg, sizeof(msg), "cannot create consumer group '%s': %s", s->cfg->group,
-                 reply->str);
-        s->hooks.fatal(s->hooks.ud, msg);
+    if (!reply || s->stopped) return; /* lost: setup runs again on reconnect */
+    int i = s->cfg->nstreams - s->setup_left;
+    const char *want = s->kind == RSG_KIND_LISTS ? "list" : "stream";
+    if (reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "none") != 0 &&
+        strcmp(reply->str, want) != 0) {
+        rsgSourceFatal(s, "source.%s: key '%s' holds a %s, not a %s (WRONGTYPE); nothing was read",
+                       s->kind == RSG_KIND_LISTS ? "lists" : "streams", s->cfg->streams[i],
+                       reply->str, want);
         return;
     }
-    if (--s->setup_left == 0) startPhaseAfterSetup(s);
+    if (--s->setup_left == 0) kindSetup(s);
 }
 
 void rsgSourceOnReady(rsgSource *s) {
+    if (s->stopped) return;
     s->reading = 0;
     s->phase = RSG_SRC_SETUP;
+    /* TYPE replies come back in order, so the i-th reply is the i-th key. */
     s->setup_left = s->cfg->nstreams;
     for (int i = 0; i < s->cfg->nstreams; i++) {
-        const char *argv[] = {"XGROUP",      "CREATE",          s->cfg->streams[i],
-                              s->cfg->group, s->cfg->starts[i], "MKSTREAM"};
-        if (rsgConnCommand(s->conn, onGroupCreated, s, 6, argv, NULL) != 0) return;
+        const char *argv[] = {"TYPE", s->cfg->streams[i]};
+        if (rsgConnCommand(s->conn, onType, s, 2, argv, NULL) != 0) return;
     }
 }
 
-/* Grows the scratch arrays to hold n messages and nfv strings. */
-static int reserve(rsgSource *s, size_t n, size_t nfv) {
+/* ---- Turning replies into messages ---- */
+
+int rsgSourceReserve(rsgSource *s, size_t n, size_t nfv) {
     if (n > s->msgs_cap) {
         size_t cap = s->msgs_cap ? s->msgs_cap * 2 : 1024;
         while (cap < n)
@@ -97,8 +126,7 @@ static int reserve(rsgSource *s, size_t n, size_t nfv) {
     return 0;
 }
 
-/* Checks the reply's shape: [[stream, [[id, [f, v, ...] | nil], ...]], ...]. */
-static int wellFormed(const redisReply *r, size_t *entries, size_t *strings) {
+int rsgSourceWellFormed(const redisReply *r, size_t *entries, size_t *strings) {
     *entries = *strings = 0;
     if (r->type != REDIS_REPLY_ARRAY) return 0;
     for (size_t i = 0; i < r->elements; i++) {
@@ -132,7 +160,7 @@ static int convertEntry(rsgSource *s, const redisReply *stream, const redisReply
          * process, and leaving it pending would replay it forever. */
         rsgWarn("message %.*s %.*s was deleted from the stream while pending; acknowledging it",
                 (int)stream->len, stream->str, (int)id->len, id->str);
-        s->hooks.ack_one(s->hooks.ud, m->stream, m->id);
+        rsgSourceAck(s, m->stream, 1, &m->id);
         return 0;
     }
     m->nfields = (int)(fields->elements / 2);
@@ -144,26 +172,26 @@ static int convertEntry(rsgSource *s, const redisReply *stream, const redisReply
         }
         char err[160];
         if (rsgDecode(&s->dec, x->str, x->len, &fv[k].p, &fv[k].len, err, sizeof(err)) != 0) {
+            const char *left = s->kind == RSG_KIND_GROUP ? "left pending"
+                                                         : "skipped (plain streams keep no "
+                                                           "pending list)";
             if (k % 2) {
                 const redisReply *name = fields->element[k - 1];
-                rsgError("message %.*s %.*s left pending: the value of field '%.*s' is %s",
-                         (int)stream->len, stream->str, (int)id->len, id->str, (int)name->len,
-                         name->str, err);
+                rsgError("message %.*s %.*s %s: the value of field '%.*s' is %s", (int)stream->len,
+                         stream->str, (int)id->len, id->str, left, (int)name->len, name->str, err);
             } else {
-                rsgError("message %.*s %.*s left pending: field name #%zu is %s", (int)stream->len,
-                         stream->str, (int)id->len, id->str, k / 2 + 1, err);
+                rsgError("message %.*s %.*s %s: field name #%zu is %s", (int)stream->len,
+                         stream->str, (int)id->len, id->str, left, k / 2 + 1, err);
             }
-            s->invalid++;
+            if (s->kind == RSG_KIND_STREAMS) rsgSourceAbandon(s, m->stream, 1, &m->id);
             return 0;
         }
     }
     return 1;
 }
 
-/* Converts the entries of one stream into s->msgs[*n...], advancing *n and
- * *fvused. The scratch arrays must have room (see reserve). */
-static void collect(rsgSource *s, const redisReply *stream, const redisReply *list, int *n,
-                    size_t *fvused) {
+void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *list, int *n,
+                      size_t *fvused) {
     for (size_t j = 0; j < list->elements; j++) {
         rsgMsg *m = &s->msgs[*n];
         if (convertEntry(s, stream, list->element[j], m, s->fv + *fvused)) {
@@ -173,19 +201,24 @@ static void collect(rsgSource *s, const redisReply *stream, const redisReply *li
     }
 }
 
+void rsgSourceDeliver(rsgSource *s, int n, int kick) {
+    s->in_flight += n;
+    if (kick) rsgSourceKick(s);
+    if (n && s->hooks.deliver(s->hooks.ud, s->msgs, n) != 0)
+        s->hooks.fatal(s->hooks.ud, "the pipeline failed");
+}
+
 int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *entries) {
     if (entries->type != REDIS_REPLY_ARRAY) return 0;
-    size_t strings = 0, count = 0;
+    size_t strings = 0;
     for (size_t j = 0; j < entries->elements; j++) {
         const redisReply *e = entries->element[j];
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
             e->element[0]->type != REDIS_REPLY_STRING)
-            continue;
+            return -1;
         if (e->element[1]->type == REDIS_REPLY_ARRAY) strings += e->element[1]->elements;
-        count++;
     }
-    if (count != entries->elements) return -1;
-    if (reserve(s, count, strings) != 0) return -1;
+    if (rsgSourceReserve(s, entries->elements, strings) != 0) return -1;
     rsgDecoderReset(&s->dec);
     redisReply name = {0};
     name.type = REDIS_REPLY_STRING;
@@ -193,119 +226,54 @@ int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *ent
     name.len = strlen(stream);
     int n = 0;
     size_t fvused = 0;
-    collect(s, &name, entries, &n, &fvused);
-    s->in_flight += n;
-    if (n && s->hooks.deliver(s->hooks.ud, s->msgs, n) != 0) {
-        s->hooks.fatal(s->hooks.ud, "the pipeline failed");
-        return -1;
-    }
+    rsgSourceCollect(s, &name, entries, &n, &fvused);
+    rsgSourceDeliver(s, n, 0);
     return n;
 }
 
-static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
-    (void)ac;
-    rsgSource *s = privdata;
-    redisReply *reply = r;
-    s->reading = 0;
-    if (!reply || s->stopped) return; /* lost: OnReady resumes; stopped: pending stays */
-    if (reply->type == REDIS_REPLY_ERROR) {
-        if (strncmp(reply->str, "NOGROUP", 7) == 0) {
-            /* The stream or group vanished (deleted, or Redis restarted
-             * empty): create it again and carry on. */
-            rsgWarn("consumer group '%s' is gone (%s); creating it again", s->cfg->group,
-                    reply->str);
-            rsgSourceOnReady(s);
-            return;
-        }
-        char msg[512];
-        snprintf(msg, sizeof(msg), "XREADGROUP failed: %s", reply->str);
-        s->hooks.fatal(s->hooks.ud, msg);
-        return;
-    }
-    if (reply->type == REDIS_REPLY_NIL) { /* BLOCK timed out with nothing new */
-        rsgSourceKick(s);
-        return;
-    }
-    size_t entries, strings;
-    if (!wellFormed(reply, &entries, &strings)) {
-        s->hooks.fatal(s->hooks.ud, "XREADGROUP returned a reply of unexpected shape");
-        return;
-    }
-    if (reserve(s, entries, strings) != 0) {
-        s->hooks.fatal(s->hooks.ud, "out of memory reading messages");
-        return;
-    }
-    rsgDecoderReset(&s->dec);
-    int n = 0;
-    size_t fvused = 0;
-    for (size_t i = 0; i < reply->elements; i++) {
-        const redisReply *st = reply->element[i];
-        const redisReply *list = st->element[1];
-        collect(s, st->element[0], list, &n, &fvused);
-        int si = streamIndex(s, st->element[0]->str, st->element[0]->len);
-        if (list->elements && si >= 0) {
-            const redisReply *last = list->element[list->elements - 1]->element[0];
-            setCursor(s, si, last->str, last->len);
-        }
-    }
-    if (s->phase == RSG_SRC_REPLAY) {
-        s->replayed += n;
-        if (entries == 0) {
-            if (s->replayed) rsgInfo("replayed %ld pending message(s)", s->replayed);
-            s->replayed = 0;
-            s->phase = RSG_SRC_LIVE;
-        }
-    }
-    s->in_flight += n;
-    /* Ask for the next batch before Lua works on this one. */
-    rsgSourceKick(s);
-    if (n && s->hooks.deliver(s->hooks.ud, s->msgs, n) != 0)
-        s->hooks.fatal(s->hooks.ud, "the pipeline failed");
+/* ---- Flow ---- */
+
+long rsgSourceReadCount(const rsgSource *s, int keys) {
+    long room = s->cfg->max_in_flight - s->in_flight;
+    if (room <= 0 || keys <= 0) return 0;
+    long count = room / keys;
+    if (s->cfg->count > 0 && s->cfg->count < count) count = s->cfg->count;
+    return count;
 }
 
 void rsgSourceKick(rsgSource *s) {
-    const rsgSourceConfig *cfg = s->cfg;
     if (s->reading || s->stopped || s->paused || !s->conn->ready || s->phase == RSG_SRC_SETUP)
         return;
-    long room = cfg->max_in_flight - s->in_flight;
-    if (room <= 0) return;
-    int ns = 0;
-    for (int i = 0; i < cfg->nstreams; i++)
-        if (s->phase == RSG_SRC_LIVE || s->cursor[i]) ns++;
-    /* COUNT bounds each stream, so share the room among them. */
-    long count = room / ns;
-    if (count < 1) return;
-    if (cfg->count > 0 && cfg->count < count) count = cfg->count;
+    if (s->in_flight >= s->cfg->max_in_flight) return;
+    switch (s->kind) {
+        case RSG_KIND_GROUP:
+            rsgGroupRead(s);
+            break;
+        case RSG_KIND_STREAMS:
+            rsgStreamsRead(s);
+            break;
+        case RSG_KIND_LISTS:
+            rsgListsRead(s);
+            break;
+    }
+}
 
-    char countbuf[24], blockbuf[24];
-    snprintf(countbuf, sizeof(countbuf), "%ld", count);
-    snprintf(blockbuf, sizeof(blockbuf), "%ld", cfg->block_ms);
-    int max = 9 + 2 * cfg->nstreams;
-    const char *stackv[64];
-    const char **argv = max <= 64 ? stackv : malloc(sizeof(char *) * (size_t)max);
-    if (!argv) return;
-    int argc = 0;
-    argv[argc++] = "XREADGROUP";
-    argv[argc++] = "GROUP";
-    argv[argc++] = cfg->group;
-    argv[argc++] = s->consumer;
-    argv[argc++] = "COUNT";
-    argv[argc++] = countbuf;
-    if (s->phase == RSG_SRC_LIVE) {
-        argv[argc++] = "BLOCK";
-        argv[argc++] = blockbuf;
+void rsgSourceAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
+    switch (s->kind) {
+        case RSG_KIND_GROUP:
+            rsgGroupAck(s, stream, n, ids);
+            break;
+        case RSG_KIND_STREAMS:
+            rsgStreamsAck(s, stream, n, ids, 1);
+            break;
+        case RSG_KIND_LISTS:
+            rsgListsAck(s, stream, n, ids);
+            break;
     }
-    argv[argc++] = "STREAMS";
-    for (int i = 0; i < cfg->nstreams; i++)
-        if (s->phase == RSG_SRC_LIVE || s->cursor[i]) argv[argc++] = cfg->streams[i];
-    for (int i = 0; i < cfg->nstreams; i++) {
-        if (s->phase == RSG_SRC_LIVE)
-            argv[argc++] = ">";
-        else if (s->cursor[i])
-            argv[argc++] = s->cursor[i];
-    }
-    if (rsgConnCommand(s->conn, onRead, s, argc, argv, NULL) == 0) s->reading = 1;
-    if (argv != stackv) free(argv);
+}
+
+void rsgSourceAbandon(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
+    if (s->kind == RSG_KIND_STREAMS) rsgStreamsAck(s, stream, n, ids, 0);
 }
 
 void rsgSourceRelease(rsgSource *s, long n) {
@@ -325,16 +293,21 @@ void rsgSourcePause(rsgSource *s, int flag) {
 }
 
 void rsgSourceStop(rsgSource *s) {
+    if (s->stopped) return;
     s->stopped = 1;
+    if (s->kind == RSG_KIND_LISTS) rsgListsStop(s);
 }
 
 void rsgSourceFree(rsgSource *s) {
+    if (!s->cfg) return;
     if (s->cursor)
         for (int i = 0; i < s->cfg->nstreams; i++)
             free(s->cursor[i]);
     free(s->cursor);
     free(s->msgs);
     free(s->fv);
+    if (s->kind == RSG_KIND_STREAMS) rsgStreamsFree(s);
+    if (s->kind == RSG_KIND_LISTS) rsgListsFree(s);
     rsgDecoderFree(&s->dec);
     memset(s, 0, sizeof(*s));
 }

@@ -1,37 +1,37 @@
-/* source.h - the consumer-group reader: XGROUP CREATE, replay, XREADGROUP.
+/* source.h - where messages come from: a consumer group, plain streams, or
+ * lists. One rsgSource reads on its own connection (which may sit in a
+ * blocking read and so carries nothing else), converts what it reads, hands
+ * each read to the pipeline in one call, and knows what "acknowledge" means
+ * for its kind:
  *
- * Owns the reader connection's traffic, which may sit in XREADGROUP BLOCK and
- * so carries nothing else. Life of a source:
- *   SETUP   create the group on every stream (MKSTREAM; BUSYGROUP is fine)
- *   REPLAY  read our own pending entries (id 0, then after the last one seen)
- *           until none are left: what a crash left unacknowledged
- *   LIVE    read new entries (">"), blocking up to block_ms
- * After a reconnect it goes through SETUP and REPLAY again, replaying only
- * after the last id it saw on each stream, so entries Redis delivered into a
- * read whose reply was lost are not stranded, and nothing in flight is read
- * twice.
+ *   group    XREADGROUP; ack = XACK (source_group.c)
+ *   streams  XREAD from a cursor; ack = advance the checkpoint, if any,
+ *            past every id that has left the pipeline (source_streams.c)
+ *   lists    BLMPOP, or with `reliable` an atomic move into a per-consumer
+ *            processing list; ack = remove from it (source_lists.c)
  *
- * Memory is bounded: a read asks for at most the room left under
- * max_in_flight (COUNT applies per stream, so it is divided among them), and
- * no read is issued while there is no room. The next read is sent before the
- * current one is handed to Lua, so Redis works while Lua does. */
+ * Common to all: before reading, every key is checked to be of the right
+ * type (a clear error instead of WRONGTYPE later); memory is bounded by
+ * max_in_flight, reads ask for no more than the room left; where a read's
+ * arguments do not depend on the previous reply, the next read is sent
+ * before the current one goes to Lua, so Redis works while Lua does. */
 #ifndef RSG_SOURCE_H
 #define RSG_SOURCE_H
 
+#include "ack.h"
 #include "conn.h"
 #include "encoding.h"
 #include "lua_bridge.h"
 
 typedef enum { RSG_SRC_SETUP, RSG_SRC_REPLAY, RSG_SRC_LIVE } rsgSourcePhase;
+typedef enum { RSG_KIND_GROUP, RSG_KIND_STREAMS, RSG_KIND_LISTS } rsgSourceKindId;
 
 typedef struct rsgSource rsgSource;
+typedef struct rsgTracker rsgTracker;
 
 typedef struct rsgSourceHooks {
     /* n valid messages, in read order; returns 0, or -1 to stop the host. */
     int (*deliver)(void *ud, const rsgMsg *msgs, int n);
-    /* Acknowledge one id at once (an entry deleted from the stream while
-     * pending: there is nothing left to process). */
-    void (*ack_one)(void *ud, rsgStr stream, rsgStr id);
     /* Something no retry can mend (e.g. the key is not a stream). */
     void (*fatal)(void *ud, const char *reason);
     void *ud;
@@ -39,37 +39,58 @@ typedef struct rsgSourceHooks {
 
 struct rsgSource {
     rsgConn *conn;              /* the reader connection */
-    const rsgSourceConfig *cfg; /* streams, group, count, block... */
+    rsgAck *ack;                /* where acknowledgements are queued */
+    const rsgSourceConfig *cfg; /* streams or lists, group, count, block... */
     const char *consumer;       /* our consumer name */
+    rsgSourceKindId kind;
     rsgSourceHooks hooks;
     rsgDecoder dec; /* source.encoding -> UTF-8 */
     rsgSourcePhase phase;
-    int reading;    /* an XREADGROUP is in flight */
+    int reading;    /* a read is in flight */
     int paused;     /* the pipeline asked us to wait */
     int stopped;    /* shutting down: read no more */
-    int setup_left; /* XGROUP CREATE replies outstanding */
+    int setup_left; /* setup replies outstanding */
     long in_flight; /* messages handed to Lua, not yet released */
     long replayed;  /* pending entries re-read, for the log */
-    long invalid;   /* messages left pending for bad bytes */
-    char **cursor;  /* per stream: last id seen, NULL = none */
+    char **cursor;  /* per stream: last id seen (NULL = none yet) */
     rsgMsg *msgs;   /* scratch for one read */
     size_t msgs_cap;
     rsgStr *fv; /* scratch field/value pairs */
     size_t fv_cap;
+    /* plain streams */
+    rsgTracker *trackers; /* per stream, with a checkpoint: ids in flight */
+    /* lists */
+    char **proc;        /* per list: its processing list (reliable) */
+    long *replay_left;  /* per list: items still to replay (reliable) */
+    int replay_list;    /* list being replayed */
+    int leftovers_done; /* processing lists were looked at, at start */
+    int use_blpop;      /* the server has no BLMPOP (Redis < 7) */
+    uv_timer_t poll;    /* waits between polls of several lists */
+    int poll_open;
 };
 
 /* Prepares the source. Returns 0, or -1 with err (unknown encoding...). */
-int rsgSourceInit(rsgSource *s, rsgConn *conn, const rsgSourceConfig *cfg, const char *consumer,
-                  const rsgSourceHooks *hooks, char *err, size_t errlen);
+int rsgSourceInit(rsgSource *s, rsgConn *conn, rsgAck *ack, const rsgSourceConfig *cfg,
+                  const char *consumer, const rsgSourceHooks *hooks, char *err, size_t errlen);
 
-/* The reader connection is (again) ready: set the group up and read. */
+/* The reader connection is (again) ready: check keys, set up, read. */
 void rsgSourceOnReady(rsgSource *s);
 
 /* Reads if there is room, no read in flight, not paused or stopped. */
 void rsgSourceKick(rsgSource *s);
 
+/* These messages fully left the pipeline: acknowledge them (per kind). */
+void rsgSourceAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids);
+
+/* These messages were given up on (preprocess failed). Only plain streams
+ * care: their checkpoint may move past them. */
+void rsgSourceAbandon(rsgSource *s, rsgStr stream, int n, const rsgStr *ids);
+
 /* n messages left the pipeline: room for more. */
 void rsgSourceRelease(rsgSource *s, long n);
+
+/* Room left under max_in_flight. */
+long rsgSourceRoom(const rsgSource *s);
 
 void rsgSourcePause(rsgSource *s, int flag);
 
@@ -78,10 +99,8 @@ void rsgSourcePause(rsgSource *s, int flag);
  * pipeline, or -1 on a malformed reply or a pipeline failure. */
 int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *entries);
 
-/* Room left under max_in_flight. */
-long rsgSourceRoom(const rsgSource *s);
-
-/* Reads no more (the caller closes the connection to abort a blocked read). */
+/* Reads no more (the caller closes the connection to abort a blocked read)
+ * and closes the source's own handles. */
 void rsgSourceStop(rsgSource *s);
 
 void rsgSourceFree(rsgSource *s);

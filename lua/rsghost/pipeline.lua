@@ -31,6 +31,11 @@ local EARLY = 0.0005
 
 local M = {}
 
+local FATE = {
+  group = "left pending (not acked)",
+  streams = "skipped (plain streams keep no pending list)",
+}
+
 local P = {}
 P.__index = P
 
@@ -305,8 +310,8 @@ function P:preprocess_failed(stream, id, msg)
   local shown = tostring(id)
   if #shown > 200 then shown = shown:sub(1, 200) .. "..." end
   local what = self.lists and "item" or "message"
-  self:log("error", format("preprocess failed on %s %s from %s, left pending (not acked): %s",
-    what, shown, tostring(stream), msg))
+  self:log("error", format("preprocess failed on %s %s from %s, %s: %s",
+    what, shown, tostring(stream), self.fate, msg))
 end
 
 -- The timer fired: flush a timed-out batch, retry failed sinks whose backoff
@@ -358,6 +363,10 @@ function M.new(cfg, host)
     sinks = cfg.sinks,
     retry = cfg.retry or { initial = 0.5, max = 30 },
     lists = cfg.source and cfg.source.kind == "lists",
+    -- What becomes of a message preprocess fails on, for the log: plain
+    -- streams keep no pending list, reliable lists keep it in theirs.
+    fate = FATE[cfg.source and cfg.source.kind or "group"]
+      or (cfg.source.reliable and "left in the processing list (not acked)" or "dropped"),
     -- Read through host.now on each use, so a host may swap its clock.
     batch = batching.new(cfg.batch.size, cfg.batch.timeout, function() return host.now() end),
     queue = {}, head = 1, tail = 0, -- batches waiting for the sinks

@@ -1,0 +1,376 @@
+/* source_lists.c - Redis lists as a source (the library's from_redis_lists).
+ *
+ * Plain: BLMPOP (BLPOP before Redis 7) across all lists; an item is gone
+ * from Redis once popped, so a crash loses what was in flight.
+ *
+ * Reliable (source.reliable): items are moved atomically into a processing
+ * list per source list and consumer, rsghost:processing:<consumer>:<list>,
+ * and removed from it only after their batch's sinks succeeded. On start,
+ * whatever a crashed run left there goes through the pipeline first: each
+ * leftover is rotated from the head to the tail as it is read, so the items
+ * still in flight and those not yet replayed never mix. One list blocks in
+ * BLMOVE; several are polled (every 50 ms while all are empty), since no
+ * Redis command blocks on several lists and moves. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "source_internal.h"
+
+#define POLL_MS 50
+
+/* Move up to ARGV[1] items from each KEYS[2i-1] to KEYS[2i], atomically;
+ * returns one array of moved items per source list. */
+static const char *moveScript =
+    "local n, out = tonumber(ARGV[1]), {}\n"
+    "for i = 1, #KEYS, 2 do\n"
+    "  local got = {}\n"
+    "  for j = 1, n do\n"
+    "    local v = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')\n"
+    "    if not v then break end\n"
+    "    got[#got + 1] = v\n"
+    "  end\n"
+    "  out[#out + 1] = got\n"
+    "end\n"
+    "return out\n";
+
+/* Rotate up to ARGV[1] items from the head of KEYS[1] to its tail; returns
+ * them. Replays leftovers without mixing them with items in flight. */
+static const char *rotateScript =
+    "local out = {}\n"
+    "for i = 1, tonumber(ARGV[1]) do\n"
+    "  local v = redis.call('LMOVE', KEYS[1], KEYS[1], 'LEFT', 'RIGHT')\n"
+    "  if not v then break end\n"
+    "  out[i] = v\n"
+    "end\n"
+    "return out\n";
+
+/* Remove one occurrence of each ARGV from KEYS[1]. Items in flight sit near
+ * the head, where LREM starts looking. */
+static const char *removeScript =
+    "for i = 1, #ARGV do redis.call('LREM', KEYS[1], 1, ARGV[i]) end\n"
+    "return #ARGV\n";
+
+int rsgListsInit(rsgSource *s) {
+    int n = s->cfg->nstreams;
+    if (!s->cfg->reliable) return 0;
+    s->proc = calloc((size_t)n, sizeof(char *));
+    s->replay_left = calloc((size_t)n, sizeof(long));
+    if (!s->proc || !s->replay_left) return -1;
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(s->consumer) + strlen(s->cfg->streams[i]) + 32;
+        if (!(s->proc[i] = malloc(len))) return -1;
+        snprintf(s->proc[i], len, "rsghost:processing:%s:%s", s->consumer, s->cfg->streams[i]);
+    }
+    return 0;
+}
+
+void rsgListsFree(rsgSource *s) {
+    if (s->proc)
+        for (int i = 0; i < s->cfg->nstreams; i++)
+            free(s->proc[i]);
+    free(s->proc);
+    free(s->replay_left);
+    s->proc = NULL;
+    s->replay_left = NULL;
+}
+
+static void onPoll(uv_timer_t *t) {
+    rsgSource *s = t->data;
+    s->reading = 0;
+    rsgSourceKick(s);
+}
+
+void rsgListsStop(rsgSource *s) {
+    if (s->poll_open) {
+        s->poll_open = 0;
+        uv_close((uv_handle_t *)&s->poll, NULL);
+    }
+}
+
+/* ---- Setup ---- */
+
+static void startLive(rsgSource *s) {
+    s->phase = RSG_SRC_LIVE;
+    rsgSourceKick(s);
+}
+
+static void onLeftover(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    rsgSource *s = privdata;
+    redisReply *reply = r;
+    if (!reply || s->stopped) return;
+    int i = s->cfg->nstreams - s->setup_left;
+    s->replay_left[i] = reply->type == REDIS_REPLY_INTEGER ? (long)reply->integer : 0;
+    if (--s->setup_left > 0) return;
+    long total = 0;
+    for (int k = 0; k < s->cfg->nstreams; k++)
+        total += s->replay_left[k];
+    if (total == 0) {
+        startLive(s);
+        return;
+    }
+    rsgInfo("%ld item(s) left in processing lists by an earlier run: processing them first", total);
+    s->replay_list = 0;
+    s->phase = RSG_SRC_REPLAY;
+    rsgSourceKick(s);
+}
+
+void rsgListsSetup(rsgSource *s) {
+    if (!s->poll_open) {
+        uv_timer_init(s->conn->loop, &s->poll);
+        s->poll.data = s;
+        s->poll_open = 1;
+    }
+    /* Leftovers are replayed once, at start: after a reconnect everything in
+     * the processing lists is either in flight or was replayed already. */
+    if (!s->cfg->reliable || !s->cfg->replay_pending || s->leftovers_done) {
+        startLive(s);
+        return;
+    }
+    s->leftovers_done = 1;
+    s->setup_left = s->cfg->nstreams;
+    for (int i = 0; i < s->cfg->nstreams; i++) {
+        const char *argv[] = {"LLEN", s->proc[i]};
+        if (rsgConnCommand(s->conn, onLeftover, s, 2, argv, NULL) != 0) return;
+    }
+}
+
+/* ---- Reading ---- */
+
+/* Adds the items of one list (an array reply) to s->msgs. */
+static void collectItems(rsgSource *s, int li, const redisReply *items, int *n) {
+    const char *list = s->cfg->streams[li];
+    for (size_t j = 0; j < items->elements; j++) {
+        const redisReply *it = items->element[j];
+        if (it->type != REDIS_REPLY_STRING) continue;
+        rsgMsg *m = &s->msgs[*n];
+        rsgStr *item = &s->fv[*n];
+        m->stream = (rsgStr){list, strlen(list)};
+        m->id = (rsgStr){it->str, it->len};
+        m->fv = item;
+        m->nfields = -1;
+        char err[160];
+        if (!s->cfg->convert) {
+            *item = m->id;
+        } else if (rsgDecode(&s->dec, it->str, it->len, &item->p, &item->len, err, sizeof(err)) !=
+                   0) {
+            if (s->cfg->reliable)
+                rsgError("item of list '%s' left in %s: it is %s", list, s->proc[li], err);
+            else
+                rsgError("item of list '%s' dropped: it is %s; its bytes: %.*s", list, err,
+                         (int)(it->len > 512 ? 512 : it->len), it->str);
+            continue;
+        }
+        (*n)++;
+    }
+}
+
+static int prepare(rsgSource *s, size_t n) {
+    if (rsgSourceReserve(s, n, n) != 0) {
+        rsgSourceFatal(s, "out of memory reading list items");
+        return -1;
+    }
+    rsgDecoderReset(&s->dec);
+    return 0;
+}
+
+static int checkError(rsgSource *s, const redisReply *reply, const char *what) {
+    if (reply->type != REDIS_REPLY_ERROR) return 0;
+    if (strncmp(reply->str, "WRONGTYPE", 9) == 0)
+        rsgSourceFatal(s, "%s failed: a key in source.lists is not a list (%s)", what, reply->str);
+    else
+        rsgSourceFatal(s, "%s failed: %s", what, reply->str);
+    return -1;
+}
+
+static void onReplayed(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    rsgSource *s = privdata;
+    redisReply *reply = r;
+    s->reading = 0;
+    if (!reply || s->stopped || checkError(s, reply, "replaying a processing list")) return;
+    int li = s->replay_list, n = 0;
+    size_t got = reply->type == REDIS_REPLY_ARRAY ? reply->elements : 0;
+    if (prepare(s, got) != 0) return;
+    if (got) collectItems(s, li, reply, &n);
+    s->replay_left[li] = got ? s->replay_left[li] - (long)got : 0;
+    if (s->replay_left[li] <= 0) {
+        s->replay_left[li] = 0;
+        while (s->replay_list < s->cfg->nstreams && s->replay_left[s->replay_list] == 0)
+            s->replay_list++;
+        if (s->replay_list == s->cfg->nstreams) s->phase = RSG_SRC_LIVE;
+    }
+    rsgSourceDeliver(s, n, 1);
+}
+
+static void onBlocked(redisAsyncContext *ac, void *r, void *privdata);
+
+static void onMoved(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    rsgSource *s = privdata;
+    redisReply *reply = r;
+    if (!reply || s->stopped) {
+        s->reading = 0;
+        return;
+    }
+    if (checkError(s, reply, "moving list items")) return;
+    size_t total = 0;
+    if (reply->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < reply->elements; i++)
+            if (reply->element[i]->type == REDIS_REPLY_ARRAY) total += reply->element[i]->elements;
+    if (total == 0) {
+        /* All empty: block on the one list, or wait a little and poll again. */
+        if (s->cfg->nstreams == 1) {
+            char timeout[32];
+            snprintf(timeout, sizeof(timeout), "%.3f", (double)s->cfg->block_ms / 1000.0);
+            const char *argv[] = {"BLMOVE", s->cfg->streams[0], s->proc[0], "LEFT", "RIGHT",
+                                  timeout};
+            if (rsgConnCommand(s->conn, onBlocked, s, 6, argv, NULL) != 0) s->reading = 0;
+        } else {
+            uv_timer_start(&s->poll, onPoll, POLL_MS, 0);
+        }
+        return;
+    }
+    s->reading = 0;
+    if (prepare(s, total) != 0) return;
+    int n = 0;
+    for (size_t i = 0; i < reply->elements && (int)i < s->cfg->nstreams; i++)
+        if (reply->element[i]->type == REDIS_REPLY_ARRAY)
+            collectItems(s, (int)i, reply->element[i], &n);
+    rsgSourceDeliver(s, n, 1);
+}
+
+static void onBlocked(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    rsgSource *s = privdata;
+    redisReply *reply = r;
+    s->reading = 0;
+    if (!reply || s->stopped || checkError(s, reply, "BLMOVE")) return;
+    int n = 0;
+    if (reply->type == REDIS_REPLY_STRING) {
+        redisReply *items[1] = {reply};
+        redisReply arr = {0};
+        arr.type = REDIS_REPLY_ARRAY;
+        arr.elements = 1;
+        arr.element = items;
+        if (prepare(s, 1) != 0) return;
+        collectItems(s, 0, &arr, &n);
+    }
+    rsgSourceDeliver(s, n, 1);
+}
+
+/* BLMPOP replies [list, [items...]], BLPOP [list, item]; nil on timeout. */
+static void onPopped(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    rsgSource *s = privdata;
+    redisReply *reply = r;
+    s->reading = 0;
+    if (!reply || s->stopped) return;
+    if (reply->type == REDIS_REPLY_ERROR && !s->use_blpop &&
+        strstr(reply->str, "unknown command")) {
+        s->use_blpop = 1; /* Redis before 7.0: one item per read */
+        rsgSourceKick(s);
+        return;
+    }
+    if (checkError(s, reply, s->use_blpop ? "BLPOP" : "BLMPOP")) return;
+    int n = 0;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_STRING) {
+        int li = rsgSourceIndex(s, reply->element[0]->str, reply->element[0]->len);
+        redisReply *items = reply->element[1];
+        redisReply *one[1] = {items};
+        redisReply arr = {0};
+        if (items->type == REDIS_REPLY_STRING) { /* BLPOP */
+            arr.type = REDIS_REPLY_ARRAY;
+            arr.elements = 1;
+            arr.element = one;
+            items = &arr;
+        }
+        if (li >= 0 && items->type == REDIS_REPLY_ARRAY) {
+            if (prepare(s, items->elements) != 0) return;
+            collectItems(s, li, items, &n);
+        }
+    }
+    /* Pops do not depend on the last reply: ask again before Lua works. */
+    rsgSourceDeliver(s, n, 1);
+}
+
+void rsgListsRead(rsgSource *s) {
+    const rsgSourceConfig *cfg = s->cfg;
+    int nl = cfg->nstreams;
+    char count[24], timeout[32];
+    snprintf(timeout, sizeof(timeout), "%.3f", (double)cfg->block_ms / 1000.0);
+    const char *stackv[72];
+    int max = 8 + 2 * nl;
+    const char **argv = max <= 72 ? stackv : malloc(sizeof(char *) * (size_t)max);
+    if (!argv) return;
+    int argc = 0, sent = -1;
+    if (s->phase == RSG_SRC_REPLAY) {
+        long c = rsgSourceReadCount(s, 1);
+        if (c > s->replay_left[s->replay_list]) c = s->replay_left[s->replay_list];
+        snprintf(count, sizeof(count), "%ld", c);
+        const char *v[] = {"EVAL", rotateScript, "1", s->proc[s->replay_list], count};
+        sent = c > 0 ? rsgConnCommand(s->conn, onReplayed, s, 5, v, NULL) : -1;
+    } else if (cfg->reliable) {
+        long c = rsgSourceReadCount(s, nl);
+        snprintf(count, sizeof(count), "%ld", c);
+        char nkeys[16];
+        snprintf(nkeys, sizeof(nkeys), "%d", 2 * nl);
+        argv[argc++] = "EVAL";
+        argv[argc++] = moveScript;
+        argv[argc++] = nkeys;
+        for (int i = 0; i < nl; i++) {
+            argv[argc++] = cfg->streams[i];
+            argv[argc++] = s->proc[i];
+        }
+        argv[argc++] = count;
+        sent = c > 0 ? rsgConnCommand(s->conn, onMoved, s, argc, argv, NULL) : -1;
+    } else {
+        long c = rsgSourceReadCount(s, 1);
+        snprintf(count, sizeof(count), "%ld", c);
+        char nkeys[16];
+        snprintf(nkeys, sizeof(nkeys), "%d", nl);
+        if (s->use_blpop) {
+            argv[argc++] = "BLPOP";
+            for (int i = 0; i < nl; i++)
+                argv[argc++] = cfg->streams[i];
+            argv[argc++] = timeout;
+        } else {
+            argv[argc++] = "BLMPOP";
+            argv[argc++] = timeout;
+            argv[argc++] = nkeys;
+            for (int i = 0; i < nl; i++)
+                argv[argc++] = cfg->streams[i];
+            argv[argc++] = "LEFT";
+            argv[argc++] = "COUNT";
+            argv[argc++] = count;
+        }
+        sent = c > 0 ? rsgConnCommand(s->conn, onPopped, s, argc, argv, NULL) : -1;
+    }
+    if (sent == 0) s->reading = 1;
+    if (argv != stackv) free(argv);
+}
+
+void rsgListsAck(rsgSource *s, rsgStr list, int n, const rsgStr *items) {
+    if (!s->cfg->reliable) return; /* popped items are gone from Redis already */
+    int li = rsgSourceIndex(s, list.p, list.len);
+    if (li < 0) return;
+    int argc = n + 4;
+    const char **argv = malloc(sizeof(char *) * (size_t)argc);
+    size_t *lens = malloc(sizeof(size_t) * (size_t)argc);
+    int ok = argv && lens;
+    if (ok) {
+        argv[0] = "EVAL", lens[0] = 4;
+        argv[1] = removeScript, lens[1] = strlen(removeScript);
+        argv[2] = "1", lens[2] = 1;
+        argv[3] = s->proc[li], lens[3] = strlen(s->proc[li]);
+        for (int i = 0; i < n; i++)
+            argv[i + 4] = items[i].p, lens[i + 4] = items[i].len;
+        ok = rsgAckPush(s->ack, argc, argv, lens, n) == 0;
+    }
+    free(argv);
+    free(lens);
+    if (!ok) rsgError("out of memory queueing acks: %d item(s) stay in %s", n, s->proc[li]);
+}

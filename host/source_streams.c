@@ -1,0 +1,264 @@
+/* source_streams.c - plain streams without a group: XREAD from a cursor.
+ *
+ * There is no pending list: what a crash interrupts is gone unless the
+ * script names a checkpoint hash (source.checkpoint). Then, after each batch
+ * left the pipeline, the host stores per stream the last id such that it and
+ * every id before it have left the pipeline (sunk, dropped, or given up on),
+ * and a restart resumes after it. Acks do not come in id order (a dropped
+ * message is acked while earlier ones wait in a batch), so each stream keeps
+ * a FIFO of the ids in flight with a done flag; the checkpoint is the last of
+ * the leading run of done ids. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "source_internal.h"
+
+#define ID_MAX 48 /* "18446744073709551615-18446744073709551615" fits */
+
+typedef struct trackEntry {
+    char id[ID_MAX];
+    unsigned char len;
+    unsigned char done;
+} trackEntry;
+
+struct rsgTracker {
+    trackEntry *ring; /* ids in flight, in read order */
+    size_t cap, head, count;
+};
+
+int rsgStreamsInit(rsgSource *s) {
+    if (!s->cfg->checkpoint) return 0;
+    s->trackers = calloc((size_t)s->cfg->nstreams, sizeof(rsgTracker));
+    return s->trackers ? 0 : -1;
+}
+
+void rsgStreamsFree(rsgSource *s) {
+    if (!s->trackers) return;
+    for (int i = 0; i < s->cfg->nstreams; i++)
+        free(s->trackers[i].ring);
+    free(s->trackers);
+    s->trackers = NULL;
+}
+
+static int trackPush(rsgTracker *t, const char *id, size_t len) {
+    if (len >= ID_MAX) return -1;
+    if (t->count == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 1024;
+        trackEntry *r = malloc(cap * sizeof(*r));
+        if (!r) return -1;
+        for (size_t i = 0; i < t->count; i++)
+            r[i] = t->ring[(t->head + i) % t->cap];
+        free(t->ring);
+        t->ring = r;
+        t->cap = cap;
+        t->head = 0;
+    }
+    trackEntry *e = &t->ring[(t->head + t->count) % t->cap];
+    memcpy(e->id, id, len);
+    e->len = (unsigned char)len;
+    e->done = 0;
+    t->count++;
+    return 0;
+}
+
+/* ---- Setup: where each stream starts ---- */
+
+static void startLive(rsgSource *s) {
+    s->phase = RSG_SRC_LIVE;
+    rsgSourceKick(s);
+}
+
+static void onLastId(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    rsgSource *s = privdata;
+    redisReply *reply = r;
+    if (!reply || s->stopped) return;
+    /* XREVRANGE replies in order: the first stream still without a cursor. */
+    int i = 0;
+    while (i < s->cfg->nstreams && s->cursor[i])
+        i++;
+    if (i == s->cfg->nstreams) return;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+        reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements > 0) {
+        const redisReply *id = reply->element[0]->element[0];
+        rsgSourceSetCursor(s, i, id->str, id->len);
+    } else {
+        rsgSourceSetCursor(s, i, "0-0", 3); /* empty or missing stream: from its start */
+    }
+    if (--s->setup_left == 0) startLive(s);
+}
+
+/* Streams still without a cursor start at their configured id; "$" is made
+ * concrete now (the last id), since every later XREAD must name a cursor. */
+static void resolveStarts(rsgSource *s) {
+    s->setup_left = 0;
+    for (int i = 0; i < s->cfg->nstreams; i++) {
+        if (s->cursor[i]) continue;
+        if (strcmp(s->cfg->starts[i], "$") != 0) {
+            s->cursor[i] = strdup(s->cfg->starts[i]);
+            continue;
+        }
+        s->setup_left++;
+    }
+    if (s->setup_left == 0) {
+        startLive(s);
+        return;
+    }
+    for (int i = 0; i < s->cfg->nstreams; i++) {
+        if (s->cursor[i]) continue;
+        const char *argv[] = {"XREVRANGE", s->cfg->streams[i], "+", "-", "COUNT", "1"};
+        if (rsgConnCommand(s->conn, onLastId, s, 6, argv, NULL) != 0) return;
+    }
+}
+
+static void onCheckpoint(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    rsgSource *s = privdata;
+    redisReply *reply = r;
+    if (!reply || s->stopped) return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        rsgSourceFatal(s, "cannot read checkpoint hash '%s': %s", s->cfg->checkpoint, reply->str);
+        return;
+    }
+    int resumed = 0;
+    for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k + 1 < reply->elements; k += 2) {
+        const redisReply *f = reply->element[k], *v = reply->element[k + 1];
+        int i = rsgSourceIndex(s, f->str, f->len);
+        if (i < 0 || s->cursor[i]) continue;
+        rsgSourceSetCursor(s, i, v->str, v->len);
+        rsgInfo("stream '%s': resuming after checkpoint %s", s->cfg->streams[i], s->cursor[i]);
+        resumed++;
+    }
+    (void)resumed;
+    resolveStarts(s);
+}
+
+void rsgStreamsSetup(rsgSource *s) {
+    /* After a reconnect the cursors are where we were: nothing to resolve. */
+    int have = 1;
+    for (int i = 0; i < s->cfg->nstreams; i++)
+        have &= s->cursor[i] != NULL;
+    if (have) {
+        startLive(s);
+        return;
+    }
+    if (s->cfg->checkpoint) {
+        const char *argv[] = {"HGETALL", s->cfg->checkpoint};
+        rsgConnCommand(s->conn, onCheckpoint, s, 2, argv, NULL);
+        return;
+    }
+    resolveStarts(s);
+}
+
+/* ---- Reading ---- */
+
+static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    rsgSource *s = privdata;
+    redisReply *reply = r;
+    s->reading = 0;
+    if (!reply || s->stopped) return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        rsgSourceFatal(s, "XREAD failed: %s", reply->str);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_NIL) {
+        rsgSourceKick(s);
+        return;
+    }
+    size_t entries, strings;
+    if (!rsgSourceWellFormed(reply, &entries, &strings)) {
+        rsgSourceFatal(s, "XREAD returned a reply of unexpected shape");
+        return;
+    }
+    if (rsgSourceReserve(s, entries, strings) != 0) {
+        rsgSourceFatal(s, "out of memory reading messages");
+        return;
+    }
+    rsgDecoderReset(&s->dec);
+    int n = 0;
+    size_t fvused = 0;
+    for (size_t i = 0; i < reply->elements; i++) {
+        const redisReply *st = reply->element[i], *list = st->element[1];
+        int si = rsgSourceIndex(s, st->element[0]->str, st->element[0]->len);
+        if (si < 0 || list->elements == 0) continue;
+        /* Track before converting: a message skipped for bad bytes is marked
+         * done at once, and must be found. */
+        if (s->trackers)
+            for (size_t j = 0; j < list->elements; j++) {
+                const redisReply *id = list->element[j]->element[0];
+                if (trackPush(&s->trackers[si], id->str, id->len) != 0) {
+                    rsgSourceFatal(s, "out of memory tracking the checkpoint");
+                    return;
+                }
+            }
+        rsgSourceCollect(s, st->element[0], list, &n, &fvused);
+        const redisReply *last = list->element[list->elements - 1]->element[0];
+        rsgSourceSetCursor(s, si, last->str, last->len);
+    }
+    rsgSourceDeliver(s, n, 1);
+}
+
+void rsgStreamsRead(rsgSource *s) {
+    const rsgSourceConfig *cfg = s->cfg;
+    long count = rsgSourceReadCount(s, cfg->nstreams);
+    if (count < 1) return;
+    char countbuf[24], blockbuf[24];
+    snprintf(countbuf, sizeof(countbuf), "%ld", count);
+    snprintf(blockbuf, sizeof(blockbuf), "%ld", cfg->block_ms);
+    int max = 6 + 2 * cfg->nstreams;
+    const char *stackv[64];
+    const char **argv = max <= 64 ? stackv : malloc(sizeof(char *) * (size_t)max);
+    if (!argv) return;
+    int argc = 0;
+    argv[argc++] = "XREAD";
+    argv[argc++] = "COUNT";
+    argv[argc++] = countbuf;
+    argv[argc++] = "BLOCK";
+    argv[argc++] = blockbuf;
+    argv[argc++] = "STREAMS";
+    for (int i = 0; i < cfg->nstreams; i++)
+        argv[argc++] = cfg->streams[i];
+    for (int i = 0; i < cfg->nstreams; i++)
+        argv[argc++] = s->cursor[i];
+    if (rsgConnCommand(s->conn, onRead, s, argc, argv, NULL) == 0) s->reading = 1;
+    if (argv != stackv) free(argv);
+}
+
+/* ---- Checkpoints ---- */
+
+void rsgStreamsAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids, int acked) {
+    (void)acked; /* sunk, dropped or given up on: all have left the pipeline */
+    if (!s->trackers) return;
+    int si = rsgSourceIndex(s, stream.p, stream.len);
+    if (si < 0) return;
+    rsgTracker *t = &s->trackers[si];
+    /* Ids of one call come in read order: keep scanning from the last hit. */
+    size_t pos = 0;
+    for (int k = 0; k < n; k++) {
+        size_t tries = 0;
+        for (; tries < t->count; tries++, pos = (pos + 1) % t->count) {
+            trackEntry *e = &t->ring[(t->head + pos) % t->cap];
+            if (!e->done && e->len == ids[k].len && memcmp(e->id, ids[k].p, ids[k].len) == 0) {
+                e->done = 1;
+                break;
+            }
+        }
+    }
+    char last[ID_MAX];
+    size_t lastlen = 0;
+    while (t->count && t->ring[t->head].done) {
+        trackEntry *e = &t->ring[t->head];
+        memcpy(last, e->id, e->len);
+        lastlen = e->len;
+        t->head = (t->head + 1) % t->cap;
+        t->count--;
+    }
+    if (!lastlen) return;
+    const char *argv[] = {"HSET", s->cfg->checkpoint, s->cfg->streams[si], last};
+    size_t lens[] = {4, strlen(s->cfg->checkpoint), strlen(s->cfg->streams[si]), lastlen};
+    if (rsgAckPush(s->ack, 4, argv, lens, 0) != 0)
+        rsgError("out of memory queueing a checkpoint; a restart may repeat some messages");
+}
