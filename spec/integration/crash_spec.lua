@@ -12,7 +12,7 @@ local P = "{{P}}"
 return {
   source = { streams = P .. ":s", group = P .. ":g", timeout = 0.2 },
   preprocess = function(stream, id, data)
-    rsghost.log.info("preprocessed", id)
+    rsghost.log.info("preprocess-saw", id)
     return id
   end,
   batch = { size = {{SIZE}}, timeout = tonumber(os.getenv("TEST_BATCH_TIMEOUT")) },
@@ -27,7 +27,7 @@ return {
 
 -- Counts the log lines of preprocess having seen each id.
 local function preprocessed(h)
-  return #h:log_lines("preprocessed")
+  return #h:log_lines("preprocess%-saw")
 end
 
 describe("after a crash", function()
@@ -41,8 +41,9 @@ describe("after a crash", function()
     t.redis:call("SET", P .. ":hold", "1")
     local h1 = H.start(t, { script = path, consumer = "c1", env = env })
     local ids = H.xadd_many(t.redis, P .. ":s", 300)
-    -- The first batch is in the sink, written but not acked, when we crash it.
-    H.eventually(function() return t.redis:call("LLEN", P .. ":out") >= 50 end, 60,
+    -- The first batch is in the sink, written but not acked, when we crash it
+    -- (however many items it got before its timeout: the sink holds it).
+    H.eventually(function() return t.redis:call("LLEN", P .. ":out") > 0 end, 60,
       function() return h1:describe() end)
     assert.equal("signal 9", h1:kill())
     local before = H.list(t.redis, P .. ":out")
@@ -165,7 +166,7 @@ local P = "{{P}}"
 return {
   source = { streams = { P .. ":s1", P .. ":s2" }, group = P .. ":g" },
   preprocess = function(stream, id, data)
-    rsghost.log.info("preprocessed", id)
+    rsghost.log.info("preprocess-saw", id)
     return stream .. " " .. id
   end,
   batch = { size = 1000, timeout = 120 },
