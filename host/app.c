@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "ack.h"
+#include "arena.h"
 #include "claim.h"
 #include "conn.h"
 #include "heart.h"
@@ -29,6 +30,7 @@ typedef struct rsgApp {
     rsgSourceConfig src;  /* the script's source settings */
     rsgConn reader;       /* XREADGROUP only */
     rsgConn cmds;         /* acks, claims, the script's commands */
+    rsgReplyArena arena;  /* the reader's replies (arena.h) */
     rsgSource source;     /* the group reader */
     rsgAck ack;           /* acks waiting for confirmation */
     rsgHostOps ops;       /* what Lua may ask of us */
@@ -365,6 +367,7 @@ int rsgAppRun(const rsgOptions *opts) {
 
     logStart(&app);
     app.reader.data = app.cmds.data = &app;
+    app.reader.arena = &app.arena;
     app.reader.on_ready = onReaderReady;
     app.cmds.on_ready = onCmdsReady;
     app.reader.on_fatal = app.cmds.on_fatal = onConnFatal;
@@ -383,6 +386,7 @@ int rsgAppRun(const rsgOptions *opts) {
     code = app.exit_code;
     rsgSourceFree(&app.source);
     rsgAckFree(&app.ack);
+    rsgArenaFree(&app.arena);
     rsgClaimFree(&app.claim);
 out:
     if (app.heart_pid > 0) {

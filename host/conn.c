@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "arena.h"
 #include "log.h"
 
 #define CONNECT_TIMEOUT_MS 5000
@@ -129,6 +130,11 @@ static void doConnect(rsgConn *c) {
         return;
     }
     ac->data = c;
+    if (c->arena) {
+        ac->c.reader->fn = &rsgArenaReplyFunctions;
+        ac->c.reader->privdata = c->arena;
+        ac->c.reader->maxbuf = 0; /* keep the read buffer: every read is large */
+    }
     if (redisLibuvAttach(ac, c->loop) != REDIS_OK) {
         rsgError("redis %s: cannot attach to the event loop", c->name);
         redisAsyncFree(ac);

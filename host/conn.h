@@ -21,23 +21,24 @@ typedef void rsgConnEvent(rsgConn *c);
 typedef void rsgConnFatal(rsgConn *c, const char *reason);
 
 struct rsgConn {
-    uv_loop_t *loop;         /* the loop it lives on */
-    const rsgRedisUrl *url;  /* where to connect; owned by the caller */
-    const char *name;        /* role in log lines: "reader", "commands", ... */
-    const char *client_name; /* CLIENT SETNAME value or NULL */
-    redisAsyncContext *ac;   /* NULL while disconnected */
-    int ready;               /* handshake done: commands may be sent */
-    int closing;             /* rsgConnClose was called: never reconnect */
-    int was_ready;           /* has been ready before: the next ready is a reconnect */
-    unsigned attempt;        /* consecutive failures, drives the backoff */
-    int handshake_left;      /* handshake replies still expected */
-    uv_timer_t timer;        /* reconnect backoff, and the connect timeout */
-    int timer_open;          /* timer initialised and not yet closed */
-    rsgConnEvent *on_ready;  /* handshake done (first time and after reconnects) */
-    rsgConnEvent *on_lost;   /* was ready, now gone (NULL replies already delivered) */
-    rsgConnFatal *on_fatal;  /* cannot ever work (bad password...) */
-    rsgConnEvent *on_closed; /* rsgConnClose finished: handles closed */
-    void *data;              /* the owner's */
+    uv_loop_t *loop;             /* the loop it lives on */
+    const rsgRedisUrl *url;      /* where to connect; owned by the caller */
+    const char *name;            /* role in log lines: "reader", "commands", ... */
+    const char *client_name;     /* CLIENT SETNAME value or NULL */
+    redisAsyncContext *ac;       /* NULL while disconnected */
+    int ready;                   /* handshake done: commands may be sent */
+    int closing;                 /* rsgConnClose was called: never reconnect */
+    int was_ready;               /* has been ready before: the next ready is a reconnect */
+    unsigned attempt;            /* consecutive failures, drives the backoff */
+    int handshake_left;          /* handshake replies still expected */
+    uv_timer_t timer;            /* reconnect backoff, and the connect timeout */
+    int timer_open;              /* timer initialised and not yet closed */
+    rsgConnEvent *on_ready;      /* handshake done (first time and after reconnects) */
+    rsgConnEvent *on_lost;       /* was ready, now gone (NULL replies already delivered) */
+    rsgConnFatal *on_fatal;      /* cannot ever work (bad password...) */
+    rsgConnEvent *on_closed;     /* rsgConnClose finished: handles closed */
+    void *data;                  /* the owner's */
+    struct rsgReplyArena *arena; /* replies built in this arena, or NULL (see arena.h) */
 };
 
 /* Sets the connection up and starts connecting. The callbacks and data must be

@@ -331,8 +331,15 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
         lua_setfield(L, -2, api[i].name);
     }
     if (lua_pcall(L, 2, 1, top + 1) != 0) goto fail;
-    lua_getfield(L, -1, "feed");
+    /* feed_ref: a function(ptr, n) made by rsghost.handover for this pipeline. */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "rsghost.handover");
+    if (lua_pcall(L, 1, 1, top + 1) != 0) goto fail;
+    lua_getfield(L, -1, "feeder");
+    lua_pushvalue(L, -3);
+    if (lua_pcall(L, 1, 1, top + 1) != 0) goto fail;
     lua->feed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1); /* the handover module */
     lua_getfield(L, -1, "tick");
     lua->tick_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "stop");
@@ -347,36 +354,13 @@ fail:
 }
 
 int rsgLuaFeed(rsgLua *lua, const rsgMsg *msgs, int n) {
+    /* lua/rsghost/handover.lua reads the structs through the FFI, in code
+     * LuaJIT compiles: cheaper than a C API call per string. */
     lua_State *L = lua->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->feed_ref);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->pipeline_ref);
-    lua_createtable(L, 3 * n, 0);
-    for (int i = 0; i < n; i++) {
-        const rsgMsg *m = &msgs[i];
-        lua_pushlstring(L, m->stream.p, m->stream.len);
-        lua_rawseti(L, -2, 3 * i + 1);
-        lua_pushlstring(L, m->id.p, m->id.len);
-        lua_rawseti(L, -2, 3 * i + 2);
-        if (m->nfields < 0) {
-            /* A list item: the item as preprocess sees it, apart from the
-             * raw bytes (the id slot) that acks must name. */
-            if (m->fv)
-                lua_pushlstring(L, m->fv[0].p, m->fv[0].len);
-            else
-                lua_pushboolean(L, 0);
-        } else {
-            lua_createtable(L, 0, m->nfields);
-            /* Duplicate field names: the last one wins, as the issue asks. */
-            for (int f = 0; f < m->nfields; f++) {
-                lua_pushlstring(L, m->fv[2 * f].p, m->fv[2 * f].len);
-                lua_pushlstring(L, m->fv[2 * f + 1].p, m->fv[2 * f + 1].len);
-                lua_rawset(L, -3);
-            }
-        }
-        lua_rawseti(L, -2, 3 * i + 3);
-    }
+    lua_pushlightuserdata(L, (void *)msgs);
     lua_pushinteger(L, n);
-    return pcallLogged(lua, 3, "pipeline feed");
+    return pcallLogged(lua, 2, "pipeline feed");
 }
 
 int rsgLuaTick(rsgLua *lua) {
