@@ -38,9 +38,12 @@
 -- strings, as the host always passes strings. As in the host: a message whose
 -- fields are not valid UTF-8 (source.encoding "utf-8" with convert) is logged
 -- and never reaches preprocess; a read holds at most source.count messages per
--- stream and never more than source.max_in_flight leaves room for (feeding
--- more raises, since the host would split it); nothing is read after k:stop().
--- The kit does not convert other encodings: feed the text preprocess gets.
+-- stream and never more than source.max_in_flight leaves room for, and a plain
+-- lists source pops from one list per read (feeding more raises, since the
+-- host would split it); nothing is read after k:stop(). The kit does not
+-- convert other encodings: feed the text preprocess gets. A read may come
+-- while reading is paused (the host's next read is already on its way when a
+-- sink fails), but the host sends no further one until it resumes.
 --
 -- Time. The clock starts at 0 and moves only with k:advance(seconds), which
 -- fires the pipeline's timer whenever it falls due (batch timeouts, retries of
@@ -60,7 +63,8 @@
 --   k:acked([stream]) { [stream] = { id, ... } } acknowledged, in order (or
 --                     the list of one stream)
 --   k:pending()       { [stream] = { id, ... } } fed but not acked: in the
---                     pipeline, or left pending by a preprocess error
+--                     pipeline, or left pending by a preprocess error (a
+--                     plain-streams source gives those up: not pending)
 --   k:in_flight()     messages the host would count as held (fed - released)
 --   k:paused()        whether reading is paused (a sink is failing)
 --   k:finished()      whether the pipeline finished after k:stop()
@@ -68,8 +72,8 @@
 --   k:logged(pattern [, level])  the first message matching a Lua pattern
 --   k:sent()          every command the sinks sent (arrays), failed ones too
 --   k:host_calls()    every call the pipeline made to the host: { "ack", acks },
---                     { "release", n }, { "set_timer", delay }, { "pause", flag },
---                     { "finished" }
+--                     { "abandon", ids }, { "release", n }, { "set_timer", delay },
+--                     { "pause", flag }, { "finished" }
 --   k.redis           the fake or real client, for setup and inspection
 --   k.cfg, k.pipeline the normalized configuration and the pipeline
 --
@@ -87,7 +91,10 @@
 -- Limits: one rsghost module serves every kit of a busted run, so
 -- rsghost.consumer and rsghost.group are those of the last script loaded.
 -- The kit answers Redis synchronously, so a sink never waits; what is acked
--- and when is the same as with the host.
+-- and when is the same as with the host. Time does not pass for a real
+-- server: its keys expire on its own clock, and XADD * takes its ids from it.
+-- With a real server a command takes at most ~7990 arguments (Lua's unpack
+-- limit in rsghost.hiredis); the fake has no such limit.
 
 local rsghost = require "rsghost"
 local script = require "rsghost.script"
