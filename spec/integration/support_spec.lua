@@ -267,6 +267,14 @@ describe("support.host", function()
     assert.matches("Expected objects to be equal", tostring(err))
   end)
 
+  it("stops waiting at once on abort", function()
+    local calls = 0
+    local ok, err = pcall(H.eventually, function() calls = calls + 1; H.abort("host exited") end, 30)
+    assert.is_false(ok)
+    assert.equal("host exited", err)
+    assert.equal(1, calls)
+  end)
+
   it("gives unique prefixes", function()
     assert.not_equal(H.prefix(), H.prefix())
   end)

@@ -207,6 +207,8 @@ function M.eventually(fn, timeout, what)
   while true do
     local ok, v = pcall(fn)
     if ok and v then return v end
+    -- M.abort(): give up at once, there is nothing left to wait for.
+    if not ok and type(v) == "table" and v.abort then error(v.abort, 0) end
     last_err = not ok and v or nil
     if proc.now() >= deadline then break end
     proc.sleep(step)
@@ -218,6 +220,11 @@ function M.eventually(fn, timeout, what)
     error(last_err, 0)
   end
   error(string.format("timed out after %.0f s waiting for %s", timeout, extra or "a condition"), 2)
+end
+
+-- Raised inside an eventually() function: stop waiting and fail with msg.
+function M.abort(msg)
+  error({ abort = msg }, 0)
 end
 
 function M.sleep(seconds) proc.sleep(seconds) end
@@ -340,7 +347,14 @@ function M.wait_sunk(r, o)
     for _, s in ipairs(streams) do pending = pending + M.xpending(r, s, o.group).count end
     state = string.format("%s has %d items (want >= %d), %d pending (want %d)",
       o.out, len, o.n, pending, o.pending or 0)
-    return len >= o.n and pending == (o.pending or 0)
+    local done = len >= o.n and pending == (o.pending or 0)
+    if not done then
+      -- A host that exited will not get there: fail now, with its log.
+      for _, h in ipairs(o.hosts or {}) do
+        if not h:alive() then M.abort("waiting for " .. state .. ", but " .. h:describe()) end
+      end
+    end
+    return done
   end
   M.eventually(check, o.timeout or 60, function()
     local parts = { state or "" }

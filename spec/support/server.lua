@@ -106,6 +106,7 @@ local function launch(port, dir, opts, logfile)
     argv[#argv + 1] = "--requirepass"
     argv[#argv + 1] = opts.password
   end
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   if persist then
     -- kill -9 then restart must keep the streams, groups and acks: every
     -- write is on disk before redis answers.
@@ -132,6 +133,7 @@ end
 --   persist = true   keep data across kill()/restart() (AOF, fsync always)
 --   password = "pw"  requirepass; url carries it
 --   port = n         this port (e.g. one a host was already told to use)
+--   args = {...}     more redis-server options, e.g. { "--enable-debug-command", "local" }
 -- Raises when it cannot start.
 function M.start(opts)
   opts = opts or {}
