@@ -262,6 +262,21 @@ return 42
       assert.equal(0, h:stop())
       assert.is_nil(h:log():find("pw-Zq8-never-shown", 1, true), "password in the log")
     end)
+
+    it("does not print a wrong password when AUTH fails, nor any in --check", function()
+      local t = H.context { server = srv }
+      local url = "redis://:wrong-Pw-4412@127.0.0.1:" .. srv.port .. "/0"
+      local h = H.start(t, { script = H.script(t, GOOD), consumer = "c1", redis = url })
+      local code = h:wait(H.timeout)
+      if code == nil then h:kill() end
+      assert.is_not_nil(code, "still running with a wrong password: " .. h:describe())
+      assert.not_equal(0, code)
+      assert.matches("AUTH", h:log())
+      assert.is_nil(h:log():find("wrong-Pw-4412", 1, true), "password in the log:\n" .. h:log())
+      local code2, out, err = H.run { "--redis", url, "--check", H.script(t, GOOD), "c1" }
+      assert.equal(0, code2, out .. err)
+      assert.is_nil((out .. err):find("wrong-Pw-4412", 1, true), "password in --check output")
+    end)
   end)
 
   it("decodes a percent-encoded password and logs in as an ACL user", function()
