@@ -37,8 +37,44 @@ static void enqueue(rsgAck *a, rsgAckEntry *e) {
 }
 
 static void freeEntry(rsgAckEntry *e) {
-    redisFreeCommand(e->cmd);
+    free(e->cmd);
     free(e);
+}
+
+/* Writes "<prefix><n>\r\n" at p; returns the end. */
+static char *putCount(char *p, char prefix, size_t n) {
+    char digits[24];
+    int k = 0;
+    do
+        digits[k++] = (char)('0' + n % 10);
+    while ((n /= 10) != 0);
+    *p++ = prefix;
+    while (k)
+        *p++ = digits[--k];
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+/* The RESP form of argv. hiredis's redisFormatCommandArgv formats each
+ * length with sprintf, which the profile showed at 5% of the host's time
+ * with an XACK of a thousand ids per batch. Returns the length, or -1. */
+static long long formatCommand(char **out, int argc, const char **argv, const size_t *lens) {
+    size_t total = 1 + 22 + 2;
+    for (int i = 0; i < argc; i++)
+        total += 1 + 22 + 2 + lens[i] + 2;
+    char *buf = malloc(total), *p = buf;
+    if (!buf) return -1;
+    p = putCount(p, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        p = putCount(p, '$', lens[i]);
+        memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    *out = buf;
+    return p - buf;
 }
 
 static void checkIdle(rsgAck *a) {
@@ -88,7 +124,7 @@ void rsgAckResume(rsgAck *a) {
 int rsgAckPush(rsgAck *a, int argc, const char **argv, const size_t *lens, long nids) {
     rsgAckEntry *e = calloc(1, sizeof(*e));
     if (!e) return -1;
-    long long len = redisFormatCommandArgv(&e->cmd, argc, argv, lens);
+    long long len = formatCommand(&e->cmd, argc, argv, lens);
     if (len < 0) {
         free(e);
         return -1;

@@ -103,7 +103,7 @@ static void maybeFinish(rsgApp *app) {
     if (!app->stopping || !app->finished || app->closing) return;
     if (!rsgAckIdle(&app->ack)) return;
     rsgInfo("stopped cleanly: %ld message(s) acknowledged", app->ack.acked);
-    shutdownNow(app, 0);
+    shutdownNow(app, app->exit_code);
 }
 
 static void opFinished(void *ud) {

@@ -21,39 +21,60 @@ typedef struct arenaObj {
     redisReply r;
 } arenaObj;
 
-static void *arenaAlloc(rsgReplyArena *a, size_t size) {
+static void *arenaGrow(rsgReplyArena *a, size_t size);
+
+static inline void *arenaAlloc(rsgReplyArena *a, size_t size) {
     size = (size + 15) & ~(size_t)15;
-    rsgArenaBlock *b = a->blocks;
-    if (!b || b->cap - b->used < size) {
-        size_t cap = size > BLOCK_SIZE ? size : BLOCK_SIZE;
-        b = malloc(sizeof(*b) + cap);
-        if (!b) return NULL;
-        b->used = 0;
-        b->cap = cap;
-        b->next = a->blocks;
-        a->blocks = b;
-    }
+    rsgArenaBlock *b = a->cur;
+    if (__builtin_expect(!b || b->cap - b->used < size, 0)) return arenaGrow(a, size);
     void *p = (char *)b->data + b->used;
     b->used += size;
     return p;
 }
 
-/* Keeps the oldest block (at least BLOCK_SIZE) and forgets every object. */
-static void arenaReset(rsgReplyArena *a) {
-    rsgArenaBlock *b = a->blocks;
-    if (!b) return;
-    while (b->next) {
-        rsgArenaBlock *next = b->next;
-        free(b);
-        b = next;
+/* Moves on to the next block, reusing the blocks of earlier replies before
+ * asking malloc: fresh large blocks would be fresh mmaps and page faults
+ * for every read. A string larger than a block gets a block of its own,
+ * freed at the next reset. */
+static void *arenaGrow(rsgReplyArena *a, size_t size) {
+    if (size > BLOCK_SIZE) {
+        rsgArenaBlock *big = malloc(sizeof(*big) + size);
+        if (!big) return NULL;
+        big->used = big->cap = size;
+        big->next = a->big;
+        a->big = big;
+        return big->data;
     }
-    b->used = 0;
-    a->blocks = b;
+    rsgArenaBlock *next = a->cur ? a->cur->next : a->blocks;
+    if (!next) {
+        next = malloc(sizeof(*next) + BLOCK_SIZE);
+        if (!next) return NULL;
+        next->cap = BLOCK_SIZE;
+        next->next = NULL;
+        if (a->cur)
+            a->cur->next = next;
+        else
+            a->blocks = next;
+    }
+    next->used = size;
+    a->cur = next;
+    return next->data;
 }
 
-static redisReply *newObject(const redisReadTask *task, int type) {
+/* Forgets every object; keeps the blocks for the next reply. */
+static void arenaReset(rsgReplyArena *a) {
+    while (a->big) {
+        rsgArenaBlock *next = a->big->next;
+        free(a->big);
+        a->big = next;
+    }
+    a->cur = a->blocks;
+    if (a->cur) a->cur->used = 0;
+}
+
+static redisReply *newObject(const redisReadTask *task, int type, size_t extra) {
     rsgReplyArena *a = task->privdata;
-    arenaObj *o = arenaAlloc(a, sizeof(*o));
+    arenaObj *o = arenaAlloc(a, sizeof(*o) + extra);
     if (!o) return NULL;
     memset(o, 0, sizeof(*o));
     o->arena = a;
@@ -67,10 +88,10 @@ static redisReply *newObject(const redisReadTask *task, int type) {
 }
 
 static void *createString(const redisReadTask *task, char *str, size_t len) {
-    redisReply *r = newObject(task, task->type);
+    /* The string lives right behind its object: one allocation. */
+    redisReply *r = newObject(task, task->type, len + 1);
     if (!r) return NULL;
-    char *buf = arenaAlloc(((arenaObj *)((char *)r - offsetof(arenaObj, r)))->arena, len + 1);
-    if (!buf) return NULL;
+    char *buf = (char *)((arenaObj *)((char *)r - offsetof(arenaObj, r)) + 1);
     memcpy(buf, str, len);
     buf[len] = '\0';
     r->str = buf;
@@ -79,7 +100,7 @@ static void *createString(const redisReadTask *task, char *str, size_t len) {
 }
 
 static void *createArray(const redisReadTask *task, int elements) {
-    redisReply *r = newObject(task, REDIS_REPLY_ARRAY);
+    redisReply *r = newObject(task, REDIS_REPLY_ARRAY, 0);
     if (!r) return NULL;
     if (elements > 0) {
         r->element = arenaAlloc(task->privdata, (size_t)elements * sizeof(redisReply *));
@@ -91,13 +112,13 @@ static void *createArray(const redisReadTask *task, int elements) {
 }
 
 static void *createInteger(const redisReadTask *task, long long value) {
-    redisReply *r = newObject(task, REDIS_REPLY_INTEGER);
+    redisReply *r = newObject(task, REDIS_REPLY_INTEGER, 0);
     if (r) r->integer = value;
     return r;
 }
 
 static void *createNil(const redisReadTask *task) {
-    return newObject(task, REDIS_REPLY_NIL);
+    return newObject(task, REDIS_REPLY_NIL, 0);
 }
 
 static void freeObject(void *obj) {
@@ -110,9 +131,11 @@ redisReplyObjectFunctions rsgArenaReplyFunctions = {createString, createArray, c
                                                     createNil, freeObject};
 
 void rsgArenaFree(rsgReplyArena *a) {
+    arenaReset(a);
     while (a->blocks) {
         rsgArenaBlock *next = a->blocks->next;
         free(a->blocks);
         a->blocks = next;
     }
+    a->cur = NULL;
 }

@@ -19,7 +19,9 @@
 typedef struct rsgArenaBlock rsgArenaBlock;
 
 typedef struct rsgReplyArena {
-    rsgArenaBlock *blocks; /* newest first; the oldest is kept across resets */
+    rsgArenaBlock *blocks; /* in order; kept across resets, so bounded by the largest reply */
+    rsgArenaBlock *cur;    /* the block being filled */
+    rsgArenaBlock *big;    /* blocks of single oversized strings, freed at reset */
 } rsgReplyArena;
 
 /* The functions to put in redisReader.fn, with reader.privdata = the arena. */

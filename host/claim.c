@@ -114,7 +114,10 @@ static void onInfo(redisAsyncContext *ac, void *rep, void *privdata) {
             if (pending > 0) c->peers[p].pending += pending;
             /* A consumer that talked to Redis within claim_timeout is alive,
              * whatever its heartbeats say (one without heartbeats, say). */
-            if (idle >= 0 && (uint64_t)idle < ctMs(c)) c->peers[p].last_heard = uv_now(c->loop);
+            uint64_t now = uv_now(c->loop);
+            if (idle >= 0 && (uint64_t)idle < ctMs(c) && (uint64_t)idle <= now &&
+                now - (uint64_t)idle > c->peers[p].last_heard)
+                c->peers[p].last_heard = now - (uint64_t)idle; /* when it was last active */
         }
     }
     stepDone(c, checkLiveness);

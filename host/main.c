@@ -1,5 +1,6 @@
 /* main.c - rsghost's entry point: arguments in, exit status out. The work is
  * in app.c; this file only parses, hides the password and dispatches. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     rsgLogSetLevel(level);
+    /* Batches and reads are large (a sink's RPUSH of a thousand lines is
+     * ~100 KB) and come every few milliseconds. glibc would hand each such
+     * buffer back to the kernel and fault it in again: the profile showed a
+     * tenth of the time in page faults. Keep freed memory for reuse; the
+     * peak stays bounded by max_in_flight. */
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
 
     /* Take a copy of the URL, then hide the password from ps and
      * /proc/PID/cmdline, which show argv's memory as it is now. */

@@ -203,7 +203,12 @@ void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *
 
 void rsgSourceDeliver(rsgSource *s, int n, int kick) {
     s->in_flight += n;
-    if (kick) rsgSourceKick(s);
+    if (kick) {
+        rsgSourceKick(s);
+        /* hiredis only buffers the command until the loop turns again; write
+         * it now, so Redis works on the next read while Lua runs. */
+        if (s->reading && s->conn->ac) redisAsyncHandleWrite(s->conn->ac);
+    }
     if (n && s->hooks.deliver(s->hooks.ud, s->msgs, n) != 0)
         s->hooks.fatal(s->hooks.ud, "the pipeline failed");
 }

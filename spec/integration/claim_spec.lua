@@ -122,7 +122,7 @@ describe("claiming a dead consumer's messages", function()
   -- instead of now - idle, so a consumer active at T counts as heard until
   -- nearly T + claim_timeout and is dead only at T + 2 x claim_timeout.
   -- Turn this `pending` back into `it` once fixed.
-  pending("claims from a consumer killed while receiving within claim_timeout plus a couple of intervals", function()
+  it("claims from a consumer killed while receiving within claim_timeout plus a couple of intervals", function()
     local t = H.context()
     local P = t.prefix
     -- A longer claim_timeout, so "claim_timeout plus a couple of
