@@ -93,6 +93,7 @@ static void onType(redisAsyncContext *ac, void *r, void *privdata) {
 void rsgSourceOnReady(rsgSource *s) {
     if (s->stopped) return;
     s->reading = 0;
+    s->requested = 0;
     s->phase = RSG_SRC_SETUP;
     /* TYPE replies come back in order, so the i-th reply is the i-th key. */
     s->setup_left = s->cfg->nstreams;
@@ -190,6 +191,28 @@ static int convertEntry(rsgSource *s, const redisReply *stream, const redisReply
     return 1;
 }
 
+int rsgSourceBeginRead(rsgSource *s, const redisReply *reply, const char *cmd, size_t *entries) {
+    size_t strings;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        rsgSourceFatal(s, "%s failed: %s", cmd, reply->str);
+        return -1;
+    }
+    if (reply->type == REDIS_REPLY_NIL) { /* BLOCK timed out with nothing new */
+        rsgSourceKick(s);
+        return -1;
+    }
+    if (!rsgSourceWellFormed(reply, entries, &strings)) {
+        rsgSourceFatal(s, "%s returned a reply of unexpected shape", cmd);
+        return -1;
+    }
+    if (rsgSourceReserve(s, *entries, strings) != 0) {
+        rsgSourceFatal(s, "out of memory reading messages");
+        return -1;
+    }
+    rsgDecoderReset(&s->dec);
+    return 0;
+}
+
 void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *list, int *n,
                       size_t *fvused) {
     for (size_t j = 0; j < list->elements; j++) {
@@ -239,7 +262,7 @@ int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *ent
 /* ---- Flow ---- */
 
 long rsgSourceReadCount(const rsgSource *s, int keys) {
-    long room = s->cfg->max_in_flight - s->in_flight;
+    long room = s->cfg->max_in_flight - s->in_flight - s->requested;
     if (room <= 0 || keys <= 0) return 0;
     long count = room / keys;
     if (s->cfg->count > 0 && s->cfg->count < count) count = s->cfg->count;

@@ -46,7 +46,9 @@ struct rsgSource {
     rsgSourceHooks hooks;
     rsgDecoder dec; /* source.encoding -> UTF-8 */
     rsgSourcePhase phase;
-    int reading;    /* a read is in flight */
+    int reading;    /* reads in flight (up to 2 for a group's live reads) */
+    long requested; /* messages those reads may still bring */
+    long asked[2];  /* what each read in flight may bring, oldest first */
     int paused;     /* the pipeline asked us to wait */
     int stopped;    /* shutting down: read no more */
     int setup_left; /* setup replies outstanding */

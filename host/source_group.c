@@ -48,34 +48,22 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
     redisReply *reply = r;
-    s->reading = 0;
+    if (s->reading > 0) {
+        /* Replies come in order: this is the oldest read in flight. */
+        s->reading--;
+        s->requested -= s->asked[0];
+        s->asked[0] = s->asked[1];
+    }
     if (!reply || s->stopped) return; /* lost: OnReady resumes; stopped: pending stays */
-    if (reply->type == REDIS_REPLY_ERROR) {
-        if (strncmp(reply->str, "NOGROUP", 7) == 0) {
-            /* The stream or group vanished (deleted, or Redis restarted
-             * empty): create it again and carry on. */
-            rsgWarn("consumer group '%s' is gone (%s); creating it again", s->cfg->group,
-                    reply->str);
-            rsgSourceOnReady(s);
-            return;
-        }
-        rsgSourceFatal(s, "XREADGROUP failed: %s", reply->str);
+    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOGROUP", 7) == 0) {
+        /* The stream or group vanished (deleted, or Redis restarted
+         * empty): create it again and carry on. */
+        rsgWarn("consumer group '%s' is gone (%s); creating it again", s->cfg->group, reply->str);
+        rsgSourceOnReady(s);
         return;
     }
-    if (reply->type == REDIS_REPLY_NIL) { /* BLOCK timed out with nothing new */
-        rsgSourceKick(s);
-        return;
-    }
-    size_t entries, strings;
-    if (!rsgSourceWellFormed(reply, &entries, &strings)) {
-        rsgSourceFatal(s, "XREADGROUP returned a reply of unexpected shape");
-        return;
-    }
-    if (rsgSourceReserve(s, entries, strings) != 0) {
-        rsgSourceFatal(s, "out of memory reading messages");
-        return;
-    }
-    rsgDecoderReset(&s->dec);
+    size_t entries;
+    if (rsgSourceBeginRead(s, reply, "XREADGROUP", &entries) != 0) return;
     int n = 0;
     size_t fvused = 0;
     for (size_t i = 0; i < reply->elements; i++) {
@@ -134,7 +122,10 @@ void rsgGroupRead(rsgSource *s) {
             argv[argc++] = ">";
         else if (s->cursor[i])
             argv[argc++] = s->cursor[i];
-    if (rsgConnCommand(s->conn, onRead, s, argc, argv, NULL) == 0) s->reading = 1;
+    if (rsgConnCommand(s->conn, onRead, s, argc, argv, NULL) == 0) {
+        s->asked[s->reading++] = count * keys;
+        s->requested += count * keys;
+    }
     if (argv != stackv) free(argv);
 }
 

@@ -12,6 +12,12 @@ int rsgSourceReserve(rsgSource *s, size_t n, size_t nfv);
  * counting entries and field strings. 1 if well formed. */
 int rsgSourceWellFormed(const redisReply *r, size_t *entries, size_t *strings);
 
+/* First steps with a stream read reply: an error is fatal, nil (a BLOCK
+ * that timed out) reads again, otherwise the shape is checked and the
+ * scratch arrays made ready. Returns 0 when the entries are to be
+ * collected, -1 when the reply was dealt with. */
+int rsgSourceBeginRead(rsgSource *s, const redisReply *reply, const char *cmd, size_t *entries);
+
 /* Converts the entries of one stream into s->msgs[*n...], advancing *n and
  * *fvused; entries deleted while pending are acked, invalid bytes logged
  * and left pending. The scratch arrays must have room. */

@@ -160,24 +160,8 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     redisReply *reply = r;
     s->reading = 0;
     if (!reply || s->stopped) return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        rsgSourceFatal(s, "XREAD failed: %s", reply->str);
-        return;
-    }
-    if (reply->type == REDIS_REPLY_NIL) {
-        rsgSourceKick(s);
-        return;
-    }
-    size_t entries, strings;
-    if (!rsgSourceWellFormed(reply, &entries, &strings)) {
-        rsgSourceFatal(s, "XREAD returned a reply of unexpected shape");
-        return;
-    }
-    if (rsgSourceReserve(s, entries, strings) != 0) {
-        rsgSourceFatal(s, "out of memory reading messages");
-        return;
-    }
-    rsgDecoderReset(&s->dec);
+    size_t entries;
+    if (rsgSourceBeginRead(s, reply, "XREAD", &entries) != 0) return;
     int n = 0;
     size_t fvused = 0;
     for (size_t i = 0; i < reply->elements; i++) {
