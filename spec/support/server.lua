@@ -95,7 +95,7 @@ end
 
 -- Starts redis-server on port and waits until it answers PING. Returns the
 -- proc, or nil, reason (e.g. the port was taken meanwhile).
-local function launch(port, dir, opts, logfile)
+local function launch(port, dir, opts, logfile, nowait)
   local persist = opts.persist
   local argv = {
     M.binary, "--port", tostring(port), "--bind", "127.0.0.1",
@@ -115,6 +115,7 @@ local function launch(port, dir, opts, logfile)
     for _, a in ipairs { "--appendonly", "no" } do argv[#argv + 1] = a end
   end
   local p = proc.spawn { argv = argv, stdout = logfile .. ".out", stderr = logfile .. ".out", append = true }
+  if nowait then return p end
   local url = M.url_for(port, opts.password)
   local deadline = proc.now() + 20
   while proc.now() < deadline do
@@ -193,8 +194,16 @@ function M.start(opts)
   end
 
   -- Starts it again on the same port (after kill or stop(true)). The port may
-  -- linger for a moment after a kill: retry for a while.
-  function srv.restart()
+  -- linger for a moment after a kill: retry for a while. With
+  -- { wait = false } it returns at once, before the server answers (still
+  -- loading its data, say).
+  function srv.restart(ropts)
+    if ropts and ropts.wait == false then
+      if srv.proc and srv.proc:alive() then srv.proc:kill() end
+      srv.proc = launch(port, dir, opts, logfile, true)
+      drop_client()
+      return srv
+    end
     if srv.proc and srv.proc:alive() then
       srv.proc:signal("TERM")
       if srv.proc:wait(20) == nil then srv.proc:kill() end
