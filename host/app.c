@@ -115,7 +115,9 @@ static void opFinished(void *ud) {
 }
 
 static void onAckIdle(void *ud) {
-    maybeFinish(ud);
+    rsgApp *app = ud;
+    rsgSourceAckIdle(&app->source);
+    maybeFinish(app);
 }
 
 /* ---- Source hooks ---- */

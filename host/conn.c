@@ -1,8 +1,8 @@
 /* conn.c - see conn.h. */
 #include "conn.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "arena.h"
@@ -13,6 +13,79 @@
 #define BACKOFF_MAX_MS     5000
 
 static void doConnect(rsgConn *c);
+
+/* ---- hiredis on libuv ----
+ *
+ * Our own event adapter rather than hiredis 0.14's adapters/libuv.h, which
+ * returns early when libuv reports a poll error: libuv then stops the handle,
+ * hiredis never hears that the socket died, and a connection that Redis reset
+ * while it had our data unread hangs forever (and a refused connect waits
+ * out the connect timeout). On an error we let hiredis read (and write, if
+ * it wanted to), so it meets the error itself and disconnects. */
+
+typedef struct uvEvents {
+    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
+    uv_poll_t poll;
+    int events; /* UV_READABLE | UV_WRITABLE wanted by hiredis */
+} uvEvents;
+
+static void uvOnPoll(uv_poll_t *h, int status, int events) {
+    uvEvents *e = h->data;
+    if (status < 0) events = UV_READABLE | e->events;
+    if (e->ac && (events & UV_READABLE)) redisAsyncHandleRead(e->ac);
+    if (e->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(e->ac);
+}
+
+static void uvUpdate(uvEvents *e, int add, int del) {
+    e->events = (e->events | add) & ~del;
+    if (e->events)
+        uv_poll_start(&e->poll, e->events, uvOnPoll);
+    else
+        uv_poll_stop(&e->poll);
+}
+
+static void uvAddRead(void *p) {
+    uvUpdate(p, UV_READABLE, 0);
+}
+static void uvDelRead(void *p) {
+    uvUpdate(p, 0, UV_READABLE);
+}
+static void uvAddWrite(void *p) {
+    uvUpdate(p, UV_WRITABLE, 0);
+}
+static void uvDelWrite(void *p) {
+    uvUpdate(p, 0, UV_WRITABLE);
+}
+
+static void uvOnClose(uv_handle_t *h) {
+    free(h->data);
+}
+
+static void uvCleanup(void *p) {
+    uvEvents *e = p;
+    e->ac = NULL;
+    uv_close((uv_handle_t *)&e->poll, uvOnClose);
+}
+
+/* Attaches ac to the loop. Returns 0, or -1 (nothing attached). */
+static int uvAttach(redisAsyncContext *ac, uv_loop_t *loop) {
+    if (ac->ev.data) return -1;
+    uvEvents *e = calloc(1, sizeof(*e));
+    if (!e) return -1;
+    if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) {
+        free(e);
+        return -1;
+    }
+    e->ac = ac;
+    e->poll.data = e;
+    ac->ev.data = e;
+    ac->ev.addRead = uvAddRead;
+    ac->ev.delRead = uvDelRead;
+    ac->ev.addWrite = uvAddWrite;
+    ac->ev.delWrite = uvDelWrite;
+    ac->ev.cleanup = uvCleanup;
+    return 0;
+}
 static void retryTimer(uv_timer_t *t);
 
 static void describe(const rsgConn *c, char *buf, size_t len) {
@@ -58,6 +131,15 @@ static void onHandshakeReply(redisAsyncContext *ac, void *r, void *privdata) {
     const char *step = privdata;
     if (!c || c->ac != ac) return;
     if (!reply) return; /* lost during the handshake: the disconnect callback retries */
+    if (reply->type == REDIS_REPLY_ERROR &&
+        (strncmp(reply->str, "LOADING", 7) == 0 || strncmp(reply->str, "BUSY ", 5) == 0 ||
+         strncmp(reply->str, "MASTERDOWN", 10) == 0 || strncmp(reply->str, "TRYAGAIN", 8) == 0)) {
+        /* Redis is up but not ready (loading its data, running a long
+         * script...): not our fault and not fatal. Drop and retry. */
+        rsgWarn("redis %s: not ready yet: %s", c->name, reply->str);
+        redisAsyncDisconnect(ac);
+        return;
+    }
     if (reply->type == REDIS_REPLY_ERROR) {
         char msg[512];
         if (strncmp(reply->str, "NOAUTH", 6) == 0)
@@ -135,7 +217,7 @@ static void doConnect(rsgConn *c) {
         ac->c.reader->privdata = c->arena;
         ac->c.reader->maxbuf = 0; /* keep the read buffer: every read is large */
     }
-    if (redisLibuvAttach(ac, c->loop) != REDIS_OK) {
+    if (uvAttach(ac, c->loop) != 0) {
         rsgError("redis %s: cannot attach to the event loop", c->name);
         redisAsyncFree(ac);
         scheduleRetry(c);

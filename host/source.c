@@ -87,7 +87,14 @@ static void onType(redisAsyncContext *ac, void *r, void *privdata) {
                        reply->str, want);
         return;
     }
-    if (--s->setup_left == 0) kindSetup(s);
+    if (--s->setup_left > 0) return;
+    if (s->wrongtype[0]) {
+        /* Every key has the right type now: the error came from elsewhere
+         * (a processing list, or a key that changed back). */
+        rsgSourceFatal(s, "%s", s->wrongtype);
+        return;
+    }
+    kindSetup(s);
 }
 
 void rsgSourceOnReady(rsgSource *s) {
@@ -191,10 +198,19 @@ static int convertEntry(rsgSource *s, const redisReply *stream, const redisReply
     return 1;
 }
 
+void rsgSourceReadError(rsgSource *s, const char *cmd, const char *err) {
+    snprintf(s->wrongtype, sizeof(s->wrongtype), "%s failed: %s", cmd, err);
+    if (strncmp(err, "WRONGTYPE", 9) == 0 && s->conn->ready) {
+        rsgSourceOnReady(s); /* the TYPE checks name the key, or report this */
+        return;
+    }
+    rsgSourceFatal(s, "%s", s->wrongtype);
+}
+
 int rsgSourceBeginRead(rsgSource *s, const redisReply *reply, const char *cmd, size_t *entries) {
     size_t strings;
     if (reply->type == REDIS_REPLY_ERROR) {
-        rsgSourceFatal(s, "%s failed: %s", cmd, reply->str);
+        rsgSourceReadError(s, cmd, reply->str);
         return -1;
     }
     if (reply->type == REDIS_REPLY_NIL) { /* BLOCK timed out with nothing new */
@@ -307,7 +323,12 @@ void rsgSourceAbandon(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
 void rsgSourceRelease(rsgSource *s, long n) {
     s->in_flight -= n;
     if (s->in_flight < 0) s->in_flight = 0;
+    if (s->kind == RSG_KIND_LISTS) rsgListsRecheck(s);
     rsgSourceKick(s);
+}
+
+void rsgSourceAckIdle(rsgSource *s) {
+    if (s->kind == RSG_KIND_LISTS) rsgListsRecheck(s);
 }
 
 long rsgSourceRoom(const rsgSource *s) {

@@ -62,12 +62,14 @@ struct rsgSource {
     /* plain streams */
     rsgTracker *trackers; /* per stream, with a checkpoint: ids in flight */
     /* lists */
-    char **proc;        /* per list: its processing list (reliable) */
-    long *replay_left;  /* per list: items still to replay (reliable) */
-    int replay_list;    /* list being replayed */
-    int leftovers_done; /* processing lists were looked at, at start */
-    int use_blpop;      /* the server has no BLMPOP (Redis < 7) */
-    uv_timer_t poll;    /* waits between polls of several lists */
+    char **proc;         /* per list: its processing list (reliable) */
+    long *replay_left;   /* per list: items still to replay (reliable) */
+    int replay_list;     /* list being replayed */
+    int leftovers_done;  /* processing lists were looked at, at start */
+    int recheck;         /* after a reconnect: look at them again once idle */
+    char wrongtype[256]; /* a read's WRONGTYPE error, while keys are re-checked */
+    int use_blpop;       /* the server has no BLMPOP (Redis < 7) */
+    uv_timer_t poll;     /* waits between polls of several lists */
     int poll_open;
 };
 
@@ -87,6 +89,9 @@ void rsgSourceAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids);
 /* These messages were given up on (preprocess failed). Only plain streams
  * care: their checkpoint may move past them. */
 void rsgSourceAbandon(rsgSource *s, rsgStr stream, int n, const rsgStr *ids);
+
+/* The ack queue drained (lists wait for that after a reconnect). */
+void rsgSourceAckIdle(rsgSource *s);
 
 /* n messages left the pipeline: room for more. */
 void rsgSourceRelease(rsgSource *s, long n);

@@ -37,6 +37,10 @@ void rsgSourceSetCursor(rsgSource *s, int i, const char *id, size_t len);
  * most source.count. 0 when there is no room. */
 long rsgSourceReadCount(const rsgSource *s, int keys);
 
+/* A read failed with an error reply: fatal. WRONGTYPE first re-checks the
+ * type of every key, so the error names the key that changed. */
+void rsgSourceReadError(rsgSource *s, const char *cmd, const char *err);
+
 void rsgSourceFatal(rsgSource *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Per-kind entry points. */
@@ -55,6 +59,7 @@ void rsgListsSetup(rsgSource *s);
 void rsgListsRead(rsgSource *s);
 void rsgListsAck(rsgSource *s, rsgStr list, int n, const rsgStr *items);
 void rsgListsStop(rsgSource *s);
+void rsgListsRecheck(rsgSource *s);
 void rsgListsFree(rsgSource *s);
 
 #endif

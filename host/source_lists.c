@@ -91,6 +91,8 @@ void rsgListsStop(rsgSource *s) {
 
 /* ---- Setup ---- */
 
+static void countLeftovers(rsgSource *s);
+
 static void startLive(rsgSource *s) {
     s->phase = RSG_SRC_LIVE;
     rsgSourceKick(s);
@@ -108,11 +110,16 @@ static void onLeftover(redisAsyncContext *ac, void *r, void *privdata) {
     for (int k = 0; k < s->cfg->nstreams; k++)
         total += s->replay_left[k];
     if (total == 0) {
+        s->recheck = 0;
         startLive(s);
         return;
     }
-    rsgInfo("%ld item(s) left in processing lists by an earlier run: processing them first", total);
+    rsgInfo("%ld item(s) left in processing lists%s: processing them first", total,
+            s->recheck ? " after a lost connection" : " by an earlier run");
+    s->recheck = 0;
     s->replay_list = 0;
+    while (s->replay_left[s->replay_list] == 0)
+        s->replay_list++;
     s->phase = RSG_SRC_REPLAY;
     rsgSourceKick(s);
 }
@@ -123,13 +130,35 @@ void rsgListsSetup(rsgSource *s) {
         s->poll.data = s;
         s->poll_open = 1;
     }
-    /* Leftovers are replayed once, at start: after a reconnect everything in
-     * the processing lists is either in flight or was replayed already. */
-    if (!s->cfg->reliable || !s->cfg->replay_pending || s->leftovers_done) {
+    if (!s->cfg->reliable) {
         startLive(s);
         return;
     }
+    if (s->leftovers_done) {
+        /* A reconnect: a move whose reply was lost left items in the
+         * processing lists that this run never saw. Once everything in
+         * flight has left (and its removal reached Redis), whatever is still
+         * there is such an item: look again then (rsgListsRecheck). */
+        s->recheck = 1;
+        rsgListsRecheck(s);
+        return;
+    }
     s->leftovers_done = 1;
+    if (!s->cfg->replay_pending) {
+        startLive(s);
+        return;
+    }
+    countLeftovers(s);
+}
+
+void rsgListsRecheck(rsgSource *s) {
+    if (!s->recheck || s->stopped || s->phase != RSG_SRC_SETUP || s->setup_left) return;
+    if (s->in_flight > 0 || !rsgAckIdle(s->ack) || !s->conn->ready) return;
+    countLeftovers(s);
+}
+
+/* LLEN of every processing list; onLeftover decides what to replay. */
+static void countLeftovers(rsgSource *s) {
     s->setup_left = s->cfg->nstreams;
     for (int i = 0; i < s->cfg->nstreams; i++) {
         const char *argv[] = {"LLEN", s->proc[i]};
@@ -178,10 +207,7 @@ static int prepare(rsgSource *s, size_t n) {
 
 static int checkError(rsgSource *s, const redisReply *reply, const char *what) {
     if (reply->type != REDIS_REPLY_ERROR) return 0;
-    if (strncmp(reply->str, "WRONGTYPE", 9) == 0)
-        rsgSourceFatal(s, "%s failed: a key in source.lists is not a list (%s)", what, reply->str);
-    else
-        rsgSourceFatal(s, "%s failed: %s", what, reply->str);
+    rsgSourceReadError(s, what, reply->str);
     return -1;
 }
 

@@ -222,7 +222,7 @@ describe("a lists source", function()
     -- runs stops it with "... failed: a key in source.lists is not a list
     -- (WRONGTYPE ...)" that does not say which key. Turn into it() once the
     -- host names the key.
-    pending(string.format("(%s) exits 1 naming a key that turns into a non-list while it runs (WRONGTYPE)", mode.name), function()
+    it(string.format("(%s) exits 1 naming a key that turns into a non-list while it runs (WRONGTYPE)", mode.name), function()
       local t = H.context()
       local P = t.prefix
       local path = script(t, 'lists = { P .. ":good", P .. ":bad" }, timeout = 0.2' .. mode.source)
@@ -389,7 +389,7 @@ describe("a reliable lists source", function()
   -- replay phase at the first list, finds nothing to read there and never
   -- reads again (source_lists.c onLeftover: replay_list = 0 is not advanced
   -- past lists with no leftovers). Turn into it() once fixed.
-  pending("replays leftovers that only a later list's processing list holds, then reads on", function()
+  it("replays leftovers that only a later list's processing list holds, then reads on", function()
     local t = H.context()
     local P = t.prefix
     local l1, l2 = P .. ":l1", P .. ":l2"
@@ -464,7 +464,7 @@ describe("a reliable lists source across a lost connection", function()
   -- start); they wait for a restart. Here the reply is lost because it
   -- exceeds an output buffer limit, so Redis closes the connection after
   -- the move. Turn into it() once fixed.
-  pending("delivers the items moved by a read whose reply was lost, without a restart", function()
+  it("delivers the items moved by a read whose reply was lost, without a restart", function()
     local t = H.context { server = srv }
     local P = t.prefix
     local l = P .. ":l"

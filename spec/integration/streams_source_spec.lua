@@ -381,7 +381,7 @@ describe("a plain streams source, stopping and failing", function()
   -- Host bug (reported): a key that turns into a non-stream while the host
   -- runs stops it with "XREAD failed: WRONGTYPE ..." that does not say which
   -- key. Turn into it() once the host names the key.
-  pending("exits 1 naming a key that turns into a non-stream while it runs (WRONGTYPE)", function()
+  it("exits 1 naming a key that turns into a non-stream while it runs (WRONGTYPE)", function()
     local t = H.context()
     local P = t.prefix
     local path = script(t, 'streams = { P .. ":good", P .. ":bad" }, start = "0", timeout = 0.2')
