@@ -202,10 +202,10 @@ end
 local Client = {}
 Client.__index = Client
 
-local function argv_of(cmd, ...)
-  local args = { cmd, ... }
-  -- select('#') keeps trailing nils visible so they are reported, not dropped.
-  local n = select("#", ...) + 1
+-- argv for hiredis from args[1..n] (a table: no unpack, so no limit on the
+-- number of arguments, e.g. an RPUSH of a whole batch).
+local function argv_of(args, n)
+  local keep = {}
   local argv = ffi.new("const char *[?]", n)
   local lens = ffi.new("size_t[?]", n)
   for i = 1, n do
@@ -217,12 +217,12 @@ local function argv_of(cmd, ...)
     elseif ta ~= "string" then
       error("rsghost.hiredis: argument " .. i .. " must be a string or number, got " .. ta, 3)
     end
-    args[i] = a
+    keep[i] = a
     argv[i - 1] = a
     lens[i - 1] = #a
   end
-  -- args keeps the strings alive as long as argv points at them.
-  return n, argv, lens, args
+  -- keep holds the strings alive as long as argv points at them.
+  return n, argv, lens, keep
 end
 
 function Client:_connect()
@@ -273,11 +273,18 @@ end
 -- Returns reply or nil, err. Errors: the server's error reply verbatim, or a
 -- "connection lost ..." message.
 function Client:_command(cmd, ...)
+  -- select('#') keeps trailing nils visible so they are reported, not dropped.
+  return self:command({ cmd, ... }, select("#", ...) + 1)
+end
+
+-- Runs the command given as an array { cmd, arg, ... } (n: its length, when
+-- it holds nils to report). Returns reply, or nil, err like pcall.
+function Client:command(args, n)
   if not self.ctx then
     local ok, err = self:_connect()
     if not ok then return nil, err end
   end
-  local n, argv, lens, keep = argv_of(cmd, ...)
+  local n, argv, lens, keep = argv_of(args, n or #args)
   local reply = C.redisCommandArgv(self.ctx, n, argv, lens)
   keep = nil
   if reply == nil then return nil, self:_lost() end
@@ -310,7 +317,7 @@ function Client:pipeline(cmds)
     if not ok then error(err, 0) end
   end
   for i = 1, #cmds do
-    local n, argv, lens = argv_of(unpack(cmds[i]))
+    local n, argv, lens = argv_of(cmds[i], #cmds[i])
     if C.redisAppendCommandArgv(self.ctx, n, argv, lens) ~= REDIS_OK then
       error(self:_lost(), 0)
     end

@@ -93,8 +93,6 @@
 -- The kit answers Redis synchronously, so a sink never waits; what is acked
 -- and when is the same as with the host. Time does not pass for a real
 -- server: its keys expire on its own clock, and XADD * takes its ids from it.
--- With a real server a command takes at most ~7990 arguments (Lua's unpack
--- limit in rsghost.hiredis); the fake has no such limit.
 
 local rsghost = require "rsghost"
 local script = require "rsghost.script"

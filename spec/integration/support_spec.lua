@@ -142,6 +142,19 @@ describe("rsghost.hiredis", function()
     end)
   end)
 
+  describe("command", function()
+    it("takes the command as an array, of any length (no unpack limit)", function()
+      local argv = { "RPUSH", p .. ":big" }
+      for i = 1, 20000 do argv[#argv + 1] = i end
+      assert.equal(20000, r:command(argv))
+      assert.equal("20000", r:call("LINDEX", p .. ":big", -1))
+      assert.equal(20000, argv[#argv], "the caller's array is left as it was")
+      local reply, err = r:command { "INCR", p .. ":big" }
+      assert.is_nil(reply)
+      assert.matches("^WRONGTYPE", err)
+    end)
+  end)
+
   describe("URLs", function()
     it("selects the database from the path", function()
       local r3 = hiredis.connect(srv.url:gsub("/%d+$", "") .. "/3")

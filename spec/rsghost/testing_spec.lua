@@ -368,5 +368,20 @@ describe("rsghost.testing", function()
       assert.same({}, k:pending())
       k:close()
     end)
+
+    it("passes a batch of any size in one command", function()
+      local srv = server.shared()
+      local prefix = H.prefix("kit")
+      local k = testing.load(pipeline_script {
+        batch = { size = 10000 },
+        sink = rsghost.sink.redis_list(prefix .. ":big"),
+      }, { redis = srv.url })
+      local msgs = {}
+      for i = 1, 10000 do msgs[i] = { "s1", { v = tostring(i) } } end
+      k:feed_many(msgs)
+      assert.equal(10000, k.redis:call("LLEN", prefix .. ":big"))
+      assert.same({}, k:pending())
+      k:close()
+    end)
   end)
 end)
