@@ -48,6 +48,7 @@ typedef struct rsgApp {
 } rsgApp;
 
 static void shutdownNow(rsgApp *app, int code);
+static void unblockStops(void);
 static void beginStop(rsgApp *app, int code);
 
 /* ---- Host ops: what the Lua pipeline calls ---- */
@@ -102,7 +103,13 @@ static void opPause(void *ud, int flag) {
 static void maybeFinish(rsgApp *app) {
     if (!app->stopping || !app->finished || app->closing) return;
     if (!rsgAckIdle(&app->ack)) return;
-    rsgInfo("stopped cleanly: %ld message(s) acknowledged", app->ack.acked);
+    /* "cleanly" only for a stop that was asked for; acks counted where the
+     * source has them (plain streams and lists keep none). */
+    if (app->ack.acked)
+        rsgInfo("stopped%s: %ld message(s) acknowledged", app->exit_code ? "" : " cleanly",
+                app->ack.acked);
+    else
+        rsgInfo("stopped%s", app->exit_code ? "" : " cleanly");
     shutdownNow(app, app->exit_code);
 }
 
@@ -226,6 +233,14 @@ static void shutdownNow(rsgApp *app, int code) {
 static void walkClose(uv_handle_t *h, void *arg) {
     (void)arg;
     closeHandle(h);
+}
+
+static void unblockStops(void) {
+    sigset_t stops;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &stops, NULL);
 }
 
 /* host-pid-random: unique across hosts, restarts and pid reuse. */
@@ -360,6 +375,7 @@ int rsgAppRun(const rsgOptions *opts) {
     uv_signal_start(&app.sigint, onSignal, SIGINT);
     uv_signal_start(&app.sigterm, onSignal, SIGTERM);
     signal(SIGPIPE, SIG_IGN);
+    unblockStops(); /* main.c blocked them; one that came meanwhile is handled now */
 
     if (app.heart_pid > 0) {
         uv_poll_init(&app.loop, &app.lifeline, app.lifeline_fd);

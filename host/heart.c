@@ -178,6 +178,10 @@ pid_t rsgHeartSpawn(const rsgHeartConfig *cfg, int *lifeline, char *err, size_t 
          * and exits, and we must keep beating until it has. */
         signal(SIGINT, SIG_IGN);
         signal(SIGTERM, SIG_DFL);
+        sigset_t stops; /* main.c blocked these until its loop is ready */
+        sigemptyset(&stops);
+        sigaddset(&stops, SIGTERM);
+        sigprocmask(SIG_UNBLOCK, &stops, NULL);
         signal(SIGPIPE, SIG_IGN);
         rsgLogSetName("rsghost-heart");
         _exit(runHeart(cfg, sv[1]));

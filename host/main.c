@@ -1,6 +1,7 @@
 /* main.c - rsghost's entry point: arguments in, exit status out. The work is
  * in app.c; this file only parses, hides the password and dispatches. */
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,14 @@ int main(int argc, char **argv) {
     if (opts.redis_argi > 0) rsgUrlScrub(argv[opts.redis_argi]);
     if (opts.redis_argi < 0) rsgUrlScrub(strchr(argv[-opts.redis_argi], '=') + 1);
     opts.redis_url = url;
+    /* SIGINT/SIGTERM wait (blocked) until the loop's handlers are in place:
+     * a stop asked for while the script loads is then a clean stop, not a
+     * kill. app.c unblocks them. */
+    sigset_t stops;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    sigprocmask(SIG_BLOCK, &stops, NULL);
     int rc = rsgAppRun(&opts);
     memset(url, 0, strlen(url));
     free(url);
