@@ -4,6 +4,7 @@
 local cjson = require "cjson"
 local server = require "support.server"
 local H = require "support.host"
+local S = require "support.sources"
 
 local EXAMPLE = "examples/lists-consumer.lua"
 local LISTS = { "data-source-1", "data-source-2" }
@@ -20,33 +21,20 @@ local function push(r, list, tag, n)
   return want
 end
 
--- The JSON lines in preprocessed-data (entries are newline-joined batches).
-local function lines(r)
-  local out = {}
-  for _, entry in ipairs(H.list(r, "preprocessed-data")) do
-    for line in entry:gmatch("[^\n]+") do out[#out + 1] = line end
-  end
-  return out
-end
-
 -- Waits for at least #want lines and checks them: each one the JSON item it
 -- came from plus _source, each item once.
 local function check_output(r, want, h)
   local got
   H.eventually(function()
-    got = lines(r)
+    got = S.preprocessed_data(r)
     return #got >= #want
   end, 60, function() return string.format("%d of %d lines\n%s", #(got or {}), #want, h:describe()) end)
   local keys = {}
-  for _, line in ipairs(got) do
-    local d = cjson.decode(line)
+  for _, d in ipairs(got) do
     assert.equal("é" .. d.n, d.word)
     keys[#keys + 1] = d._source .. " " .. d.n .. " " .. d.tag
   end
-  local c = H.compare(want, keys)
-  assert.same({}, c.missing)
-  assert.equal(0, c.duplicates)
-  assert.same({}, c.unexpected)
+  S.assert_exactly_once(want, keys)
 end
 
 describe(EXAMPLE, function()

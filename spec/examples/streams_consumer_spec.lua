@@ -2,24 +2,21 @@
 -- it uses fixed key names (source-stream-1/2, preprocessed-data and its
 -- checkpoint hash), so it gets a private redis-server, emptied before each
 -- test.
-local cjson = require "cjson"
 local server = require "support.server"
 local H = require "support.host"
+local S = require "support.sources"
 
 local EXAMPLE = "examples/streams-consumer.lua"
 local STREAMS = { "source-stream-1", "source-stream-2" }
 local CHECKPOINT = "streams-consumer:checkpoint"
 
--- The JSON lines in preprocessed-data (entries are newline-joined batches),
--- as "stream id" labels, after checking each line's fields.
+-- The lines in preprocessed-data as "stream id" labels, after checking each
+-- line's fields.
 local function labels(r)
   local out = {}
-  for _, entry in ipairs(H.list(r, "preprocessed-data")) do
-    for line in entry:gmatch("[^\n]+") do
-      local d = cjson.decode(line)
-      assert.equal("é" .. d.n, d.word)
-      out[#out + 1] = d._source .. " " .. d._id
-    end
+  for _, d in ipairs(S.preprocessed_data(r)) do
+    assert.equal("é" .. d.n, d.word)
+    out[#out + 1] = d._source .. " " .. d._id
   end
   return out
 end
@@ -43,10 +40,7 @@ local function check_output(r, want, h)
     got = labels(r)
     return #H.compare(want, got).missing == 0
   end, 60, function() return string.format("%d of %d lines\n%s", #(got or {}), #want, h:describe()) end)
-  local c = H.compare(want, got)
-  assert.same({}, c.missing)
-  assert.equal(0, c.duplicates)
-  assert.same({}, c.unexpected)
+  S.assert_exactly_once(want, got)
 end
 
 -- Waits until the host blocks in XREAD: its start ("$") is resolved, so

@@ -9,44 +9,22 @@
 -- the partial batch.
 local server = require "support.server"
 local H = require "support.host"
+local S = require "support.sources"
+local concat, only, wait_out, assert_exactly_once = S.concat, S.only, S.wait_out, S.assert_exactly_once
+local log_line_with = S.log_line_with
 
--- A lists pipeline. {{SOURCE}} is the source table's contents. preprocess
--- raises on an item starting with "fail"; the sink pushes "list item" for
--- each item. It raises while the key P:fail exists, and from its
--- {{HOLD_AT}}th batch on, while the key P:hold exists, waits on a gate after
--- writing: a crash then lands between the sink's write and the removal from
--- the processing list.
-local SCRIPT = [[
-local rsghost = require "rsghost"
-local P = "{{P}}"
-return {
-  source = { {{SOURCE}} },
-  preprocess = function(list, item)
+-- A lists pipeline: support.sources.script (its sink pushes the labels onto
+-- P:out, raises while the key P:fail exists and, from batch opts.hold_at on,
+-- holds while P:hold exists) with a preprocess that raises on an item
+-- starting with "fail" and labels the others "list item". source is the
+-- source table's contents. A crash while the sink holds lands between the
+-- sink's write and the removal from the processing list.
+local function script(t, source, opts)
+  return S.script(t, source, [[function(list, item)
     if item:find("^fail") then error("refusing item " .. item) end
     rsghost.log.info("preprocess-saw", item)
     return list .. " " .. item
-  end,
-  batch = { size = {{SIZE}}, timeout = {{TIMEOUT}} },
-  retry = { initial = 0.05, max = 0.5 },
-  sink = function(items)
-    if rsghost.redis.call("EXISTS", P .. ":fail") == 1 then error("the database is down") end
-    rsghost.redis.call("RPUSH", P .. ":out", unpack(items))
-    local n = rsghost.redis.call("INCR", P .. ":batches")
-    if n >= {{HOLD_AT}} and rsghost.redis.call("EXISTS", P .. ":hold") == 1 then
-      rsghost.redis.call("BLPOP", P .. ":gate", 60)
-    end
-  end,
-}
-]]
-
-local function script(t, source, opts)
-  opts = opts or {}
-  return H.script(t, SCRIPT, {
-    SOURCE = source,
-    SIZE = opts.size or 20,
-    TIMEOUT = opts.timeout or "0.05",
-    HOLD_AT = opts.hold_at or 1,
-  })
+  end]], opts)
 end
 
 -- The processing list of a reliable consumer for a list.
@@ -67,36 +45,6 @@ local function push(r, list, tag, n)
   return want
 end
 
-local function concat(...)
-  local out = {}
-  for _, list in ipairs { ... } do
-    for _, v in ipairs(list) do out[#out + 1] = v end
-  end
-  return out
-end
-
--- Waits until the sink's list holds every label of want (at least once);
--- returns the list.
-local function wait_out(t, want, h, timeout)
-  local out
-  H.eventually(function()
-    out = H.list(t.redis, t.prefix .. ":out")
-    return #H.compare(want, out).missing == 0
-  end, timeout or 60, function()
-    local c = H.compare(want, out or {})
-    return string.format("%d of %d labels still missing (first: %s)\n%s", #c.missing, #want,
-      tostring(c.missing[1]), h:describe())
-  end)
-  return out
-end
-
-local function assert_exactly_once(want, got, what)
-  local c = H.compare(want, got)
-  assert.same({}, c.missing, (what or "") .. " missing")
-  assert.equal(0, c.duplicates, (what or "") .. " duplicated")
-  assert.same({}, c.unexpected, (what or "") .. " unexpected")
-end
-
 -- Waits until every key of keys is empty (or gone).
 local function wait_empty(t, keys, h)
   H.eventually(function()
@@ -111,19 +59,6 @@ local function wait_empty(t, keys, h)
     end
     return "not empty: " .. table.concat(parts, "; ") .. "\n" .. h:describe()
   end)
-end
-
--- The first log line containing all of the plain strings given, or nil.
-local function log_line_with(h, ...)
-  local needles = { ... }
-  for _, line in ipairs(h:log_lines()) do
-    local all = true
-    for _, s in ipairs(needles) do
-      if not line:find(s, 1, true) then all = false break end
-    end
-    if all then return line end
-  end
-  return nil
 end
 
 local MODES = {
@@ -157,16 +92,7 @@ describe("a lists source", function()
         local out = wait_out(t, want, h)
         assert_exactly_once(want, out)
         -- Each list is a queue: its items arrive in the order pushed.
-        for _, l in ipairs(lists) do
-          local pushed, got = {}, {}
-          for _, label in ipairs(want) do
-            if label:sub(1, #l + 1) == l .. " " then pushed[#pushed + 1] = label end
-          end
-          for _, label in ipairs(out) do
-            if label:sub(1, #l + 1) == l .. " " then got[#got + 1] = label end
-          end
-          assert.same(pushed, got)
-        end
+        for _, l in ipairs(lists) do assert.same(only(want, l), only(out, l)) end
         local empty = {}
         for _, l in ipairs(lists) do
           empty[#empty + 1] = l

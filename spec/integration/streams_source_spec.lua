@@ -6,45 +6,24 @@
 -- not hold it back; a key that is not a stream is a clear error; SIGTERM
 -- flushes the partial batch.
 local H = require "support.host"
+local S = require "support.sources"
+local concat, only, wait_out, assert_exactly_once = S.concat, S.only, S.wait_out, S.assert_exactly_once
+local log_line_with = S.log_line_with
 
--- A plain-streams pipeline. {{SOURCE}} is the source table's contents.
--- preprocess raises on a message with a field "fail" and drops one with a
--- field "drop". The sink raises while the key P:fail exists; otherwise it
--- pushes "stream id" for each message, then, from its {{HOLD_AT}}th batch on
--- and while the key P:hold exists, waits on a gate: a crash then lands
--- between the sink's write and the checkpoint.
-local SCRIPT = [[
-local rsghost = require "rsghost"
-local P = "{{P}}"
-return {
-  source = { {{SOURCE}} },
-  preprocess = function(stream, id, data)
+-- A plain-streams pipeline: support.sources.script (its sink pushes the
+-- labels onto P:out, raises while the key P:fail exists and, from batch
+-- opts.hold_at on, holds while P:hold exists) with a preprocess that raises
+-- on a message with a field "fail", drops one with a field "drop" and
+-- labels the others "stream id". source is the source table's contents. A
+-- crash while the sink holds lands between the sink's write and the
+-- checkpoint.
+local function script(t, source, opts)
+  return S.script(t, source, [[function(stream, id, data)
     if data.fail then error("refusing message " .. id) end
     if data.drop then return nil end
     rsghost.log.info("preprocess-saw", id)
     return stream .. " " .. id
-  end,
-  batch = { size = {{SIZE}}, timeout = {{TIMEOUT}} },
-  retry = { initial = 0.05, max = 0.5 },
-  sink = function(items)
-    if rsghost.redis.call("EXISTS", P .. ":fail") == 1 then error("the database is down") end
-    rsghost.redis.call("RPUSH", P .. ":out", unpack(items))
-    local n = rsghost.redis.call("INCR", P .. ":batches")
-    if n >= {{HOLD_AT}} and rsghost.redis.call("EXISTS", P .. ":hold") == 1 then
-      rsghost.redis.call("BLPOP", P .. ":gate", 60)
-    end
-  end,
-}
-]]
-
-local function script(t, source, opts)
-  opts = opts or {}
-  return H.script(t, SCRIPT, {
-    SOURCE = source,
-    SIZE = opts.size or 20,
-    TIMEOUT = opts.timeout or "0.05",
-    HOLD_AT = opts.hold_at or 1,
-  })
+  end]], opts)
 end
 
 -- "stream id" labels, as the sink writes them.
@@ -54,41 +33,9 @@ local function labels(stream, ids, first, last)
   return out
 end
 
-local function concat(...)
-  local out = {}
-  for _, list in ipairs { ... } do
-    for _, v in ipairs(list) do out[#out + 1] = v end
-  end
-  return out
-end
-
 local function index_of(list, v)
   for i, x in ipairs(list) do if x == v then return i end end
   return nil
-end
-
--- Waits until the sink's list holds every label of want (at least once);
--- returns the list.
-local function wait_out(t, want, h, timeout)
-  local out
-  H.eventually(function()
-    out = H.list(t.redis, t.prefix .. ":out")
-    local c = H.compare(want, out)
-    return #c.missing == 0
-  end, timeout or 60, function()
-    local c = H.compare(want, out or {})
-    return string.format("%d of %d labels still missing (first: %s)\n%s", #c.missing, #want,
-      tostring(c.missing[1]), h:describe())
-  end)
-  return out
-end
-
--- Asserts that got holds each of want exactly once and nothing else.
-local function assert_exactly_once(want, got, what)
-  local c = H.compare(want, got)
-  assert.same({}, c.missing, (what or "") .. " missing")
-  assert.equal(0, c.duplicates, (what or "") .. " duplicated")
-  assert.same({}, c.unexpected, (what or "") .. " unexpected")
 end
 
 -- Starts h and waits until it reads live: it keeps adding to the stream
@@ -103,15 +50,6 @@ local function wait_live(t, h)
     end
     return false
   end, 60, function() return h:describe() end)
-end
-
--- The sink's labels for the stream s only.
-local function only(out, s)
-  local res = {}
-  for _, item in ipairs(out) do
-    if item:sub(1, #s + 1) == s .. " " then res[#res + 1] = item end
-  end
-  return res
 end
 
 describe("a plain streams source", function()
@@ -287,12 +225,8 @@ describe("a plain streams source with a checkpoint", function()
     H.eventually(function() return t.redis:call("HGET", P .. ":cp", s) == ids[20] end, 60,
       function() return "checkpoint " .. tostring(t.redis:call("HGET", P .. ":cp", s)) .. "\n" .. h1:describe() end)
     for _, i in ipairs { 10, 20 } do
-      local lines = h1:log_lines("preprocess failed")
-      local named = false
-      for _, line in ipairs(lines) do
-        if line:find(ids[i], 1, true) and line:find("refusing message", 1, true) then named = true end
-      end
-      assert.is_true(named, "no log line names the failed message " .. ids[i] .. ":\n" .. h1:describe())
+      assert.is_not_nil(log_line_with(h1, "preprocess failed", ids[i], "refusing message"),
+        "no log line names the failed message " .. ids[i] .. ":\n" .. h1:describe())
     end
     local named = false
     for _, line in ipairs(h1:log_lines()) do
@@ -367,11 +301,8 @@ describe("a plain streams source, stopping and failing", function()
     local path = script(t, 'streams = { P .. ":good", P .. ":bad" }, start = "0", checkpoint = P .. ":cp"')
     local h = H.start(t, { script = path })
     assert.equal(1, h:wait(60), h:describe())
-    local named = false
-    for _, line in ipairs(h:log_lines("error")) do
-      if line:find(P .. ":bad", 1, true) and line:find("WRONGTYPE", 1, true) then named = true end
-    end
-    assert.is_true(named, "no error line names the key and WRONGTYPE:\n" .. h:describe())
+    assert.is_not_nil(log_line_with(h, "error", P .. ":bad", "WRONGTYPE"),
+      "no error line names the key and WRONGTYPE:\n" .. h:describe())
     assert.equal(0, #h:log_lines("preprocess%-saw"), "messages were read:\n" .. h:describe())
     assert.equal(0, t.redis:call("EXISTS", P .. ":out", P .. ":cp"))
     assert.same({ "a", "b" }, H.list(t.redis, P .. ":bad"))
@@ -390,10 +321,7 @@ describe("a plain streams source, stopping and failing", function()
     wait_out(t, labels(P .. ":good", ids), h)
     t.redis:call("RPUSH", P .. ":bad", "a")
     assert.equal(1, h:wait(60), h:describe())
-    local named = false
-    for _, line in ipairs(h:log_lines("error")) do
-      if line:find(P .. ":bad", 1, true) and line:find("WRONGTYPE", 1, true) then named = true end
-    end
-    assert.is_true(named, "no error line names the key and WRONGTYPE:\n" .. h:describe())
+    assert.is_not_nil(log_line_with(h, "error", P .. ":bad", "WRONGTYPE"),
+      "no error line names the key and WRONGTYPE:\n" .. h:describe())
   end)
 end)
