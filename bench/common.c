@@ -30,6 +30,14 @@ static int parse_db(const char *s, int *db) {
     return 0;
 }
 
+void bench_addr_option(bench_addr *addr, int opt, const char *arg, const char *prog) {
+    char err[512];
+    if (opt == 'u' && bench_addr_parse_url(addr, arg, err, sizeof(err)) < 0)
+        bench_die(prog, "%s", err);
+    if (opt == 'h') snprintf(addr->host, sizeof(addr->host), "%s", arg);
+    if (opt == 'p') addr->port = atoi(arg);
+}
+
 int bench_addr_parse_url(bench_addr *addr, const char *url, char *err, size_t errlen) {
     bench_addr_init(addr);
     if (strncmp(url, "unix://", 7) == 0) {

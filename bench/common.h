@@ -26,6 +26,10 @@ int bench_addr_parse_url(bench_addr *addr, const char *url, char *err, size_t er
 
 /* Connects, authenticates and selects the database. Returns a connected
  * context, or NULL with a message in err (nothing is left allocated). */
+/* Applies one of the connection options every program takes: 'u' --url,
+ * 'h' --host, 'p' --port. Exits with a message on a bad URL. */
+void bench_addr_option(bench_addr *addr, int opt, const char *arg, const char *prog);
+
 redisContext *bench_connect(const bench_addr *addr, char *err, size_t errlen);
 
 /* Seconds on a monotonic clock, for elapsed times. */

@@ -81,14 +81,9 @@ int main(int argc, char **argv) {
     while ((ch = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
         switch (ch) {
             case 'u':
-                if (bench_addr_parse_url(&addr, optarg, err, sizeof(err)) < 0)
-                    bench_die(prog, "%s", err);
-                break;
             case 'h':
-                snprintf(addr.host, sizeof(addr.host), "%s", optarg);
-                break;
             case 'p':
-                addr.port = atoi(optarg);
+                bench_addr_option(&addr, ch, optarg, prog);
                 break;
             case 's':
                 stream = optarg;
