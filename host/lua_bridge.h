@@ -64,6 +64,7 @@ typedef struct rsgSourceConfig {
     int convert;               /* decode field names and values */
     char *encoding;            /* source encoding for convert */
     long max_in_flight;        /* bound on unacknowledged messages held */
+    long read_chunk;           /* reads without source.count ask for at most this */
     double heartbeat_interval; /* seconds, 0 = heartbeats off */
     double claim_timeout;      /* seconds, 0 = never claim */
     char *heartbeat_channel;   /* pub/sub channel, NULL when heartbeats are off */

@@ -281,7 +281,8 @@ long rsgSourceReadCount(const rsgSource *s, int keys) {
     long room = s->cfg->max_in_flight - s->in_flight - s->requested;
     if (room <= 0 || keys <= 0) return 0;
     long count = room / keys;
-    if (s->cfg->count > 0 && s->cfg->count < count) count = s->cfg->count;
+    long cap = s->cfg->count > 0 ? s->cfg->count : s->cfg->read_chunk;
+    if (cap > 0 && cap < count) count = cap;
     return count;
 }
 
