@@ -46,10 +46,7 @@ describe(EXAMPLE, function()
       got[#got + 1] = d._source .. " " .. d._id
       assert.equal("é" .. d.n, d.word)
     end
-    local c = H.compare(want, got)
-    assert.same({}, c.missing)
-    assert.equal(0, c.duplicates)
-    assert.same({}, c.unexpected)
+    H.assert_exactly_once(want, got)
     assert.is_true(H.consumers(r, "source-stream-1", "my-group")["stream-consumer-1"])
     assert.equal(0, h:stop(), h:describe())
   end)

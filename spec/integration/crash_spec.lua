@@ -84,10 +84,7 @@ describe("after a crash", function()
     local more = H.xadd_many(t.redis, P .. ":s", 20)
     for _, id in ipairs(more) do ids[#ids + 1] = id end
     local out = H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g", hosts = { h2 } })
-    local c = H.compare(ids, out)
-    assert.same({}, c.missing)
-    assert.equal(0, c.duplicates)
-    assert.same({}, c.unexpected)
+    H.assert_exactly_once(ids, out)
     assert.equal(0, h2:stop(), h2:describe())
   end)
 end)
@@ -126,10 +123,7 @@ return {
     for _, id in ipairs(old) do all[#all + 1] = id end
     for _, id in ipairs(new) do all[#all + 1] = id end
     local out = H.wait_sunk(t.redis, { out = P .. ":out", n = #all, streams = P .. ":s", group = P .. ":g", hosts = { h } })
-    local c = H.compare(all, out)
-    assert.same({}, c.missing)
-    assert.equal(0, c.duplicates)
-    assert.same({}, c.unexpected)
+    H.assert_exactly_once(all, out)
     assert.equal(0, h:stop(), h:describe())
   end)
 

@@ -56,10 +56,7 @@ return {
 
     t.redis:call("DEL", P .. ":fail")
     local out = H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g", hosts = { h } })
-    local c = H.compare(ids, out)
-    assert.same({}, c.missing)
-    assert.equal(0, c.duplicates)
-    assert.same({}, c.unexpected)
+    H.assert_exactly_once(ids, out)
     assert.equal(0, h:stop(), h:describe())
   end)
 

@@ -336,6 +336,16 @@ function M.compare(expected, got)
   return res
 end
 
+-- Asserts that got holds every value of want exactly once and nothing else;
+-- `what` labels the failure.
+function M.assert_exactly_once(want, got, what)
+  local assert = require "luassert" -- busted's assert; a module does not see the spec's
+  local c = M.compare(want, got)
+  assert.same({}, c.missing, (what or "") .. " missing")
+  assert.equal(0, c.duplicates, (what or "") .. " duplicated")
+  assert.same({}, c.unexpected, (what or "") .. " unexpected")
+end
+
 -- Waits until the list o.out holds at least o.n items and nothing is pending
 -- for o.group on any of o.streams (a string or an array); returns the list.
 -- o.hosts (array) and the current counts go into the failure message.

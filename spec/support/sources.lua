@@ -7,7 +7,6 @@
 --   local path = S.script(t, 'lists = P .. ":l"', [[function(list, item) ... end]])
 --   local h = H.start(t, { script = path, consumer = "c1" })
 --   S.assert_exactly_once(want, S.wait_out(t, want, h))
-local assert = require "luassert" -- busted's assert: a module does not see the spec's
 local cjson = require "cjson"
 local H = require "support.host"
 
@@ -86,12 +85,7 @@ function M.wait_out(t, want, h, timeout)
 end
 
 -- Asserts that got holds each of want exactly once and nothing else.
-function M.assert_exactly_once(want, got, what)
-  local c = H.compare(want, got)
-  assert.same({}, c.missing, (what or "") .. " missing")
-  assert.equal(0, c.duplicates, (what or "") .. " duplicated")
-  assert.same({}, c.unexpected, (what or "") .. " unexpected")
-end
+M.assert_exactly_once = H.assert_exactly_once
 
 -- The first line of h's log containing all of the plain strings given, or nil.
 function M.log_line_with(h, ...)
