@@ -99,17 +99,28 @@ static void *createString(const redisReadTask *task, char *str, size_t len) {
     return r;
 }
 
-static void *createArray(const redisReadTask *task, int elements) {
-    redisReply *r = newObject(task, REDIS_REPLY_ARRAY, 0);
+/* hiredis 1.x counts elements in a size_t, 0.14 in an int: one body for both. */
+static void *newArray(const redisReadTask *task, size_t elements) {
+    redisReply *r = newObject(task, task->type, 0);
     if (!r) return NULL;
     if (elements > 0) {
-        r->element = arenaAlloc(task->privdata, (size_t)elements * sizeof(redisReply *));
+        r->element = arenaAlloc(task->privdata, elements * sizeof(redisReply *));
         if (!r->element) return NULL;
-        memset(r->element, 0, (size_t)elements * sizeof(redisReply *));
+        memset(r->element, 0, elements * sizeof(redisReply *));
     }
-    r->elements = elements > 0 ? (size_t)elements : 0;
+    r->elements = elements;
     return r;
 }
+
+#if HIREDIS_MAJOR >= 1
+static void *createArray(const redisReadTask *task, size_t elements) {
+    return newArray(task, elements);
+}
+#else
+static void *createArray(const redisReadTask *task, int elements) {
+    return newArray(task, elements > 0 ? (size_t)elements : 0);
+}
+#endif
 
 static void *createInteger(const redisReadTask *task, long long value) {
     redisReply *r = newObject(task, REDIS_REPLY_INTEGER, 0);
@@ -121,14 +132,35 @@ static void *createNil(const redisReadTask *task) {
     return newObject(task, REDIS_REPLY_NIL, 0);
 }
 
+#if HIREDIS_MAJOR >= 1
+/* RESP3 types hiredis 1.x knows. The host speaks RESP2, so these only
+ * complete the table; they are built as hiredis itself builds them. */
+static void *createDouble(const redisReadTask *task, double value, char *str, size_t len) {
+    redisReply *r = createString(task, str, len);
+    if (r) r->dval = value;
+    return r;
+}
+
+static void *createBool(const redisReadTask *task, int value) {
+    redisReply *r = newObject(task, REDIS_REPLY_BOOL, 0);
+    if (r) r->integer = value != 0;
+    return r;
+}
+#endif
+
 static void freeObject(void *obj) {
     arenaObj *o = (arenaObj *)((char *)obj - offsetof(arenaObj, r));
     /* Only a whole reply is ever freed by hiredis; its children go with it. */
     if (o->top) arenaReset(o->arena);
 }
 
+#if HIREDIS_MAJOR >= 1
+redisReplyObjectFunctions rsgArenaReplyFunctions = {
+    createString, createArray, createInteger, createDouble, createNil, createBool, freeObject};
+#else
 redisReplyObjectFunctions rsgArenaReplyFunctions = {createString, createArray, createInteger,
                                                     createNil, freeObject};
+#endif
 
 void rsgArenaFree(rsgReplyArena *a) {
     arenaReset(a);

@@ -278,6 +278,14 @@ int rsgConnFormatted(rsgConn *c, redisCallbackFn *fn, void *privdata, const char
     return redisAsyncFormattedCommand(c->ac, fn, privdata, cmd, len) == REDIS_OK ? 0 : -1;
 }
 
+void rsgConnFlush(rsgConn *c) {
+    if (!c->ready || !c->ac) return;
+    int done = 0;
+    /* The async layer keeps its write event armed: it finds nothing left
+     * to write and disarms it. */
+    redisBufferWrite(&c->ac->c, &done);
+}
+
 static void onTimerClosed(uv_handle_t *h) {
     rsgConn *c = h->data;
     c->timer_open = 0;

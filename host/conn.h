@@ -55,6 +55,12 @@ int rsgConnCommand(rsgConn *c, redisCallbackFn *fn, void *privdata, int argc, co
  * Same contract as rsgConnCommand. */
 int rsgConnFormatted(rsgConn *c, redisCallbackFn *fn, void *privdata, const char *cmd, size_t len);
 
+/* Writes what hiredis has buffered now, rather than when the loop turns
+ * again. Safe inside a reply callback (hiredis 1.x forbids
+ * redisAsyncHandleWrite there); a write error surfaces as a disconnect on
+ * the next turn of the loop. */
+void rsgConnFlush(rsgConn *c);
+
 /* Drops the connection at once (pending callbacks get NULL replies) and stops
  * reconnecting; on_closed fires when the timer handle is closed. */
 void rsgConnClose(rsgConn *c);

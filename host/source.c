@@ -246,7 +246,7 @@ void rsgSourceDeliver(rsgSource *s, int n, int kick) {
         rsgSourceKick(s);
         /* hiredis only buffers the command until the loop turns again; write
          * it now, so Redis works on the next read while Lua runs. */
-        if (s->reading && s->conn->ac) redisAsyncHandleWrite(s->conn->ac);
+        if (s->reading) rsgConnFlush(s->conn);
     }
     if (n && s->hooks.deliver(s->hooks.ud, s->msgs, n) != 0)
         s->hooks.fatal(s->hooks.ud, "the pipeline failed");

@@ -1,7 +1,7 @@
 -- A small synchronous Redis client for LuaJIT, through the FFI on the
--- system's libhiredis (Debian ships hiredis 0.14). The busted test kit and the
--- integration specs use it to talk to a real redis-server; the host does not
--- (it has its own asynchronous connections).
+-- system's libhiredis (0.14 on Debian 12, 1.2 on Debian 13). The busted test
+-- kit and the integration specs use it to talk to a real redis-server; the
+-- host does not (it has its own asynchronous connections).
 --
 --   local hiredis = require "rsghost.hiredis"
 --   local r = hiredis.connect("redis://:secret@127.0.0.1:6379/2")
@@ -16,11 +16,62 @@
 -- binary safe: commands go through redisCommandArgv with explicit lengths.
 local ffi = require "ffi"
 
+-- Debian's package installs only the versioned soname (libhiredis0.14 on
+-- Debian 12, libhiredis1.1.0 on Debian 13); the unversioned name exists
+-- only with libhiredis-dev.
+local function load_library()
+  local errors = {}
+  for _, name in ipairs { "hiredis", "libhiredis.so.1.1.0", "libhiredis.so.1", "libhiredis.so.1.0.0",
+    "libhiredis.so.0.14", "libhiredis.so.0.13", "libhiredis.so.0" } do
+    local ok, lib = pcall(ffi.load, name)
+    if ok then return lib end
+    errors[#errors + 1] = tostring(lib)
+  end
+  error("rsghost.hiredis: cannot load libhiredis (install libhiredis-dev): " .. table.concat(errors, "; "), 0)
+end
+
+local C = load_library()
+
+-- The major version of the library loaded decides the struct layouts:
+-- hiredis 1.0 added redisConnectWithOptions, a double (dval) and a verbatim
+-- type (vtype) to redisReply, and a function table in front of redisContext.
 ffi.cdef [[
 typedef struct redisReader redisReader;
+struct rsghost_hiredis_timeval {
+  long tv_sec;
+  long tv_usec;
+};
+void *redisConnectWithOptions(const void *options);
+]]
+local MAJOR = pcall(function() return C.redisConnectWithOptions end) and 1 or 0
 
-/* hiredis 0.14 hiredis.h: the struct layouts must match the library exactly,
-   since we read fields through these declarations. */
+-- Every field we read must sit where the loaded library puts it; fields
+-- after the last one we read are left out (we never allocate these structs).
+if MAJOR >= 1 then
+  ffi.cdef [[
+typedef struct redisReply {
+  int type;
+  long long integer;
+  double dval;
+  size_t len;
+  char *str;
+  char vtype[4];
+  size_t elements;
+  struct redisReply **element;
+} redisReply;
+
+typedef struct redisContext {
+  const void *funcs;
+  int err;
+  char errstr[128];
+  int fd;
+  int flags;
+  char *obuf;
+  redisReader *reader;
+} redisContext;
+]]
+else
+  ffi.cdef [[
 typedef struct redisReply {
   int type;
   long long integer;
@@ -30,16 +81,6 @@ typedef struct redisReply {
   struct redisReply **element;
 } redisReply;
 
-enum redisConnectionType {
-  REDIS_CONN_TCP,
-  REDIS_CONN_UNIX
-};
-
-struct rsghost_hiredis_timeval {
-  long tv_sec;
-  long tv_usec;
-};
-
 typedef struct redisContext {
   int err;
   char errstr[128];
@@ -47,18 +88,11 @@ typedef struct redisContext {
   int flags;
   char *obuf;
   redisReader *reader;
-  enum redisConnectionType connection_type;
-  struct rsghost_hiredis_timeval *timeout;
-  struct {
-    char *host;
-    char *source_addr;
-    int port;
-  } tcp;
-  struct {
-    char *path;
-  } unix_sock;
 } redisContext;
+]]
+end
 
+ffi.cdef [[
 redisContext *redisConnectWithTimeout(const char *ip, int port,
                                       const struct rsghost_hiredis_timeval tv);
 redisContext *redisConnectUnixWithTimeout(const char *path,
@@ -72,24 +106,16 @@ void freeReplyObject(void *reply);
 ]]
 
 local REPLY_STRING, REPLY_ARRAY, REPLY_INTEGER, REPLY_NIL, REPLY_STATUS, REPLY_ERROR = 1, 2, 3, 4, 5, 6
+-- hiredis 1.x types of RESP3 (seen only after HELLO 3, which we never send).
+local REPLY_DOUBLE, REPLY_BOOL, REPLY_MAP, REPLY_SET, REPLY_PUSH, REPLY_BIGNUM, REPLY_VERB =
+  7, 8, 9, 10, 12, 13, 14
 local REDIS_OK = 0
 
--- Debian's package installs only the versioned soname (libhiredis0.14); the
--- unversioned name exists only with libhiredis-dev.
-local function load_library()
-  local errors = {}
-  for _, name in ipairs { "hiredis", "libhiredis.so.0.14", "libhiredis.so.1.1.0", "libhiredis.so.1.0.0",
-    "libhiredis.so.1", "libhiredis.so.0.13", "libhiredis.so.0" } do
-    local ok, lib = pcall(ffi.load, name)
-    if ok then return lib end
-    errors[#errors + 1] = tostring(lib)
-  end
-  error("rsghost.hiredis: cannot load libhiredis (install libhiredis0.14): " .. table.concat(errors, "; "), 0)
-end
-
-local C = load_library()
-
 local M = {}
+
+-- The loaded library's major version (0 or 1) and the library itself, for
+-- spec helpers that need more of it.
+M.MAJOR, M.C = MAJOR, C
 
 local function timeval(seconds)
   local tv = ffi.new("struct rsghost_hiredis_timeval")
@@ -178,14 +204,18 @@ end
 -- Converts a reply; top: nil bulk is nil at the top level, false in arrays.
 local function convert(reply, top)
   local t = reply.type
-  if t == REPLY_STRING or t == REPLY_STATUS then
+  if t == REPLY_STRING or t == REPLY_STATUS or t == REPLY_BIGNUM or t == REPLY_VERB then
     return ffi.string(reply.str, reply.len)
   elseif t == REPLY_INTEGER then
     return tonumber(reply.integer)
   elseif t == REPLY_NIL then
     if top then return nil end
     return false
-  elseif t == REPLY_ARRAY then
+  elseif t == REPLY_DOUBLE then
+    return tonumber(ffi.string(reply.str, reply.len))
+  elseif t == REPLY_BOOL then
+    return reply.integer ~= 0
+  elseif t == REPLY_ARRAY or t == REPLY_MAP or t == REPLY_SET or t == REPLY_PUSH then
     local n = tonumber(reply.elements)
     local out = {}
     for i = 0, n - 1 do

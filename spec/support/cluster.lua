@@ -25,16 +25,8 @@ local C = ffi.C
 local POLLIN = 1
 local REPLY_STRING, REPLY_ARRAY = 1, 2
 
--- The same library rsghost.hiredis loaded (dlopen hands back one handle).
-local function load_library()
-  for _, name in ipairs { "hiredis", "libhiredis.so.0.14", "libhiredis.so.1.1.0", "libhiredis.so.1.0.0",
-    "libhiredis.so.1", "libhiredis.so.0.13", "libhiredis.so.0" } do
-    local ok, lib = pcall(ffi.load, name)
-    if ok then return lib end
-  end
-  error("support.cluster: cannot load libhiredis", 0)
-end
-local L = load_library()
+-- The library rsghost.hiredis loaded, whichever version it is.
+local L = hiredis.C
 
 local M = {}
 
