@@ -289,6 +289,12 @@ int rsgAppRun(const rsgOptions *opts) {
         fprintf(stderr, "rsghost: %s\n", err);
         return 2;
     }
+    if (app.url.tls || app.url.nsentinels) {
+        fprintf(stderr, "rsghost: %s URLs are not supported yet\n",
+                app.url.nsentinels ? "Sentinel" : "TLS (rediss://)");
+        rsgUrlFree(&app.url);
+        return 2;
+    }
     if (rsgFindLuaDir(luadir, sizeof(luadir), err, sizeof(err)) != 0 ||
         rsgLuaInit(&app.lua, luadir, err, sizeof(err)) != 0) {
         fprintf(stderr, "rsghost: %s\n", err);

@@ -1,36 +1,62 @@
 /* url.h - Redis connection URLs.
  *
  *   redis://[[user]:password@]host[:port][/db]
+ *   rediss://...                        the same over TLS
  *   unix:///path/to/socket[?db=N]
+ *   redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]
+ *   rediss+sentinel://...               sentinels and master over TLS
  *
- * User and password may be percent-encoded. IPv6 hosts go in brackets. */
+ * User and password may be percent-encoded; a lone credential
+ * (redis://secret@host) is a password, as in redis-cli. IPv6 hosts go in
+ * brackets. The query may hold db=N, and for Sentinel sentinel_user= and
+ * sentinel_password= (the sentinels' own credentials); any other query
+ * parameter is an error, never silently ignored. */
 #ifndef RSG_URL_H
 #define RSG_URL_H
 
 #include <stddef.h>
 
+#define RSG_SENTINEL_PORT 26379
+
+typedef struct rsgAddr {
+    char *host; /* name or address, without IPv6 brackets */
+    int port;
+} rsgAddr;
+
 typedef struct rsgRedisUrl {
-    char *host;     /* TCP host, NULL for a unix socket */
-    int port;       /* TCP port, 6379 by default */
-    char *path;     /* unix socket path, NULL for TCP */
-    char *user;     /* ACL user name, NULL when none was given */
-    char *password; /* NULL when none was given */
-    int db;         /* SELECT index, 0 by default */
+    char *host;              /* TCP host; NULL for a unix socket or Sentinel */
+    int port;                /* TCP port, 6379 by default */
+    char *path;              /* unix socket path, NULL otherwise */
+    char *user;              /* ACL user name, NULL when none was given */
+    char *password;          /* NULL when none was given */
+    int db;                  /* SELECT index, 0 by default */
+    int tls;                 /* rediss: every connection speaks TLS */
+    rsgAddr *sentinels;      /* Sentinel: the sentinels to ask, in order */
+    int nsentinels;          /* 0 unless this is a Sentinel URL */
+    char *master;            /* Sentinel: the master's name */
+    char *sentinel_user;     /* Sentinel: the sentinels' ACL user, or NULL */
+    char *sentinel_password; /* Sentinel: the sentinels' password, or NULL */
 } rsgRedisUrl;
 
-/* Parses url into *out. Returns 0, or -1 with a reason in err (which never
- * contains the password); on error *out holds nothing to free. */
+/* Parses url into *out. Returns 0, or -1 with a reason in err that never
+ * contains a password (the URL is quoted whole, its passwords masked); on
+ * error *out holds nothing to free. */
 int rsgUrlParse(const char *url, rsgRedisUrl *out, char *err, size_t errlen);
 
 /* Releases what rsgUrlParse allocated. Safe on a zeroed struct. */
 void rsgUrlFree(rsgRedisUrl *u);
 
-/* Writes a printable form with the password replaced by "***". */
+/* Writes a printable form with every password replaced by "***". */
 void rsgUrlFormat(const rsgRedisUrl *u, char *buf, size_t len);
 
-/* Overwrites the password inside the URL string s in place with '*', so that
- * it no longer shows in /proc/PID/cmdline or ps. Does nothing when s holds
- * no password. */
+/* Copies any string that may be a URL, well formed or not, into buf with
+ * every password replaced by "***": the userinfo's password (or a lone
+ * credential) and the value of any query parameter whose name holds
+ * "password". For error messages about what the user typed. */
+void rsgUrlRedact(const char *s, char *buf, size_t len);
+
+/* Overwrites the same passwords inside s in place with '*', so that they
+ * no longer show in /proc/PID/cmdline or ps. */
 void rsgUrlScrub(char *s);
 
 #endif

@@ -59,12 +59,73 @@ static void ipv6AndUnix(void) {
 
 static void rejectsGarbage(void) {
     rsgRedisUrl u;
-    char err[256];
+    char err[512];
     CHECK(rsgUrlParse("http://h:1", &u, err, sizeof(err)) == -1);
     CHECK(strstr(err, "redis://") != NULL);
+    /* A wrong scheme is quoted whole, its password masked. */
+    CHECK(rsgUrlParse("https://user:secret@host:6379/0", &u, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "secret") == NULL);
+    CHECK(strstr(err, "'https://user:***@host:6379/0'") != NULL);
+    CHECK(rsgUrlParse("redis//secret@h", &u, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "secret") == NULL);
+    /* A query parameter nobody reads is an error, not silence. */
+    CHECK(rsgUrlParse("redis://:pw@h:1/0?timeout=5&password=hunter2", &u, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "'timeout'") != NULL);
+    CHECK(strstr(err, "hunter2") == NULL && strstr(err, ":pw@") == NULL);
+    CHECK(rsgUrlParse("redis://h:1?db=3", &u, err, sizeof(err)) == 0 && u.db == 3);
+    rsgUrlFree(&u);
+    CHECK(rsgUrlParse("redis://h1:1,h2:2", &u, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "sentinel") != NULL);
     CHECK(rsgUrlParse("redis://h:99999", &u, err, sizeof(err)) == -1);
     CHECK(rsgUrlParse("redis://h:port", &u, err, sizeof(err)) == -1);
     CHECK(rsgUrlParse("redis://h:1/x", &u, err, sizeof(err)) == -1);
+}
+
+static void tlsAndSentinel(void) {
+    rsgRedisUrl u;
+    char err[512], buf[512];
+    CHECK(rsgUrlParse("rediss://:pw@cache.example:6380/1", &u, err, sizeof(err)) == 0);
+    CHECK(u.tls == 1 && u.port == 6380 && u.db == 1);
+    rsgUrlFormat(&u, buf, sizeof(buf));
+    CHECK_STR(buf, "rediss://:***@cache.example:6380/1");
+    rsgUrlFree(&u);
+
+    CHECK(rsgUrlParse("redis+sentinel://app:pw@s1,s2:26380,[::1]:26381/mymaster/2"
+                      "?sentinel_password=sp%21",
+                      &u, err, sizeof(err)) == 0);
+    CHECK(u.nsentinels == 3 && u.host == NULL && u.tls == 0);
+    CHECK_STR(u.sentinels[0].host, "s1");
+    CHECK(u.sentinels[0].port == RSG_SENTINEL_PORT);
+    CHECK(u.sentinels[1].port == 26380);
+    CHECK_STR(u.sentinels[2].host, "::1");
+    CHECK_STR(u.master, "mymaster");
+    CHECK(u.db == 2);
+    CHECK_STR(u.user, "app");
+    CHECK_STR(u.password, "pw");
+    CHECK_STR(u.sentinel_password, "sp!");
+    rsgUrlFormat(&u, buf, sizeof(buf));
+    CHECK_STR(buf, "redis+sentinel://app:***@s1:26379,s2:26380,[::1]:26381/mymaster/2");
+    rsgUrlFree(&u);
+
+    CHECK(rsgUrlParse("rediss+sentinel://s1/m", &u, err, sizeof(err)) == 0);
+    CHECK(u.tls == 1 && u.nsentinels == 1 && u.db == 0);
+    rsgUrlFree(&u);
+    CHECK(rsgUrlParse("redis+sentinel://s1:26379", &u, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "MASTER") != NULL);
+    CHECK(rsgUrlParse("redis+sentinel://s1,,s2/m", &u, err, sizeof(err)) == -1);
+    CHECK(rsgUrlParse("redis://h/0?sentinel_password=x", &u, err, sizeof(err)) == -1);
+}
+
+static void redactsAnything(void) {
+    char buf[256];
+    rsgUrlRedact("redis://u:p@h/0", buf, sizeof(buf));
+    CHECK_STR(buf, "redis://u:***@h/0");
+    rsgUrlRedact("lonesecret@h", buf, sizeof(buf));
+    CHECK_STR(buf, "***@h");
+    rsgUrlRedact("redis+sentinel://s/m?sentinel_password=abc&db=1", buf, sizeof(buf));
+    CHECK_STR(buf, "redis+sentinel://s/m?sentinel_password=***&db=1");
+    rsgUrlRedact("redis://h:1/0", buf, sizeof(buf));
+    CHECK_STR(buf, "redis://h:1/0");
 }
 
 static void scrubsPasswordInPlace(void) {
@@ -74,6 +135,9 @@ static void scrubsPasswordInPlace(void) {
     char b[] = "redis://h:1/0";
     rsgUrlScrub(b);
     CHECK_STR(b, "redis://h:1/0");
+    char c[] = "redis+sentinel://:pw@s/m?sentinel_password=xyz";
+    rsgUrlScrub(c);
+    CHECK_STR(c, "redis+sentinel://:**@s/m?sentinel_password=***");
 }
 
 int main(void) {
@@ -82,6 +146,8 @@ int main(void) {
     passwordOnlyAndEscapes();
     ipv6AndUnix();
     rejectsGarbage();
+    tlsAndSentinel();
+    redactsAnything();
     scrubsPasswordInPlace();
     TEST_DONE();
 }
