@@ -382,14 +382,22 @@ int rsgLuaStop(rsgLua *lua) {
     return pcallLogged(lua, 1, "pipeline stop");
 }
 
-/* Pushes a reply the way scripts see it: status and bulk -> string, integer
- * -> number, nil -> nil (false inside arrays, so arrays keep their length,
- * like Redis's own Lua), array -> table, error -> string (caller handles). */
+/* Pushes a reply the way scripts see it, as Redis's own Lua does: status
+ * and bulk -> string, integer -> number, nil -> nil (false inside arrays, so
+ * arrays keep their length), array -> table, an error inside an array (EXEC)
+ * -> { err = message }. A top-level error is the caller's to handle. */
 static void pushReply(lua_State *L, const redisReply *r, int nested) {
     switch (r->type) {
+        case REDIS_REPLY_ERROR:
+            if (nested) {
+                lua_createtable(L, 0, 1);
+                lua_pushlstring(L, r->str, r->len);
+                lua_setfield(L, -2, "err");
+                break;
+            }
+            /* fall through */
         case REDIS_REPLY_STRING:
         case REDIS_REPLY_STATUS:
-        case REDIS_REPLY_ERROR:
             lua_pushlstring(L, r->str, r->len);
             break;
         case REDIS_REPLY_INTEGER:

@@ -21,7 +21,7 @@
 -- LPOP RPOP LRANGE LLEN LINDEX LREM LTRIM LSET), hashes (HSET HMSET HSETNX
 -- HGET HMGET HGETALL HKEYS HVALS HDEL HEXISTS HINCRBY HLEN), sets (SADD SREM
 -- SMEMBERS SISMEMBER SMISMEMBER SCARD), streams (XADD XLEN XRANGE XREVRANGE
--- XDEL XTRIM), PING ECHO. Any other Redis command answers
+-- XDEL XTRIM), transactions (MULTI EXEC DISCARD), PING ECHO. Any other Redis command answers
 -- "ERR rsghost.fakeredis does not implement ..." (use a real server for it);
 -- a name Redis does not know gets Redis' own "unknown command" error.
 --
@@ -219,13 +219,9 @@ local function to_arg(v, i)
   error(format("rsghost.fakeredis: argument %d must be a string or a number, got %s", i, t), 3)
 end
 
--- Run one command given as an array { name, arg, ... }. Returns reply, or
--- nil, err (an error reply, as a real server words it).
-function Fake:command(argv)
-  local n = #argv
-  if n == 0 then error("rsghost.fakeredis: empty command", 2) end
-  local args = {}
-  for i = 1, n do args[i] = to_arg(argv[i], i) end
+-- The command's function, or nil and the error Redis would give before
+-- running it (unknown command, wrong number of arguments).
+local function lookup_command(args, n)
   local name = lower(args[1])
   local fn = C[name]
   if fn == nil then
@@ -237,6 +233,55 @@ function Fake:command(argv)
   end
   local arity = ARITY[name]
   if (arity > 0 and n ~= arity) or n < -arity then return nil, arity_error(name) end
+  return fn
+end
+
+-- MULTI ... EXEC: commands are checked and queued, then run together. A
+-- command refused while queuing makes EXEC discard the whole transaction,
+-- as in Redis; an error while running is one element of EXEC's reply.
+local function transaction(self, name, args, n)
+  local tx = self.tx
+  if name == "multi" then
+    if tx then return nil, "ERR MULTI calls can not be nested" end
+    if n ~= 1 then return nil, arity_error(name) end
+    self.tx = { n = 0 }
+    return "OK"
+  elseif name == "exec" or name == "discard" then
+    if not tx then return nil, format("ERR %s without MULTI", name:upper()) end
+    self.tx = nil
+    if name == "discard" then return "OK" end
+    if tx.aborted then return nil, "EXECABORT Transaction discarded because of previous errors." end
+    local out = {}
+    for i = 1, tx.n do
+      local q = tx[i]
+      local reply, err = q.fn(self, q.args, q.n)
+      if err ~= nil then out[i] = { err = err } elseif reply == nil then out[i] = false else out[i] = reply end
+    end
+    return out
+  end
+  local fn, err = lookup_command(args, n)
+  if not fn then
+    tx.aborted = true
+    return nil, err
+  end
+  tx.n = tx.n + 1
+  tx[tx.n] = { fn = fn, args = args, n = n }
+  return "QUEUED"
+end
+
+-- Run one command given as an array { name, arg, ... }. Returns reply, or
+-- nil, err (an error reply, as a real server words it).
+function Fake:command(argv)
+  local n = #argv
+  if n == 0 then error("rsghost.fakeredis: empty command", 2) end
+  local args = {}
+  for i = 1, n do args[i] = to_arg(argv[i], i) end
+  local name = lower(args[1])
+  if self.tx or name == "multi" or name == "exec" or name == "discard" then
+    return transaction(self, name, args, n)
+  end
+  local fn, err = lookup_command(args, n)
+  if not fn then return nil, err end
   return fn(self, args, n)
 end
 

@@ -65,10 +65,64 @@ local function check_argv(argv, n)
   return nil
 end
 
+-- Every sink, the host's own XACKs and its claims share one connection. A
+-- command that changes that connection's state, or blocks it, would wedge
+-- them all (a MULTI left open by a sink that raised before EXEC queues every
+-- later command, the host's acks included, until the process is killed), so
+-- such commands are refused before they are sent, with what to use instead.
+local PIPELINE_TX = "use rsghost.redis.pipeline({ {\"MULTI\"}, ..., {\"EXEC\"} }): it sends the "
+  .. "transaction whole, so it is never left open"
+local MODE = "it puts the shared connection in a mode where it runs nothing else; "
+  .. "open your own connection for it outside rsghost"
+local BLOCKING = "it blocks the connection the host's acks use; use its non-blocking form"
+local REFUSED = {
+  MULTI = PIPELINE_TX, EXEC = PIPELINE_TX, DISCARD = PIPELINE_TX,
+  WATCH = "WATCH holds state on the shared connection; do check-and-set atomically in a script (EVAL)",
+  UNWATCH = "WATCH holds state on the shared connection; do check-and-set atomically in a script (EVAL)",
+  SELECT = "the host's connection stays on the database of --redis; put the database in that URL",
+  SWAPDB = false,
+  SUBSCRIBE = MODE, PSUBSCRIBE = MODE, SSUBSCRIBE = MODE,
+  UNSUBSCRIBE = MODE, PUNSUBSCRIBE = MODE, SUNSUBSCRIBE = MODE, MONITOR = MODE,
+  SYNC = MODE, PSYNC = MODE,
+  QUIT = "it closes the connection the host relies on",
+  RESET = "it resets the connection the host relies on (its database and client settings)",
+  HELLO = "it changes the protocol of the connection the host relies on",
+  AUTH = "the host authenticates its connection itself; put the credentials in --redis",
+  READONLY = MODE, READWRITE = MODE,
+  BLPOP = BLOCKING .. " (LPOP)", BRPOP = BLOCKING .. " (RPOP)", BLMOVE = BLOCKING .. " (LMOVE)",
+  BRPOPLPUSH = BLOCKING .. " (LMOVE)", BLMPOP = BLOCKING .. " (LMPOP)",
+  BZPOPMIN = BLOCKING .. " (ZPOPMIN)", BZPOPMAX = BLOCKING .. " (ZPOPMAX)", BZMPOP = BLOCKING .. " (ZMPOP)",
+}
+REFUSED.SWAPDB = REFUSED.SELECT
+
+-- Why argv may not run on the shared connection, or nil when it may. The
+-- subcommand and option forms that do harm are caught too: CLIENT REPLY
+-- (replies stop coming), XREAD/XREADGROUP with BLOCK, WAIT with timeout 0.
+local function refusal(argv, n)
+  local cmd = argv[1]:upper()
+  local why = REFUSED[cmd]
+  if why then return format("%s is not allowed in a sink: %s", cmd, why) end
+  if cmd == "CLIENT" and n >= 2 and argv[2]:upper() == "REPLY" then
+    return "CLIENT REPLY is not allowed in a sink: the host needs every reply on its connection"
+  end
+  if cmd == "XREAD" or cmd == "XREADGROUP" then
+    for i = 2, n do
+      local a = argv[i]:upper()
+      if a == "STREAMS" then break end
+      if a == "BLOCK" then return format("%s BLOCK is not allowed in a sink: %s (no BLOCK)", cmd, BLOCKING) end
+    end
+  end
+  if cmd == "WAIT" and n == 3 and tonumber(argv[3]) == 0 then
+    return "WAIT with timeout 0 is not allowed in a sink: it may block the shared connection forever; give a timeout"
+  end
+  return nil
+end
+M._refusal = refusal
+
 -- Yield one command to the pipeline; returns reply, err (err is a Redis error
 -- reply or a lost connection).
 local function request(name, argv, n)
-  local bad = check_argv(argv, n)
+  local bad = check_argv(argv, n) or refusal(argv, n)
   if bad then error(name .. ": " .. bad, 3) end
   return yield(MARKER, argv)
 end
@@ -105,6 +159,20 @@ local function send_all(cmds)
     local bad = check_argv(cmd, #cmd)
     if bad then return nil, format("command %d: %s", i, bad) end
   end
+  -- A transaction is allowed whole: MULTI first, EXEC last, nothing in
+  -- between that opens, closes or watches one. Redis then runs it or
+  -- discards it; it is never left open on the shared connection.
+  local tx = n >= 2 and cmds[1][1]:upper() == "MULTI" and cmds[n][1]:upper() == "EXEC"
+  for i = tx and 2 or 1, tx and n - 1 or n do
+    local cmd = cmds[i]
+    local bad = refusal(cmd, #cmd)
+    local name = cmd[1]:upper()
+    if bad and (name == "MULTI" or name == "EXEC") then
+      bad = format("%s is allowed only as the first or last command of a pipeline that is one whole "
+        .. "transaction: { {\"MULTI\"}, ..., {\"EXEC\"} }", name)
+    end
+    if bad then return nil, format("command %d: %s", i, bad) end
+  end
   local replies, err, at = yield(MARKER, cmds, n)
   if err ~= nil then return nil, format("%s (command %d of %d)", err, at, n) end
   return replies
@@ -132,7 +200,7 @@ end
 -- which sink failed and where the script created it.
 function M._command(argv)
   check_task("rsghost.redis.call")
-  local bad = check_argv(argv, #argv)
+  local bad = check_argv(argv, #argv) or refusal(argv, #argv)
   if bad then return nil, bad end
   return yield(MARKER, argv)
 end

@@ -70,6 +70,15 @@ end
 
 describe("rsghost.fakeredis", function()
   describe("matches redis-server", function()
+    it("for transactions", function()
+      compare {
+        { "EXEC" }, { "DISCARD" },
+        { "MULTI" }, { "MULTI" }, { "INCR", "{P}n" }, { "RPUSH", "{P}l", "a" }, { "GET", "{P}l" }, { "EXEC" },
+        { "MULTI" }, { "INCR", "{P}n" }, { "DISCARD" }, { "GET", "{P}n" },
+        { "MULTI" }, { "INCR", "{P}n" }, { "NOSUCHCMD" }, { "GET", "{P}n", "x" }, { "EXEC" }, { "GET", "{P}n" },
+      }
+    end)
+
     it("for strings", function()
       compare {
         { "GET", "{P}s" },

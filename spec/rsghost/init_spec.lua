@@ -91,6 +91,28 @@ describe("rsghost", function()
       assert.matches("rsghost.redis.call: empty command$", err)
     end)
 
+    it("refuses commands that would wedge the shared connection, saying what to use", function()
+      local h, err = in_sink(function() rsghost.redis.call("MULTI") end)
+      assert.matches("rsghost.redis.call: MULTI is not allowed in a sink: use rsghost.redis.pipeline", err, 1, true)
+      assert.equal(0, #h.sent)
+      for _, argv in ipairs {
+        { "EXEC" }, { "WATCH", "k" }, { "SELECT", 2 }, { "SUBSCRIBE", "c" }, { "BLPOP", "l", 0 },
+        { "brpoplpush", "a", "b", 0 }, { "CLIENT", "REPLY", "OFF" }, { "XREAD", "BLOCK", 0, "STREAMS", "s", "$" },
+        { "WAIT", 1, 0 }, { "QUIT" }, { "MONITOR" },
+      } do
+        h, err = in_sink(function() rsghost.redis.call(unpack(argv)) end)
+        assert.matches("is not allowed in a sink: ", err, 1, true)
+        assert.equal(0, #h.sent, argv[1])
+      end
+      -- Their harmless relatives pass.
+      for _, argv in ipairs { { "LPOP", "l" }, { "XREAD", "COUNT", 1, "STREAMS", "s", "0" }, { "WAIT", 1, 100 },
+        { "CLIENT", "ID" } } do
+        h, err = in_sink(function() rsghost.redis.call(unpack(argv)) end)
+        assert.is_nil(err)
+        assert.equal(1, #h.sent, argv[1])
+      end
+    end)
+
     it("waits for a reply that arrives later", function()
       local got
       local h = in_sink(function() got = rsghost.redis.call("GET", "k") end, function(h)
@@ -198,6 +220,33 @@ describe("rsghost", function()
       assert.equal(3, #h.sent)
       assert.matches("rsghost.redis.pipeline: WRONGTYPE bad a%-list %(command 2 of 3%)$", err)
       assert.equal(0, h.acked)
+    end)
+
+    it("sends a whole transaction, MULTI first and EXEC last", function()
+      local got
+      local h = in_sink(function()
+        got = rsghost.redis.pipeline({ { "MULTI" }, { "INCR", "n" }, { "EXEC" } })
+      end, function(h)
+        h.reply = function(argv)
+          if argv[1] == "MULTI" then return "OK" elseif argv[1] == "EXEC" then return { 1 } end
+          return "QUEUED"
+        end
+      end)
+      assert.same({ "OK", "QUEUED", { 1 } }, got)
+      assert.equal(3, #h.sent)
+    end)
+
+    it("refuses a transaction that could be left open", function()
+      for _, cmds in ipairs {
+        { { "MULTI" }, { "INCR", "n" } },
+        { { "INCR", "n" }, { "EXEC" } },
+        { { "MULTI" }, { "MULTI" }, { "EXEC" } },
+        { { "MULTI" }, { "WATCH", "k" }, { "EXEC" } },
+      } do
+        local h, err = in_sink(function() rsghost.redis.pipeline(cmds) end)
+        assert.is_truthy(err:find("is not allowed in a sink", 1, true) or err:find("is allowed only as the first", 1, true), err)
+        assert.equal(0, #h.sent)
+      end
     end)
 
     it("returns an empty array for no commands", function()
