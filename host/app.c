@@ -113,9 +113,11 @@ static void maybeFinish(rsgApp *app) {
     shutdownNow(app, app->exit_code);
 }
 
-static void opFinished(void *ud) {
+static void opFinished(void *ud, long unsunk) {
     rsgApp *app = ud;
     app->finished = 1;
+    /* The pipeline logged what it gave up on; the exit status says it too. */
+    if (unsunk > 0) app->exit_code = 1;
     if (!rsgAckIdle(&app->ack))
         rsgInfo("waiting for redis to confirm %ld ack command(s)", rsgAckPending(&app->ack));
     maybeFinish(app);

@@ -168,9 +168,11 @@ static int hostPause(lua_State *L) {
     return 0;
 }
 
+/* host.finished(unsunk): the pipeline is done after a stop; unsunk messages
+ * were given up on (a sink still failing). */
 static int hostFinished(lua_State *L) {
     rsgLua *lua = self(L);
-    lua->ops->finished(lua->ops->ud);
+    lua->ops->finished(lua->ops->ud, (long)luaL_optnumber(L, 1, 0));
     return 0;
 }
 

@@ -47,8 +47,9 @@ typedef struct rsgHostOps {
     void (*set_timer)(void *ud, double delay);
     /* Pauses (1) or resumes (0) reading while a failed batch waits. */
     void (*pause)(void *ud, int flag);
-    /* After rsgLuaStop: everything was flushed and acked. */
-    void (*finished)(void *ud);
+    /* After rsgLuaStop: everything was flushed and acked (unsunk == 0), or
+     * the pipeline gave up on unsunk messages whose sink kept failing. */
+    void (*finished)(void *ud, long unsunk);
 } rsgHostOps;
 
 /* The script's `source` table, as normalized by lua/rsghost/script.lua. */

@@ -164,8 +164,38 @@ local function settle(p, flush)
   p:pump()
 end
 
+-- What becomes of the messages a stop gives up on, by source kind.
+local GIVEN_UP = {
+  group = "they stay pending in Redis and are replayed at the next start",
+  streams = "plain streams keep no pending list: a checkpoint stays before them, so a restart "
+    .. "reads them again; without one they are lost",
+  lists = "popped items of plain lists are lost",
+  reliable = "they stay in the processing lists and are replayed at the next start",
+}
+
+-- Stopping while a sink keeps failing: retrying for ever would make the stop
+-- never come (systemd and Kubernetes would SIGKILL us). Give up on the
+-- failed batch and every batch queued behind it: nothing of them is acked.
+-- host.finished(n) tells the host how many messages were not sunk.
+local function give_up(p, flush)
+  local held = flush.batch.n
+  for i = p.head, p.tail do
+    held = held + p.queue[i].n
+    p.queue[i] = nil
+  end
+  p.head, p.tail = 1, 0
+  p.active = nil
+  p:log("error", format("stopping with %d message(s) not sunk: sink %s still failing after attempt %d; %s",
+    held, table.concat(flush.failed, ", "), flush.attempt, p.given_up))
+  p.done = true
+  p:arm()
+  p.host.finished(held)
+end
+
 -- Some sinks failed: log each, pause reading, retry them after the backoff.
+-- While stopping there is no next attempt: the stop gives up instead.
 local function backoff(p, flush)
+  if p.stopping then return give_up(p, flush) end
   local retry = p.retry
   local attempt = flush.attempt
   local delay = min(retry.initial * 2 ^ (attempt - 1), retry.max)
@@ -234,7 +264,7 @@ function P:check_finished()
       and self.batch.n == 0 then
     self.done = true
     self:arm()
-    self.host.finished()
+    self.host.finished(0)
   end
 end
 
@@ -334,8 +364,11 @@ function P:tick()
   state.host = prev_host
 end
 
--- No more feeds: flush the partial batch; host.finished() once everything
--- is sunk and acked (now, if nothing is pending).
+-- No more feeds: flush the partial batch; host.finished(0) once everything
+-- is sunk and acked (now, if nothing is pending). A batch waiting for the
+-- retry of a failed sink is retried now, one last time; a sink that fails
+-- while stopping makes the stop give up (host.finished(n), n messages not
+-- sunk) instead of retrying for ever.
 function P:stop()
   if self.stopping then return end
   local prev_host = state.host
@@ -343,9 +376,17 @@ function P:stop()
   self.stopping = true
   local b = self.batch:take()
   if b then
-    self:enqueue(b)
+    local tail = self.tail + 1
+    self.tail = tail
+    self.queue[tail] = b
+  end
+  local flush = self.active
+  if flush and flush.retry_at then
+    flush.retry_at = nil
+    flush.attempt = flush.attempt + 1
+    run_sinks(self, flush, flush.retry_sinks)
   else
-    self:check_finished()
+    self:pump()
   end
   if not self.done then self:arm() end
   state.host = prev_host
@@ -367,6 +408,7 @@ function M.new(cfg, host)
     -- streams keep no pending list, reliable lists keep it in theirs.
     fate = FATE[cfg.source and cfg.source.kind or "group"]
       or (cfg.source.reliable and "left in the processing list (not acked)" or "dropped"),
+    given_up = GIVEN_UP[cfg.source and (cfg.source.reliable and "reliable" or cfg.source.kind) or "group"],
     -- Read through host.now on each use, so a host may swap its clock.
     batch = batching.new(cfg.batch.size, cfg.batch.timeout, function() return host.now() end),
     queue = {}, head = 1, tail = 0, -- batches waiting for the sinks

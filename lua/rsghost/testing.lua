@@ -52,8 +52,11 @@
 --   k:drain(max) (advance timer by timer until none is armed, at most max
 --   seconds, default 3600; returns the time that passed)
 --   k:stop() flushes the partial batch, as SIGTERM does; true when the
---   pipeline has finished (everything sunk and acked), else a sink is failing
---   and k:advance/k:drain let its retries run.
+--   pipeline has finished with everything sunk and acked. A batch waiting
+--   for a retry is retried at once, one last time; a sink that fails while
+--   stopping makes the stop give up: the kit is finished, nothing of that
+--   batch (and those behind it) is acked, k:given_up() counts them. A sink
+--   whose command waits on a slow reply is waited for.
 --
 -- Looking.
 --   k:sink_calls(i)   every call of sink i (default 1), retries included: an
@@ -73,7 +76,7 @@
 --   k:sent()          every command the sinks sent (arrays), failed ones too
 --   k:host_calls()    every call the pipeline made to the host: { "ack", acks },
 --                     { "abandon", ids }, { "release", n }, { "set_timer", delay },
---                     { "pause", flag }, { "finished" }
+--                     { "pause", flag }, { "finished", unsunk }
 --   k.redis           the fake or real client, for setup and inspection
 --   k.cfg, k.pipeline the normalized configuration and the pipeline
 --
@@ -264,9 +267,10 @@ local function make_host(k)
     if k.verbose then io.stderr:write("rsghost.testing ", level, ": ", msg, "\n") end
   end
 
-  function host.finished()
-    k._host_calls[#k._host_calls + 1] = { "finished" }
+  function host.finished(unsunk)
+    k._host_calls[#k._host_calls + 1] = { "finished", unsunk }
     k._finished = true
+    k._given_up = unsunk or 0
   end
 
   return host
@@ -584,12 +588,17 @@ function Kit:drain(max)
 end
 
 -- The host's SIGTERM: no more reads, flush the partial batch. Returns
--- whether everything is sunk and acked.
+-- whether everything is sunk and acked. A sink that fails while stopping
+-- makes the stop give up after its attempt (k:given_up() counts the
+-- messages left unacked), as the host does.
 function Kit:stop()
   self._stopped = true
   self.pipeline:stop()
-  return self._finished
+  return self._finished and self._given_up == 0
 end
+
+-- Messages a stop gave up on because a sink kept failing (0 otherwise).
+function Kit:given_up() return self._given_up or 0 end
 
 ----------------------------------------------------------------------------
 -- Looking

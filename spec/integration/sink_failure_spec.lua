@@ -132,4 +132,35 @@ return {
     end
     assert.equal(0, h:stop(), h:describe())
   end)
+
+  it("does not hold up a stop: SIGTERM gives up on the failing batch, exits 1, leaves it pending", function()
+    local t = H.context()
+    local P = t.prefix
+    -- The sink writes to a key of the wrong type: it fails on every attempt.
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g" },
+  preprocess = function(stream, id, data) return id end,
+  batch = { size = 10, timeout = 0.05 },
+  retry = { initial = 0.05, max = 0.2 },
+  sink = function(items) rsghost.redis.call("RPUSH", P .. ":str", unpack(items)) end,
+}
+]])
+    t.redis:call("SET", P .. ":str", "not a list")
+    local h = H.start(t, { script = path })
+    local ids = H.xadd_many(t.redis, P .. ":s", 25)
+    H.eventually(function() return #h:log_lines("WRONGTYPE") >= 3 end, 60, function() return h:describe() end)
+    assert.equal(1, h:stop(), h:describe())
+    assert.is_true(#h:log_lines("stopping with %d+ message%(s%) not sunk: sink 1 still failing after attempt %d+; "
+      .. "they stay pending in Redis") == 1, h:describe())
+    -- Every message is still there: pending, or not yet read.
+    local info = H.group_info(t.redis, P .. ":s", P .. ":g")
+    local pending = H.xpending(t.redis, P .. ":s", P .. ":g").count
+    local delivered = 0
+    for i, id in ipairs(ids) do if id == info["last-delivered-id"] then delivered = i end end
+    assert.is_true(pending >= 10)
+    assert.equal(delivered, pending, "a message was acked although its sink never succeeded")
+  end)
 end)

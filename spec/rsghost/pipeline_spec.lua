@@ -40,8 +40,9 @@ local function fake_host()
   end
   function h.pause(flag) h.pauses[#h.pauses + 1] = flag end
   function h.log(level, msg) h.logs[#h.logs + 1] = level .. ": " .. msg end
-  function h.finished()
+  function h.finished(unsunk)
     h.finished_calls = h.finished_calls + 1
+    h.unsunk = unsunk
     h.events[#h.events + 1] = "finished"
   end
   -- Deliver queued replies (those queued meanwhile too), oldest first.
@@ -406,23 +407,52 @@ describe("rsghost.pipeline", function()
       assert.equal(1, h.finished_calls)
     end)
 
-    it("waits for a failed batch's retry before finishing", function()
+    it("retries a batch waiting for its retry at once, one last time", function()
       local h = fake_host()
-      local fails = 2
+      local fails = 1
       local p = pipeline.new(config { sinks = { function()
         if fails > 0 then
           fails = fails - 1
           error("down")
         end
-      end }, timeout = 3 }, h)
+      end }, timeout = 0 }, h)
+      feed(p, { "s", "1", "a" }) -- attempt 1 fails; the retry is 0.5 s away
+      assert.equal(0, h.finished_calls)
+      p:stop()
+      assert.equal(1, h.finished_calls)
+      assert.equal(0, h.unsunk)
+      assert.same({ "s 1" }, h.acked)
+    end)
+
+    it("gives up after the current attempt when a sink keeps failing: nothing acked, finished(n)", function()
+      local h = fake_host()
+      local p = pipeline.new(config { sinks = { function() error("WRONGTYPE for ever") end }, size = 2, timeout = 3 }, h)
+      feed(p, { "s", "1", "a" }, { "s", "2", "b" }, { "s", "3", "c" }) -- one full batch, one partial
+      assert.equal(0, h.finished_calls)
+      p:stop()
+      assert.equal(1, h.finished_calls)
+      assert.equal(3, h.unsunk)
+      assert.same({}, h.acked)
+      assert.is_nil(h.timer)
+      assert.matches("stopping with 3 message%(s%) not sunk: sink 1 still failing after attempt 2; they stay pending",
+        h.logs[#h.logs])
+      h.advance(p, 60) -- no retry comes after the stop gave up
+      assert.equal(1, h.finished_calls)
+    end)
+
+    it("gives up when the flush's own attempt fails while stopping", function()
+      local h = fake_host()
+      h.async = true
+      local p = pipeline.new(config {
+        sinks = { function(items) rsghost.redis.call("RPUSH", "out", unpack(items)) end }, timeout = 3 }, h)
+      h.reply = function() return nil, "LOADING Redis is loading the dataset in memory" end
       feed(p, { "s", "1", "a" })
       p:stop()
-      assert.equal(0, h.finished_calls)
-      h.advance(p, 0.5)
-      assert.equal(0, h.finished_calls)
-      h.advance(p, 1)
+      assert.equal(0, h.finished_calls) -- waits for the attempt's reply
+      h.deliver()
       assert.equal(1, h.finished_calls)
-      assert.same({ "s 1" }, h.acked)
+      assert.equal(1, h.unsunk)
+      assert.same({}, h.acked)
     end)
 
     it("refuses feeds after stop", function()
