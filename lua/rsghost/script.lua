@@ -394,13 +394,27 @@ local function check_source(ctx, src)
   return out
 end
 
+-- batch.timeout: seconds after a batch's first item; omitted, 0: at the end
+-- of each read (so a quiet stream's message is never held back waiting for
+-- a batch to fill: a user who writes only a size expects batches of up to
+-- that size, not messages held for ever); false: only when full.
 local function check_batch(ctx, b)
   if b == nil then return { size = 1000, timeout = 0 } end
   if type(b) ~= "table" then bad(ctx, nil, "batch", nil, "must be a table, got %s", got(b)) end
   check_keys(ctx, "batch", b, { size = true, timeout = true })
+  local timeout = b.timeout
+  if timeout == false then
+    timeout = nil
+  else
+    if timeout ~= nil and type(timeout) ~= "number" then
+      bad(ctx, "batch", "timeout", nil, "must be a number of seconds >= 0 or false (only when full), got %s",
+        got(timeout))
+    end
+    timeout = seconds(ctx, "batch", "timeout", timeout) or 0
+  end
   return {
     size = positive_integer(ctx, "batch", "size", b.size) or 1000,
-    timeout = seconds(ctx, "batch", "timeout", b.timeout),
+    timeout = timeout,
   }
 end
 

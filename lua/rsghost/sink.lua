@@ -68,7 +68,9 @@ end
 -- Each item appended to the stream `key` with its own XADD, all sent at once:
 -- a table item gives its fields, any other item is stored as the field
 -- "data". opts.maxlen caps the stream (MAXLEN ~ n; approximate = false for an
--- exact cap).
+-- exact cap). Approximate trimming removes whole stream nodes only (100
+-- entries by default), so a small cap (maxlen = 5) trims nothing until the
+-- stream outgrows a node: use approximate = false when the exact size matters.
 function M.redis_stream(key, opts)
   local name = format("rsghost.sink.redis_stream(%q)", tostring(key))
   if type(key) ~= "string" or key == "" then

@@ -183,7 +183,7 @@ local P = "{{P}}"
 return {
   source = { streams = P .. ":s", group = P .. ":g", timeout = 0.5 },
   preprocess = function(stream, id, data) return id end,
-  batch = { size = 50 },
+  batch = { size = 50, timeout = false },
   sink = function(items) rsghost.redis.call("RPUSH", P .. ":out", unpack(items)) end,
 }
 ]])

@@ -76,9 +76,18 @@ describe("rsghost.script", function()
       assert.same({ size = 1000, timeout = 0 }, cfg.batch)
     end)
 
-    it("flushes only when full when batch.timeout is not given", function()
+    it("flushes at the end of each read when batch.timeout is not given, so nothing waits for a batch to fill", function()
       local cfg = load_text(with_source('{ streams = "s", group = "g" }', "  batch = { size = 10 },\n"))
+      assert.same({ size = 10, timeout = 0 }, cfg.batch)
+      cfg = load_text(with_source('{ streams = "s", group = "g" }', "  batch = {},\n"))
+      assert.same({ size = 1000, timeout = 0 }, cfg.batch)
+    end)
+
+    it("flushes only when full with batch.timeout = false", function()
+      local cfg = load_text(with_source('{ streams = "s", group = "g" }', "  batch = { size = 10, timeout = false },\n"))
       assert.same({ size = 10 }, cfg.batch)
+      assert.matches("batch.timeout must be a number of seconds >= 0 or false %(only when full%), got string$",
+        load_text_error(with_source('{ streams = "s", group = "g" }', '  batch = { timeout = "3" },\n')))
       assert.equal(4096, cfg.source.max_in_flight)
     end)
 

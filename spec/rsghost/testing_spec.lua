@@ -105,8 +105,15 @@ describe("rsghost.testing", function()
       assert.is_nil(k:next_timer())
     end)
 
-    it("holds a partial batch without a timeout until it is full or the host stops", function()
-      local k = testing.load(pipeline_script { batch = { size = 3 } })
+    it("sinks each read's messages at once when the batch gives only a size", function()
+      local k = testing.load(pipeline_script { batch = { size = 1000 } })
+      k:feed("s1", { v = "a" }) -- a quiet stream: one message, and nothing after it
+      assert.same({ { "a" } }, k:sink_calls(1))
+      assert.same({}, k:pending())
+    end)
+
+    it("holds a partial batch with timeout = false until it is full or the host stops", function()
+      local k = testing.load(pipeline_script { batch = { size = 3, timeout = false } })
       k:feed("s1", { v = "a" })
       k:advance(86400)
       assert.same({}, k:sink_calls(1))
@@ -326,7 +333,7 @@ describe("rsghost.testing", function()
     it("never holds more than max_in_flight leaves room for", function()
       local k = testing.load(pipeline_script {
         source = { streams = "s1", group = "g", max_in_flight = 4 },
-        batch = { size = 4 },
+        batch = { size = 4, timeout = false },
       })
       k:fail_sink(1)
       k:feed_many { { "s1", { v = "a" } }, { "s1", { v = "b" } }, { "s1", { v = "c" } } }
