@@ -202,6 +202,31 @@ local function stream_id(ctx, parent, name, what, v)
   return v
 end
 
+-- source.encoding, checked now so that an unknown encoding is a script error
+-- (in --check too, and in the test kit) and not a failure once Redis is
+-- reached. As host/encoding.c opens it: any UTF-8 spelling needs no iconv;
+-- otherwise the name as given, then with '-' and '_' dropped (Python's
+-- "latin-1" is iconv's "latin1"). The name is kept as the user wrote it.
+local ffi = require "ffi"
+pcall(ffi.cdef, [[
+void *iconv_open(const char *tocode, const char *fromcode);
+int iconv_close(void *cd);
+]])
+local ICONV_FAILED = ffi.cast("void *", -1)
+
+local function encoding(ctx, name)
+  local squeezed = name:gsub("[-_]", "")
+  if squeezed:lower() == "utf8" then return name end
+  for _, candidate in ipairs { name, squeezed } do
+    local cd = ffi.C.iconv_open("UTF-8", candidate)
+    if cd ~= ICONV_FAILED then
+      ffi.C.iconv_close(cd)
+      return name
+    end
+  end
+  bad(ctx, "source", "encoding", nil, "%q is not an encoding iconv knows (`iconv -l` lists them)", name)
+end
+
 -- Whether t is a non-empty array 1..n with no other keys; returns n or nil.
 local function array_length(t)
   local n = #t
@@ -371,7 +396,7 @@ local function check_source(ctx, src)
   if out.replay_pending == nil then out.replay_pending = true end
   out.convert = boolean(ctx, "source", "convert", src.convert)
   if out.convert == nil then out.convert = true end
-  out.encoding = nonempty_string(ctx, "source", "encoding", src.encoding) or "utf-8"
+  out.encoding = encoding(ctx, nonempty_string(ctx, "source", "encoding", src.encoding) or "utf-8")
   out.max_in_flight = positive_integer(ctx, "source", "max_in_flight", src.max_in_flight)
 
   if kind == "group" then
@@ -382,6 +407,14 @@ local function check_source(ctx, src)
         "(%s) must be longer than source.heartbeat_interval (%s): a live consumer would look dead between heartbeats",
         got(claim), got(hb))
     end
+    -- Settings that would silently do nothing are errors, so that --check
+    -- and a real start reach the same verdict.
+    for _, k in ipairs { "claim_timeout", "heartbeat_channel" } do
+      if src[k] ~= nil and not hb then
+        bad(ctx, "source", k, nil, "does nothing without source.heartbeat_interval (claiming and the "
+          .. "heartbeat channel need heartbeats): set heartbeat_interval, or remove %s", k)
+      end
+    end
     out.heartbeat_interval = hb
     out.claim_timeout = claim or (hb and 10 * hb)
     out.heartbeat_channel = nonempty_string(ctx, "source", "heartbeat_channel", src.heartbeat_channel)
@@ -390,6 +423,10 @@ local function check_source(ctx, src)
     out.checkpoint = nonempty_string(ctx, "source", "checkpoint", src.checkpoint)
   else
     out.reliable = boolean(ctx, "source", "reliable", src.reliable) or false
+    if src.replay_pending ~= nil and not out.reliable then
+      bad(ctx, "source", "replay_pending", nil, "does nothing for plain lists (popped items are not kept): "
+        .. "it applies with source.reliable = true")
+    end
   end
   return out
 end
@@ -482,9 +519,20 @@ end
 -- Load, run and validate the pipeline script at `path`. opts.consumer is this
 -- consumer's name, visible to the script as rsghost.consumer. Returns the
 -- normalized cfg and sets rsghost.group; raises "path:LINE: reason".
+-- The script's own directory goes first on package.path, so that
+-- require "helpers" finds helpers.lua next to the script whatever the
+-- current directory is (as Redis modules' and Fluent Bit's Lua users expect).
+local function add_script_dir(path)
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  if dir == "" then dir = "/" end
+  local entry = dir .. "/?.lua;" .. dir .. "/?/init.lua;"
+  if package.path:sub(1, #entry) ~= entry then package.path = entry .. package.path end
+end
+
 function M.load(path, opts)
   rsghost.consumer = opts and opts.consumer or nil
   rsghost.group = nil
+  add_script_dir(path)
   local chunk, err = loadfile(path)
   if not chunk then error(err, 0) end -- Lua's own message: "path:LINE: ..."
   local ok, ret = xpcall(chunk, function(e) return M.where(e, path, nil, 2) end)

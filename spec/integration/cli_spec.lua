@@ -350,4 +350,69 @@ return 42
     assert.equal(2, code, h:describe())
     assert.matches("http://nowhere", h:log(), nil, true)
   end)
+
+  describe("--check and a real start", function()
+    local cases = {
+      { what = "an unknown encoding", src = 'encoding = "latin-99",', err = 'source.encoding "latin%-99" is not an encoding iconv knows' },
+      { what = "claim_timeout without heartbeats", src = "claim_timeout = 30,", err = "source.claim_timeout does nothing without source.heartbeat_interval" },
+    }
+    for _, case in ipairs(cases) do
+      it("reach the same verdict on " .. case.what .. ": exit 2, script.lua:LINE", function()
+        local t = H.context()
+        local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g", ]] .. case.src .. [[ },
+  preprocess = function(stream, id, data) return id end,
+  sink = function(items) end,
+}
+]])
+        local code, out, err = H.run { "--check", path, "c1" }
+        assert.equal(2, code, out .. err)
+        assert.matches("script%.lua:4: " .. case.err, err)
+        local h = H.start(t, { script = path })
+        assert.equal(2, h:wait(H.timeout), h:describe())
+        assert.matches("script%.lua:4: " .. case.err, h:log())
+        assert.equal(0, t.redis:call("EXISTS", t.prefix .. ":s"), "touched Redis")
+      end)
+    end
+
+    it("refuse a URL query nobody reads, and never print its passwords", function()
+      local t = H.context()
+      local path = H.script(t, GOOD)
+      for _, url in ipairs { t.url .. "?timeout=5", "https://user:secret@host:6379/0", "redis//secret@h" } do
+        local code, out, err = H.run { "--check", "--redis", url, path, "c1" }
+        assert.equal(2, code, out .. err)
+        assert.is_nil((out .. err):find("secret", 1, true), out .. err)
+        local h = H.start(t, { script = path, redis = url })
+        assert.equal(2, h:wait(H.timeout), h:describe())
+        assert.is_nil(h:log():find("secret", 1, true), h:log())
+      end
+      local _, _, err = H.run { "--check", "--redis", "https://user:secret@host:6379/0", path, "c1" }
+      assert.matches("'https://user:***@host:6379/0'", err, 1, true)
+      _, _, err = H.run { "--check", "--redis", t.url .. "?timeout=5", path, "c1" }
+      assert.matches("unknown query parameter 'timeout'", err, 1, true)
+    end)
+  end)
+
+  it("finds the modules next to the script, whatever the current directory", function()
+    local t = H.context()
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local helpers = require "helpers"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g" },
+  preprocess = function(stream, id, data) return helpers.tag(id) end,
+  sink = function(items) rsghost.redis.call("RPUSH", P .. ":out", unpack(items)) end,
+}
+]])
+    H.write(path:match("^(.*)/") .. "/helpers.lua", 'return { tag = function(id) return "tagged " .. id end }\n')
+    local h = H.start(t, { script = path })
+    local ids = H.xadd_many(t.redis, t.prefix .. ":s", 3)
+    local out = H.wait_sunk(t.redis, { out = t.prefix .. ":out", n = 3, streams = t.prefix .. ":s", group = t.prefix .. ":g", hosts = { h } })
+    assert.same({ "tagged " .. ids[1], "tagged " .. ids[2], "tagged " .. ids[3] }, out)
+    assert.equal(0, h:stop(), h:describe())
+  end)
 end)

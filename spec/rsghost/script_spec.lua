@@ -283,6 +283,44 @@ describe("rsghost.script", function()
         load_text_error('return { source = { streams = "s", group = "g" }, preprocess = "x", sink = function() end }'))
     end)
 
+    it("refuses settings that would do nothing where they are", function()
+      assert.matches(":2: source.claim_timeout does nothing without source.heartbeat_interval",
+        load_text_error(with_source('{ streams = "s", group = "g", claim_timeout = 30 }')))
+      assert.matches(":2: source.heartbeat_channel does nothing without source.heartbeat_interval",
+        load_text_error(with_source('{ streams = "s", group = "g", heartbeat_channel = "c" }')))
+      assert.matches(":2: source.replay_pending does nothing for plain lists",
+        load_text_error(with_source('{ lists = "l", replay_pending = true }')))
+      load_text(with_source('{ lists = "l", reliable = true, replay_pending = false }'))
+      load_text(with_source('{ streams = "s", group = "g", heartbeat_interval = 1, claim_timeout = 30 }'))
+    end)
+
+    it("refuses an encoding iconv does not know, and takes Python's names", function()
+      assert.matches(':2: source.encoding "latin%-99" is not an encoding iconv knows',
+        load_text_error(with_source('{ streams = "s", group = "g", encoding = "latin-99" }')))
+      for _, name in ipairs { "latin-1", "latin_1", "cp1252", "UTF8", "utf_8", "utf-16" } do
+        local cfg = load_text(with_source('{ streams = "s", group = "g", encoding = "' .. name .. '" }'))
+        assert.equal(name, cfg.source.encoding)
+      end
+    end)
+
+    it("puts the script's own directory first on the module path", function()
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir " .. dir) == 0 or true)
+      local f = assert(io.open(dir .. "/rsghost_spec_helper_mod.lua", "w"))
+      f:write('return { tag = "next to the script" }\n')
+      f:close()
+      f = assert(io.open(dir .. "/s.lua", "w"))
+      f:write('local helper = require "rsghost_spec_helper_mod"\n' .. with_source('{ streams = "s", group = "g", start = "0" }'))
+      f:close()
+      script.load(dir .. "/s.lua")
+      assert.equal("next to the script", package.loaded.rsghost_spec_helper_mod.tag)
+      package.loaded.rsghost_spec_helper_mod = nil
+      os.remove(dir .. "/rsghost_spec_helper_mod.lua")
+      os.remove(dir .. "/s.lua")
+      os.remove(dir)
+    end)
+
     it("keeps the raised message of a missing module on one line", function()
       local err = load_text_error('local x = require "rsghost.no_such_module"\nreturn {}\n')
       assert.matches(":1: module 'rsghost.no_such_module' not found:", err)
