@@ -207,6 +207,15 @@ static void act(rsgClaim *c) {
     const rsgSourceConfig *cfg = c->cfg;
     char minIdle[24], count[24];
     snprintf(minIdle, sizeof(minIdle), "%llu", (unsigned long long)ctMs(c));
+    if (rsgLogEnabled(RSG_LOG_DEBUG)) {
+        int in_group = 0, dead = 0;
+        for (int i = 0; i < c->npeers; i++) {
+            in_group += c->peers[i].in_group;
+            dead += c->peers[i].in_group && isDead(c, &c->peers[i], now);
+        }
+        rsgDebug("claim round: %d other consumer(s) in group '%s', %d dead", in_group, cfg->group,
+                 dead);
+    }
     for (int i = 0; i < c->npeers; i++) {
         rsgPeer *p = &c->peers[i];
         if (!p->in_group || !isDead(c, p, now)) continue;

@@ -16,6 +16,10 @@ void rsgLogSetLevel(rsgLogLevel level) {
     minLevel = level;
 }
 
+int rsgLogEnabled(rsgLogLevel level) {
+    return level >= minLevel;
+}
+
 void rsgLogSetName(const char *name) {
     procName = name;
 }

@@ -11,6 +11,10 @@ typedef enum { RSG_LOG_DEBUG = 0, RSG_LOG_INFO, RSG_LOG_WARN, RSG_LOG_ERROR } rs
 /* Records below this level are dropped. Default: RSG_LOG_INFO. */
 void rsgLogSetLevel(rsgLogLevel level);
 
+/* Whether records of this level are written: callers skip building costly
+ * messages that would be dropped. */
+int rsgLogEnabled(rsgLogLevel level);
+
 /* Parses "debug", "info", "warn" or "error". Returns 0 and sets *out, or -1
  * for an unknown name (nothing changed). */
 int rsgLogParseLevel(const char *name, rsgLogLevel *out);

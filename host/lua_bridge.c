@@ -339,6 +339,9 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
         lua_pushcclosure(L, api[i].fn, 1);
         lua_setfield(L, -2, api[i].name);
     }
+    /* host.debug: the pipeline builds its debug lines only when they show. */
+    lua_pushboolean(L, rsgLogEnabled(RSG_LOG_DEBUG));
+    lua_setfield(L, -2, "debug");
     if (lua_pcall(L, 2, 1, top + 1) != 0) goto fail;
     /* feed_ref: a function(ptr, n) made by rsghost.handover for this pipeline. */
     lua_getglobal(L, "require");

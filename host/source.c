@@ -242,6 +242,12 @@ void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *
 
 void rsgSourceDeliver(rsgSource *s, int n, int kick) {
     s->in_flight += n;
+    if (n && rsgLogEnabled(RSG_LOG_DEBUG))
+        rsgDebug("%s %d message(s); %ld in flight",
+                 !kick                        ? "took over"
+                 : s->phase == RSG_SRC_REPLAY ? "replayed"
+                                              : "read",
+                 n, s->in_flight);
     if (kick) {
         rsgSourceKick(s);
         /* hiredis only buffers the command until the loop turns again; write

@@ -144,6 +144,7 @@ void rsgGroupAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
             argv[i + 3] = ids[i].p, lens[i + 3] = ids[i].len;
         ok = rsgAckPush(s->ack, argc, argv, lens, n) == 0;
     }
+    if (ok) rsgDebug("acking %d message(s) of stream '%.*s'", n, (int)stream.len, stream.p);
     if (argv != sargv) free(argv);
     if (lens != slens) free(lens);
     if (!ok) rsgError("out of memory queueing acks: %d message(s) stay pending", n);

@@ -396,6 +396,7 @@ void rsgListsAck(rsgSource *s, rsgStr list, int n, const rsgStr *items) {
             argv[i + 4] = items[i].p, lens[i + 4] = items[i].len;
         ok = rsgAckPush(s->ack, argc, argv, lens, n) == 0;
     }
+    if (ok) rsgDebug("removing %d item(s) from %s", n, s->proc[li]);
     free(argv);
     free(lens);
     if (!ok) rsgError("out of memory queueing acks: %d item(s) stay in %s", n, s->proc[li]);

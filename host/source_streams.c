@@ -245,4 +245,7 @@ void rsgStreamsAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids, int ac
     size_t lens[] = {4, strlen(s->cfg->checkpoint), strlen(s->cfg->streams[si]), lastlen};
     if (rsgAckPush(s->ack, 4, argv, lens, 0) != 0)
         rsgError("out of memory queueing a checkpoint; a restart may repeat some messages");
+    else
+        rsgDebug("checkpoint of stream '%s' moves to %.*s", s->cfg->streams[si], (int)lastlen,
+                 last);
 }

@@ -154,6 +154,7 @@ end
 local function settle(p, flush)
   local host, b = p.host, flush.batch
   p.active = nil
+  if p.debug then p:log("debug", format("batch of %d message(s) sunk on attempt %d; acking them", b.n, flush.attempt)) end
   host.ack(acks_of(b))
   host.release(b.n)
   if p.paused then
@@ -252,7 +253,10 @@ function P:pump()
   self:check_finished()
 end
 
-function P:enqueue(b)
+-- reason: why the batch was closed (size, timeout, end of read, stop), for
+-- the debug log.
+function P:enqueue(b, reason)
+  if self.debug then self:log("debug", format("batch of %d message(s) flushed (%s)", b.n, reason)) end
   local tail = self.tail + 1
   self.tail = tail
   self.queue[tail] = b
@@ -312,7 +316,7 @@ function P:feed(msgs, n)
     if ok then
       if out ~= nil then
         local full = add(batch, out, stream, id)
-        if full then self:enqueue(full) end
+        if full then self:enqueue(full, "size") end
       else
         -- Dropped by preprocess: it has left the pipeline.
         drops = group_id(drops, stream, id)
@@ -331,7 +335,7 @@ function P:feed(msgs, n)
   if failed and host.abandon then host.abandon(failed) end
   if released > 0 then host.release(released) end
   local last = batch:end_of_feed()
-  if last then self:enqueue(last) end
+  if last then self:enqueue(last, "end of read") end
   self:arm()
   state.host = prev_host
 end
@@ -353,7 +357,7 @@ function P:tick()
   self.timer_at = nil -- one-shot: it just fired
   local now = host.now() + EARLY
   local b = self.batch:expired(now)
-  if b then self:enqueue(b) end
+  if b then self:enqueue(b, "timeout") end
   local flush = self.active
   if flush and flush.retry_at and now >= flush.retry_at then
     flush.retry_at = nil
@@ -376,6 +380,7 @@ function P:stop()
   self.stopping = true
   local b = self.batch:take()
   if b then
+    if self.debug then self:log("debug", format("batch of %d message(s) flushed (stop)", b.n)) end
     local tail = self.tail + 1
     self.tail = tail
     self.queue[tail] = b
@@ -411,6 +416,8 @@ function M.new(cfg, host)
     given_up = GIVEN_UP[cfg.source and (cfg.source.reliable and "reliable" or cfg.source.kind) or "group"],
     -- Read through host.now on each use, so a host may swap its clock.
     batch = batching.new(cfg.batch.size, cfg.batch.timeout, function() return host.now() end),
+    -- Debug lines are built only when the host logs them (host.debug).
+    debug = host.debug and true or false,
     queue = {}, head = 1, tail = 0, -- batches waiting for the sinks
     active = nil, -- the batch being sunk: { batch, attempt, running, failed, errors, retry_at, retry_sinks }
     pumping = false,

@@ -415,4 +415,35 @@ return {
     assert.same({ "tagged " .. ids[1], "tagged " .. ids[2], "tagged " .. ids[3] }, out)
     assert.equal(0, h:stop(), h:describe())
   end)
+
+  it("says at debug level what it does: reads, batches and why they closed, acks; info says none of it", function()
+    local t = H.context()
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g" },
+  preprocess = function(stream, id, data) return id end,
+  batch = { size = 4, timeout = 0.2 },
+  sink = function(items) rsghost.redis.call("RPUSH", P .. ":out", unpack(items)) end,
+}
+]])
+    local runs = {}
+    for _, level in ipairs { "debug", "info" } do
+      local P = t.prefix .. ":" .. level
+      local p = path:gsub("%.lua$", "-" .. level .. ".lua")
+      H.write(p, (proc.slurp(path):gsub(t.prefix, P)))
+      local h = H.start(t, { script = p, log_level = level })
+      local ids = H.xadd_many(t.redis, P .. ":s", 6)
+      H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g", hosts = { h } })
+      assert.equal(0, h:stop(), h:describe())
+      runs[level] = h
+    end
+    local h = runs.debug
+    assert.is_true(#h:log_lines("debug: read %d+ message%(s%); %d+ in flight") >= 1, h:describe())
+    assert.is_true(#h:log_lines("debug: batch of 4 message%(s%) flushed %(size%)") >= 1, h:describe())
+    assert.is_true(#h:log_lines("debug: batch of 2 message%(s%) flushed %(timeout%)") >= 1, h:describe())
+    assert.is_true(#h:log_lines("debug: acking 4 message%(s%) of stream") >= 1, h:describe())
+    assert.equal(0, #runs.info:log_lines("debug:"), runs.info:describe())
+  end)
 end)
