@@ -44,6 +44,7 @@ typedef struct rsgApp {
     int stopping;        /* a stop was requested */
     int finished;        /* the pipeline flushed everything after stop */
     int closing;         /* handles are being closed */
+    int leaving;         /* 1: leaving the group (generated name), 2: done */
     int exit_code;
 } rsgApp;
 
@@ -100,9 +101,26 @@ static void opPause(void *ud, int flag) {
     rsgSourcePause(&app->source, flag);
 }
 
+static void maybeFinish(rsgApp *app);
+
+static void onLeft(void *ud) {
+    rsgApp *app = ud;
+    app->leaving = 2;
+    maybeFinish(app);
+}
+
 static void maybeFinish(rsgApp *app) {
     if (!app->stopping || !app->finished || app->closing) return;
     if (!rsgAckIdle(&app->ack)) return;
+    /* A clean stop under a generated name leaves the group first: the name
+     * never comes back (rsgClaimLeave keeps it if anything is pending). */
+    if (app->leaving == 0 && app->exit_code == 0 && !app->opts->consumer && app->heart_pid &&
+        app->src.group) {
+        app->leaving = 1;
+        if (rsgClaimLeave(&app->claim, onLeft, app) == 0) return;
+        app->leaving = 2;
+    }
+    if (app->leaving == 1) return;
     /* "cleanly" only for a stop that was asked for; acks counted where the
      * source has them (plain streams and lists keep none). */
     if (app->ack.acked)

@@ -319,6 +319,42 @@ int rsgClaimStart(rsgClaim *c, uv_loop_t *loop, rsgConn *cmds, rsgSource *source
     return 0;
 }
 
+static void onLeft(redisAsyncContext *ac, void *rep, void *privdata) {
+    (void)ac;
+    rsgClaim *c = privdata;
+    redisReply *reply = rep;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        rsgWarn("leaving consumer group '%s' failed: %s", c->cfg->group, reply->str);
+    else if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0)
+        c->left++;
+    if (--c->leaving > 0) return;
+    if (c->left == c->cfg->nstreams)
+        rsgInfo("consumer '%s' left group '%s' (generated name, nothing pending)", c->consumer,
+                c->cfg->group);
+    c->leave_done(c->leave_ud);
+}
+
+int rsgClaimLeave(rsgClaim *c, void (*done)(void *ud), void *ud) {
+    const rsgSourceConfig *cfg = c->cfg;
+    if (!cfg || !c->cmds->ready) return -1;
+    char *alive = rsgHeartAliveKey(cfg->group, c->consumer);
+    if (!alive) return -1;
+    c->leave_done = done;
+    c->leave_ud = ud;
+    c->leaving = c->left = 0;
+    for (int s = 0; s < cfg->nstreams; s++) {
+        const char *argv[] = {"EVAL", deleteScript, "1", cfg->streams[s], cfg->group, c->consumer};
+        if (rsgConnCommand(c->cmds, onLeft, c, 6, argv, NULL) == 0) c->leaving++;
+    }
+    /* The heart may set its key once more before it ends; it then expires. */
+    const char *hdel[] = {"HDEL", c->registry_key, c->consumer};
+    const char *del[] = {"DEL", alive};
+    rsgConnCommand(c->cmds, ignoreReply, NULL, 3, hdel, NULL);
+    rsgConnCommand(c->cmds, ignoreReply, NULL, 2, del, NULL);
+    free(alive);
+    return c->leaving > 0 ? 0 : -1;
+}
+
 void rsgClaimStop(rsgClaim *c) {
     if (c->stopped || !c->loop) return;
     c->stopped = 1;

@@ -52,12 +52,26 @@ typedef struct rsgClaim {
     int busy;        /* a round is running */
     int outstanding; /* replies the current step still waits for */
     int stopped;
-    long claimed; /* messages taken over, for logs and tests */
+    long claimed;                 /* messages taken over, for logs and tests */
+    int leaving;                  /* rsgClaimLeave: replies still expected */
+    int left;                     /* rsgClaimLeave: streams we were removed from */
+    void (*leave_done)(void *ud); /* rsgClaimLeave's callback */
+    void *leave_ud;
 } rsgClaim;
 
 /* Starts listening for heartbeats and running rounds. Returns 0 or -1. */
 int rsgClaimStart(rsgClaim *c, uv_loop_t *loop, rsgConn *cmds, rsgSource *source,
                   const rsgRedisUrl *url, const char *consumer);
+
+/* A consumer with a generated name that stops cleanly leaves the group:
+ * its name will never come back, and peers would otherwise see a stranger
+ * until they judge it dead. On every stream, XGROUP DELCONSUMER inside the
+ * script that first checks, atomically, that it holds nothing (a message
+ * still pending keeps the consumer, so that peers claim it); then its entry
+ * in the registry and its liveness key go. done(ud) is called once every
+ * reply came (or the connection was lost). Returns 0, or -1 when nothing
+ * could be sent (done is then not called). */
+int rsgClaimLeave(rsgClaim *c, void (*done)(void *ud), void *ud);
 
 /* Stops the rounds and closes the subscription and the timer. */
 void rsgClaimStop(rsgClaim *c);

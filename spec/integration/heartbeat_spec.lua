@@ -201,6 +201,23 @@ return {
     assert.equal(1, t.redis:call("EXISTS", cluster.alive_key(P .. ":g", name)))
     assert.equal(0, h:stop(), h:describe())
     assert.equal(0, h2:stop(), h2:describe())
+    -- A clean stop with nothing pending leaves the group: generated names
+    -- never come back, so they must not pile up there.
+    members = H.consumers(t.redis, P .. ":s", P .. ":g")
+    assert.is_nil(members[name], h:describe())
+    assert.is_nil(members[name2], h2:describe())
+    assert.equal(0, t.redis:call("HEXISTS", "rsghost:consumers:" .. P .. ":g", name))
+    assert.equal(1, #h:log_lines("consumer '" .. name:gsub("%p", "%%%0") .. "' left group"), h:describe())
+  end)
+
+  it("keeps a named consumer in the group after a clean stop: its name comes back", function()
+    local t = H.context()
+    local P = t.prefix
+    local h = H.start(t, { script = script(t), consumer = "c1" })
+    local ids = H.xadd_many(t.redis, P .. ":s", 5)
+    H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g", hosts = { h } })
+    assert.equal(0, h:stop(), h:describe())
+    assert.is_true(H.consumers(t.redis, P .. ":s", P .. ":g")["c1"])
   end)
 end)
 
