@@ -45,6 +45,8 @@ typedef struct rsgApp {
     int finished;        /* the pipeline flushed everything after stop */
     int closing;         /* handles are being closed */
     int leaving;         /* 1: leaving the group (generated name), 2: done */
+    int begun;           /* the script's init was started */
+    int script_ready;    /* the script's init returned: reading may start */
     int exit_code;
 } rsgApp;
 
@@ -99,6 +101,14 @@ static void opSetTimer(void *ud, double delay) {
 static void opPause(void *ud, int flag) {
     rsgApp *app = ud;
     rsgSourcePause(&app->source, flag);
+}
+
+/* The script's init returned: the reader may start (now, or once it is
+ * connected). */
+static void opReady(void *ud) {
+    rsgApp *app = ud;
+    app->script_ready = 1;
+    if (app->reader.ready && !app->stopping) rsgSourceOnReady(&app->source);
 }
 
 static void maybeFinish(rsgApp *app);
@@ -164,12 +174,18 @@ static void srcFatal(void *ud, const char *reason) {
 
 static void onReaderReady(rsgConn *c) {
     rsgApp *app = c->data;
-    if (!app->stopping) rsgSourceOnReady(&app->source);
+    if (!app->stopping && app->script_ready) rsgSourceOnReady(&app->source);
 }
 
 static void onCmdsReady(rsgConn *c) {
     rsgApp *app = c->data;
     rsgAckResume(&app->ack);
+    /* The script's init may need Redis: it runs once the command
+     * connection is first up, and nothing is read before it returned. */
+    if (!app->begun && !app->stopping) {
+        app->begun = 1;
+        if (rsgLuaBegin(&app->lua) != 0) shutdownNow(app, 1);
+    }
 }
 
 static void onConnFatal(rsgConn *c, const char *reason) {
@@ -378,8 +394,8 @@ int rsgAppRun(const rsgOptions *opts) {
         fprintf(stderr, "rsghost: cannot create the event loop\n");
         goto out;
     }
-    app.ops =
-        (rsgHostOps){&app, opSend, opAck, opAbandon, opRelease, opSetTimer, opPause, opFinished};
+    app.ops = (rsgHostOps){&app,       opSend,  opAck,   opAbandon, opRelease,
+                           opSetTimer, opPause, opReady, opFinished};
     rsgSourceHooks hooks = {srcDeliver, srcFatal, &app};
     if (rsgSourceInit(&app.source, &app.reader, &app.ack, &app.src, app.consumer, &hooks, err,
                       sizeof(err)) != 0 ||

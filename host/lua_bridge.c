@@ -170,6 +170,12 @@ static int hostPause(lua_State *L) {
 
 /* host.finished(unsunk): the pipeline is done after a stop; unsunk messages
  * were given up on (a sink still failing). */
+static int hostReady(lua_State *L) {
+    rsgLua *lua = self(L);
+    lua->ops->ready(lua->ops->ud);
+    return 0;
+}
+
 static int hostFinished(lua_State *L) {
     rsgLua *lua = self(L);
     lua->ops->finished(lua->ops->ud, (long)luaL_optnumber(L, 1, 0));
@@ -179,7 +185,7 @@ static int hostFinished(lua_State *L) {
 int rsgLuaInit(rsgLua *lua, const char *luadir, char *err, size_t errlen) {
     memset(lua, 0, sizeof(*lua));
     lua->traceback_ref = lua->pipeline_ref = lua->feed_ref = LUA_NOREF;
-    lua->tick_ref = lua->stop_ref = lua->cfg_ref = LUA_NOREF;
+    lua->tick_ref = lua->stop_ref = lua->cfg_ref = lua->start_ref = LUA_NOREF;
     lua_State *L = luaL_newstate();
     if (!L) {
         snprintf(err, errlen, "cannot create a Lua state (out of memory)");
@@ -323,6 +329,7 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
                {"release", hostRelease},
                {"set_timer", hostSetTimer},
                {"pause", hostPause},
+               {"ready", hostReady},
                {"finished", hostFinished}};
     lua_State *L = lua->L;
     int top = lua_gettop(L);
@@ -356,6 +363,8 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
     lua->tick_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "stop");
     lua->stop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "start");
+    lua->start_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua->pipeline_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, top);
     return 0;
@@ -379,6 +388,12 @@ int rsgLuaTick(rsgLua *lua) {
     lua_rawgeti(lua->L, LUA_REGISTRYINDEX, lua->tick_ref);
     lua_rawgeti(lua->L, LUA_REGISTRYINDEX, lua->pipeline_ref);
     return pcallLogged(lua, 1, "pipeline tick");
+}
+
+int rsgLuaBegin(rsgLua *lua) {
+    lua_rawgeti(lua->L, LUA_REGISTRYINDEX, lua->start_ref);
+    lua_rawgeti(lua->L, LUA_REGISTRYINDEX, lua->pipeline_ref);
+    return pcallLogged(lua, 1, "pipeline start");
 }
 
 int rsgLuaStop(rsgLua *lua) {

@@ -47,6 +47,8 @@ typedef struct rsgHostOps {
     void (*set_timer)(void *ud, double delay);
     /* Pauses (1) or resumes (0) reading while a failed batch waits. */
     void (*pause)(void *ud, int flag);
+    /* After rsgLuaBegin: the script's init returned; reading may start. */
+    void (*ready)(void *ud);
     /* After rsgLuaStop: everything was flushed and acked (unsunk == 0), or
      * the pipeline gave up on unsunk messages whose sink kept failing. */
     void (*finished)(void *ud, long unsunk);
@@ -80,6 +82,7 @@ typedef struct rsgLua {
     int feed_ref;          /* pipeline.feed */
     int tick_ref;          /* pipeline.tick */
     int stop_ref;          /* pipeline.stop */
+    int start_ref;         /* pipeline.start */
     int cfg_ref;           /* the normalized script config */
     const rsgHostOps *ops; /* set by rsgLuaStart */
     rsgStr *scratch;       /* ids handed to ops->ack */
@@ -97,6 +100,11 @@ int rsgLuaLoadScript(rsgLua *lua, const char *path, const char *consumer, rsgSou
 
 /* Builds the pipeline with the host's ops. Returns 0 or -1 with err. */
 int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen);
+
+/* The command connection is up for the first time: runs the script's init
+ * (ops->ready follows once it returned; at once without one). Returns 0 or
+ * -1 like rsgLuaFeed. */
+int rsgLuaBegin(rsgLua *lua);
 
 /* Hands n messages to the pipeline in one call. Returns 0, or -1 if the
  * pipeline itself failed (a bug, logged): the host should stop. */

@@ -22,10 +22,12 @@ M.group = nil
 local MARKER = setmetatable({}, { __tostring = function() return "rsghost.redis request" end })
 
 -- Shared with rsghost.pipeline, not for scripts:
---   task  the sink coroutine the pipeline is resuming right now (nil outside)
---   host  where rsghost.log goes (the host of the pipeline at work, else the
---         last pipeline created); nil means stderr
-local state = { task = nil, host = nil }
+--   task    the sink coroutine the pipeline is resuming right now (nil outside)
+--   host    where rsghost.log goes (the host of the pipeline at work, else the
+--           last pipeline created); nil means stderr
+--   timers  where rsghost.every registers: the script being loaded, or the
+--           pipeline whose task is running
+local state = { task = nil, host = nil, timers = nil }
 M._state = state
 M._MARKER = MARKER
 
@@ -203,6 +205,21 @@ function M._command(argv)
   local bad = check_argv(argv, #argv) or refusal(argv, #argv)
   if bad then return nil, bad end
   return yield(MARKER, argv)
+end
+
+-- rsghost.every(seconds, fn): run fn every `seconds`, first `seconds` after
+-- the script's init returned, in a coroutine where rsghost.redis works (to
+-- refresh data a preprocess looks up, say). Runs never overlap; an error is
+-- logged and the timer goes on. Call it while the script loads or from
+-- init (state.timers is the list of the script being loaded or run).
+function M.every(seconds, fn)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds <= 0 or seconds == huge then
+    error("rsghost.every: seconds must be a number > 0, got " .. tostring(seconds), 2)
+  end
+  if type(fn) ~= "function" then error("rsghost.every: expects a function, got " .. type(fn), 2) end
+  local timers = state.timers
+  if timers == nil then error("rsghost.every: call it while the script loads, or from init", 2) end
+  timers[#timers + 1] = { every = seconds, fn = fn }
 end
 
 local function emit(level, ...)

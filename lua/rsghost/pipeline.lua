@@ -49,6 +49,16 @@ function P:arm()
   local at = self.batch:deadline()
   local flush = self.active
   if flush and flush.retry_at and (at == nil or flush.retry_at < at) then at = flush.retry_at end
+  local init_at = self.init_retry_at
+  if init_at and (at == nil or init_at < at) then at = init_at end
+  if self.ready and not self.stopping then
+    local timers = self.timers
+    for i = 1, #timers do
+      local tm = timers[i]
+      if tm.next_at == nil then tm.next_at = self.host.now() + tm.every end
+      if not tm.running and (at == nil or tm.next_at < at) then at = tm.next_at end
+    end
+  end
   if at == self.timer_at then return end
   self.timer_at = at
   if at == nil then
@@ -60,10 +70,10 @@ function P:arm()
 end
 
 ----------------------------------------------------------------------------
--- Sink tasks: one coroutine per sink per run, driven by a loop so that a host
--- whose send calls back synchronously costs no stack per command.
-
-local finish -- forward: a task's end (defined below)
+-- Tasks: a coroutine per sink per run (and one for init and for each run of
+-- a timer), driven by a loop so that a host whose send calls back
+-- synchronously costs no stack per command. task.done(task, err) is called
+-- when the coroutine ends (err nil) or raises.
 
 local function describe_yield(v)
   return format("sink yielded %s instead of waiting in rsghost.redis (coroutine.yield cannot be used in a sink)",
@@ -76,11 +86,12 @@ end
 local function drive(task, a, b, c)
   local co, p = task.co, task.p
   local host = p.host
+  local finish = task.done
   while true do
-    local prev_task, prev_host = state.task, state.host
-    state.task, state.host = co, host
+    local prev_task, prev_host, prev_timers = state.task, state.host, state.timers
+    state.task, state.host, state.timers = co, host, p.timers
     local ok, marker, req, n = resume(co, a, b, c)
-    state.task, state.host = prev_task, prev_host
+    state.task, state.host, state.timers = prev_task, prev_host, prev_timers
     if not ok then return finish(task, where(marker, p.path, co, 0)) end
     if status(co) == "dead" then return finish(task, nil) end
     if marker ~= MARKER then return finish(task, where(describe_yield(marker), p.path, co, 0)) end
@@ -136,6 +147,8 @@ local function drive(task, a, b, c)
   end
 end
 
+local finish -- forward: a sink task's end (defined below)
+
 -- Run the sinks listed in `which` (indexes into p.sinks) on the active flush.
 local function run_sinks(p, flush, which)
   local items = flush.batch.items
@@ -144,7 +157,7 @@ local function run_sinks(p, flush, which)
   flush.failed = {}
   for i = 1, n do
     local index = which[i]
-    local task = { p = p, flush = flush, index = index, co = create(p.sinks[index]), seq = 0 }
+    local task = { p = p, flush = flush, index = index, co = create(p.sinks[index]), seq = 0, done = finish }
     drive(task, items)
   end
 end
@@ -265,7 +278,7 @@ end
 
 function P:check_finished()
   if self.stopping and not self.done and self.active == nil and self.head > self.tail
-      and self.batch.n == 0 then
+      and self.batch.n == 0 and self.tasks == 0 then
     self.done = true
     self:arm()
     self.host.finished(0)
@@ -274,6 +287,77 @@ end
 
 function P:log(level, msg)
   self.host.log(level, msg)
+end
+
+----------------------------------------------------------------------------
+-- The script's own tasks: init, and the timers rsghost.every registers
+
+-- Runs fn in a task coroutine; then(err) when it ended (err nil) or raised.
+function P:run_task(fn, then_)
+  self.tasks = self.tasks + 1
+  local task = { p = self, co = create(fn), seq = 0 }
+  task.done = function(_, err)
+    self.tasks = self.tasks - 1
+    then_(err)
+    self:check_finished()
+  end
+  drive(task)
+end
+
+-- init is done: the host may read; timers start counting.
+function P:became_ready()
+  self.ready = true
+  self.init_retry_at, self.init_attempt = nil, nil
+  self.host.ready()
+  self:arm()
+end
+
+function P:run_init()
+  self:run_task(self.init, function(err)
+    if err == nil then return self:became_ready() end
+    local attempt = self.init_attempt or 1
+    if self.stopping then
+      self:log("error", format("init failed (attempt %d) while stopping: %s", attempt, err))
+      return
+    end
+    local delay = min(self.retry.initial * 2 ^ (attempt - 1), self.retry.max)
+    self:log("error", format("init failed (attempt %d), nothing is read until it succeeds; retrying in %gs: %s",
+      attempt, delay, err))
+    self.init_attempt = attempt + 1
+    self.init_retry_at = self.host.now() + delay
+    self:arm()
+  end)
+end
+
+-- The host can send commands: run the script's init (if any) before the
+-- first read; host.ready() once it returned. An init that raises is retried
+-- with the retry backoff (Redis may be away), and nothing is read meanwhile.
+function P:start()
+  local prev_host = state.host
+  state.host = self.host
+  if self.init then self:run_init() else self:became_ready() end
+  state.host = prev_host
+end
+
+-- Due timers run, each in its own task; a run still going when the next is
+-- due is skipped (runs never overlap). Errors are logged, the timer goes on.
+function P:run_timers(now)
+  if not self.ready or self.stopping then return end
+  local timers = self.timers
+  for i = 1, #timers do
+    local tm = timers[i]
+    if tm.next_at and now >= tm.next_at and not tm.running then
+      tm.next_at = now + tm.every
+      tm.running = true
+      self:run_task(tm.fn, function(err)
+        tm.running = false
+        if err ~= nil then
+          self:log("error", format("timer (every %gs) failed: %s", tm.every, err))
+        end
+        if not self.done then self:arm() end
+      end)
+    end
+  end
 end
 
 ----------------------------------------------------------------------------
@@ -364,6 +448,11 @@ function P:tick()
     flush.attempt = flush.attempt + 1
     run_sinks(self, flush, flush.retry_sinks)
   end
+  if self.init_retry_at and now >= self.init_retry_at and not self.stopping then
+    self.init_retry_at = nil
+    self:run_init()
+  end
+  self:run_timers(now)
   if not self.done then self:arm() end
   state.host = prev_host
 end
@@ -378,6 +467,7 @@ function P:stop()
   local prev_host = state.host
   state.host = self.host
   self.stopping = true
+  self.init_retry_at = nil
   local b = self.batch:take()
   if b then
     if self.debug then self:log("debug", format("batch of %d message(s) flushed (stop)", b.n)) end
@@ -407,6 +497,11 @@ function M.new(cfg, host)
     path = path,
     preprocess = cfg.preprocess,
     sinks = cfg.sinks,
+    init = cfg.init,
+    -- rsghost.every's timers: the script's (cfg.timers), and those init adds.
+    timers = cfg.timers or {},
+    tasks = 0, -- init and timer runs going on
+    ready = false, -- init has returned: reading may start
     retry = cfg.retry or { initial = 0.5, max = 30 },
     lists = cfg.source and cfg.source.kind == "lists",
     -- What becomes of a message preprocess fails on, for the log: plain

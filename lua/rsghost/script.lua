@@ -300,7 +300,7 @@ end
 ----------------------------------------------------------------------------
 -- The script's table
 
-local TOP_KEYS = { source = true, preprocess = true, batch = true, sink = true, retry = true }
+local TOP_KEYS = { source = true, preprocess = true, batch = true, sink = true, retry = true, init = true }
 
 -- Source keys, and the source kinds each applies to (nil: all kinds).
 local SOURCE_KEYS = {
@@ -503,6 +503,10 @@ function M.validate(t, path)
     bad(ctx, nil, "preprocess", nil, "must be a function, got %s", got(t.preprocess))
   end
   cfg.preprocess = t.preprocess
+  if t.init ~= nil and type(t.init) ~= "function" then
+    bad(ctx, nil, "init", nil, "must be a function, got %s", got(t.init))
+  end
+  cfg.init = t.init
   cfg.batch = check_batch(ctx, t.batch)
   cfg.sinks = check_sinks(ctx, t.sink)
   cfg.retry = check_retry(ctx, t.retry)
@@ -535,12 +539,17 @@ function M.load(path, opts)
   add_script_dir(path)
   local chunk, err = loadfile(path)
   if not chunk then error(err, 0) end -- Lua's own message: "path:LINE: ..."
+  -- rsghost.every at the script's top level registers here.
+  local timers, prev_timers = {}, rsghost._state.timers
+  rsghost._state.timers = timers
   local ok, ret = xpcall(chunk, function(e) return M.where(e, path, nil, 2) end)
+  rsghost._state.timers = prev_timers
   if not ok then
     -- One line for the host's one-line report (require's "not found" list spans lines).
     error((ret:gsub("%s*\n%s*", " ")), 0)
   end
   local cfg = M.validate(ret, path)
+  cfg.timers = timers
   rsghost.group = cfg.source.group
   return cfg
 end

@@ -28,6 +28,9 @@
 --                  1700000000: fixed, so that ids are the same on every run)
 --   opts.verbose   also print the pipeline's log lines on stderr
 -- It raises the host's own "path:LINE: reason" when the script is invalid.
+-- It runs the script's init at once, as the host does before its first read
+-- (against the fake or real Redis); timers registered with rsghost.every run
+-- as virtual time passes (k:advance).
 --
 -- Feeding. Each feed is one read of the host, delivered in one p:feed call:
 --   k:feed(stream, id, data)     one message; returns its id
@@ -70,13 +73,14 @@
 --                     plain-streams source gives those up: not pending)
 --   k:in_flight()     messages the host would count as held (fed - released)
 --   k:paused()        whether reading is paused (a sink is failing)
+--   k:ready()         whether the script's init has returned (reading starts then)
 --   k:finished()      whether the pipeline finished after k:stop()
 --   k:logs([level])   { { level =, msg = }, ... }
 --   k:logged(pattern [, level])  the first message matching a Lua pattern
 --   k:sent()          every command the sinks sent (arrays), failed ones too
 --   k:host_calls()    every call the pipeline made to the host: { "ack", acks },
 --                     { "abandon", ids }, { "release", n }, { "set_timer", delay },
---                     { "pause", flag }, { "finished", unsunk }
+--                     { "pause", flag }, { "ready" }, { "finished", unsunk }
 --   k.redis           the fake or real client, for setup and inspection
 --   k.cfg, k.pipeline the normalized configuration and the pipeline
 --
@@ -267,6 +271,12 @@ local function make_host(k)
     if k.verbose then io.stderr:write("rsghost.testing ", level, ": ", msg, "\n") end
   end
 
+  -- The script's init returned: the host starts reading.
+  function host.ready()
+    k._host_calls[#k._host_calls + 1] = { "ready" }
+    k._ready = true
+  end
+
   function host.finished(unsunk)
     k._host_calls[#k._host_calls + 1] = { "finished", unsunk }
     k._finished = true
@@ -376,6 +386,8 @@ function M.load(source, opts)
     run_cfg.sinks[i] = wrap_sink(k, i, sink)
   end
   k.pipeline = pipeline.new(run_cfg, host)
+  -- As the host does once its command connection is up: init, then reads.
+  k.pipeline:start()
   return k
 end
 
@@ -461,6 +473,10 @@ end
 function Kit:_read(msgs, where)
   if self._stopped then
     error(where .. ": the host reads nothing after k:stop()", 3)
+  end
+  if not self._ready then
+    error(where .. ": the host reads nothing before the script's init has returned (it is failing: "
+      .. "see k:logs(), let its retry run with k:advance)", 3)
   end
   local src = self.cfg.source
   local nkeys = 0
@@ -656,6 +672,7 @@ function Kit:pending()
 end
 
 function Kit:in_flight() return self._fed_count - self._released end
+function Kit:ready() return self._ready == true end
 function Kit:paused() return self._paused end
 function Kit:finished() return self._finished end
 
