@@ -266,6 +266,7 @@ static int readSource(lua_State *L, rsgSourceConfig *src, char *err, size_t errl
     src->encoding = dupField(L, idx, "encoding");
     if (!src->encoding) src->encoding = strdup("utf-8");
     src->max_in_flight = (long)numField(L, idx, "max_in_flight", 4096);
+    src->max_in_flight_bytes = (size_t)numField(L, idx, "max_in_flight_bytes", 0);
     src->heartbeat_interval = numField(L, idx, "heartbeat_interval", 0);
     src->claim_timeout = numField(L, idx, "claim_timeout", 0);
     src->heartbeat_channel = dupField(L, idx, "heartbeat_channel");

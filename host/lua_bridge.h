@@ -56,23 +56,24 @@ typedef struct rsgHostOps {
 
 /* The script's `source` table, as normalized by lua/rsghost/script.lua. */
 typedef struct rsgSourceConfig {
-    char kind[16];             /* "group", "streams" or "lists" */
-    int nstreams;              /* streams (or lists) to read */
-    char **streams;            /* their names */
-    char **starts;             /* start ids (group creation / XREAD), NULL for lists */
-    char *group;               /* consumer group, NULL unless kind is group */
-    long count;                /* max messages per read, 0 = as many as room allows */
-    long block_ms;             /* XREADGROUP BLOCK, 0 = forever */
-    int replay_pending;        /* re-read our own pending entries first */
-    int convert;               /* decode field names and values */
-    char *encoding;            /* source encoding for convert */
-    long max_in_flight;        /* bound on unacknowledged messages held */
-    long read_chunk;           /* reads without source.count ask for at most this */
-    double heartbeat_interval; /* seconds, 0 = heartbeats off */
-    double claim_timeout;      /* seconds, 0 = never claim */
-    char *heartbeat_channel;   /* pub/sub channel, NULL when heartbeats are off */
-    char *checkpoint;          /* hash key for XREAD checkpoints, or NULL */
-    int reliable;              /* lists: use a processing list */
+    char kind[16];              /* "group", "streams" or "lists" */
+    int nstreams;               /* streams (or lists) to read */
+    char **streams;             /* their names */
+    char **starts;              /* start ids (group creation / XREAD), NULL for lists */
+    char *group;                /* consumer group, NULL unless kind is group */
+    long count;                 /* max messages per read, 0 = as many as room allows */
+    long block_ms;              /* XREADGROUP BLOCK, 0 = forever */
+    int replay_pending;         /* re-read our own pending entries first */
+    int convert;                /* decode field names and values */
+    char *encoding;             /* source encoding for convert */
+    long max_in_flight;         /* bound on unacknowledged messages held */
+    size_t max_in_flight_bytes; /* and on their bytes, 0 = none */
+    long read_chunk;            /* reads without source.count ask for at most this */
+    double heartbeat_interval;  /* seconds, 0 = heartbeats off */
+    double claim_timeout;       /* seconds, 0 = never claim */
+    char *heartbeat_channel;    /* pub/sub channel, NULL when heartbeats are off */
+    char *checkpoint;           /* hash key for XREAD checkpoints, or NULL */
+    int reliable;               /* lists: use a processing list */
 } rsgSourceConfig;
 
 typedef struct rsgLua {

@@ -1,6 +1,7 @@
 /* source.c - see source.h: the parts common to every kind of source. */
 #include "source.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,8 @@
 
 #include "log.h"
 #include "source_internal.h"
+
+static void bytesRead(rsgSource *s, const rsgMsg *msgs, int n);
 
 int rsgSourceInit(rsgSource *s, rsgConn *conn, rsgAck *ack, const rsgSourceConfig *cfg,
                   const char *consumer, const rsgSourceHooks *hooks, char *err, size_t errlen) {
@@ -242,12 +245,13 @@ void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *
 
 void rsgSourceDeliver(rsgSource *s, int n, int kick) {
     s->in_flight += n;
+    if (n) bytesRead(s, s->msgs, n);
     if (n && rsgLogEnabled(RSG_LOG_DEBUG))
-        rsgDebug("%s %d message(s); %ld in flight",
+        rsgDebug("%s %d message(s); %ld in flight (%zu bytes)",
                  !kick                        ? "took over"
                  : s->phase == RSG_SRC_REPLAY ? "replayed"
                                               : "read",
-                 n, s->in_flight);
+                 n, s->in_flight, s->in_flight_bytes);
     if (kick) {
         rsgSourceKick(s);
         /* hiredis only buffers the command until the loop turns again; write
@@ -281,10 +285,94 @@ int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *ent
     return n;
 }
 
+/* ---- Bytes in flight ----
+ *
+ * Redis bounds a read by a count of messages, never by bytes, so the byte
+ * bound (source.max_in_flight_bytes) works from what reads brought. Each
+ * read's bytes go into a FIFO; a release of n messages takes them from the
+ * oldest reads at each read's own average size, and a read's last message
+ * takes what is left of it, so the total comes back to exactly 0. Messages
+ * leave the pipeline nearly in read order, so this tracks the bytes held
+ * closely. Reads are sized with the average message size seen so far;
+ * before any is known, a read asks for one message per key. */
+
+/* The bytes of a message as it is held: id and converted fields. */
+static size_t msgBytes(const rsgMsg *m) {
+    size_t b = m->id.len;
+    if (m->nfields < 0) return b + (m->fv ? m->fv[0].len : 0);
+    for (int k = 0; k < 2 * m->nfields; k++)
+        b += m->fv[k].len;
+    return b;
+}
+
+static void bytesRead(rsgSource *s, const rsgMsg *msgs, int n) {
+    size_t bytes = 0;
+    for (int i = 0; i < n; i++)
+        bytes += msgBytes(&msgs[i]);
+    double avg = (double)bytes / n;
+    s->avg_bytes = s->avg_bytes > 0 ? 0.75 * s->avg_bytes + 0.25 * avg : avg;
+    s->in_flight_bytes += bytes;
+    if (s->nreads == s->reads_cap) {
+        size_t cap = s->reads_cap ? s->reads_cap * 2 : 64;
+        rsgReadBytes *r = malloc(cap * sizeof(*r));
+        if (!r) {
+            /* Without the FIFO the count stays right and the bytes high:
+             * reads pause a little more, nothing is lost. */
+            return;
+        }
+        for (size_t i = 0; i < s->nreads; i++)
+            r[i] = s->reads[(s->reads_head + i) % s->reads_cap];
+        free(s->reads);
+        s->reads = r;
+        s->reads_cap = cap;
+        s->reads_head = 0;
+    }
+    s->reads[(s->reads_head + s->nreads++) % s->reads_cap] = (rsgReadBytes){n, bytes};
+}
+
+static void bytesReleased(rsgSource *s, long n) {
+    while (n > 0 && s->nreads > 0) {
+        rsgReadBytes *r = &s->reads[s->reads_head];
+        long take = n < r->count ? n : r->count;
+        size_t b = take == r->count ? r->bytes : (size_t)((double)r->bytes / r->count * take);
+        r->count -= take;
+        r->bytes -= b;
+        s->in_flight_bytes -= b < s->in_flight_bytes ? b : s->in_flight_bytes;
+        n -= take;
+        if (r->count == 0) {
+            s->reads_head = (s->reads_head + 1) % s->reads_cap;
+            s->nreads--;
+        }
+    }
+    if (s->in_flight == 0) s->in_flight_bytes = 0;
+}
+
+/* How many more messages the byte bound leaves room for (LONG_MAX without
+ * a bound); those already asked for count at the average size. Before any
+ * size is known, a read asks for one message per key; other takers of room
+ * (claims) assume the size at which both bounds meet (prior). */
+static long bytesRoom(const rsgSource *s, int keys, int prior) {
+    size_t max = s->cfg->max_in_flight_bytes;
+    if (max == 0) return LONG_MAX;
+    double avg = s->avg_bytes;
+    if (avg <= 0) {
+        if (!prior) return s->in_flight + s->requested == 0 ? keys : 0;
+        avg = (double)max / (double)s->cfg->max_in_flight;
+    }
+    double left = (double)max - (double)s->in_flight_bytes - avg * (double)s->requested;
+    long room = left > 0 ? (long)(left / avg) : 0;
+    /* One message per key always fits when nothing is held, however large:
+     * a message bigger than the bound must still go through. */
+    if (room < keys && s->in_flight + s->requested == 0) room = keys;
+    return room;
+}
+
 /* ---- Flow ---- */
 
 long rsgSourceReadCount(const rsgSource *s, int keys) {
     long room = s->cfg->max_in_flight - s->in_flight - s->requested;
+    long byBytes = bytesRoom(s, keys, 0);
+    if (byBytes < room) room = byBytes;
     if (room <= 0 || keys <= 0) return 0;
     long count = room / keys;
     long cap = s->cfg->count > 0 ? s->cfg->count : s->cfg->read_chunk;
@@ -330,6 +418,7 @@ void rsgSourceAbandon(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
 void rsgSourceRelease(rsgSource *s, long n) {
     s->in_flight -= n;
     if (s->in_flight < 0) s->in_flight = 0;
+    bytesReleased(s, n);
     if (s->kind == RSG_KIND_LISTS) rsgListsRecheck(s);
     rsgSourceKick(s);
 }
@@ -340,6 +429,8 @@ void rsgSourceAckIdle(rsgSource *s) {
 
 long rsgSourceRoom(const rsgSource *s) {
     long room = s->cfg->max_in_flight - s->in_flight;
+    long byBytes = bytesRoom(s, 1, 1);
+    if (byBytes < room) room = byBytes;
     return room > 0 ? room : 0;
 }
 
@@ -362,6 +453,7 @@ void rsgSourceFree(rsgSource *s) {
     free(s->cursor);
     free(s->msgs);
     free(s->fv);
+    free(s->reads);
     if (s->kind == RSG_KIND_STREAMS) rsgStreamsFree(s);
     if (s->kind == RSG_KIND_LISTS) rsgListsFree(s);
     rsgDecoderFree(&s->dec);

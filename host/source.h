@@ -27,6 +27,12 @@ typedef enum { RSG_SRC_SETUP, RSG_SRC_REPLAY, RSG_SRC_LIVE } rsgSourcePhase;
 typedef enum { RSG_KIND_GROUP, RSG_KIND_STREAMS, RSG_KIND_LISTS } rsgSourceKindId;
 
 typedef struct rsgSource rsgSource;
+
+/* One read's share of the bytes in flight (source.c). */
+typedef struct rsgReadBytes {
+    long count;   /* its messages still in flight */
+    size_t bytes; /* their bytes */
+} rsgReadBytes;
 typedef struct rsgTracker rsgTracker;
 
 typedef struct rsgSourceHooks {
@@ -46,16 +52,20 @@ struct rsgSource {
     rsgSourceHooks hooks;
     rsgDecoder dec; /* source.encoding -> UTF-8 */
     rsgSourcePhase phase;
-    int reading;    /* reads in flight (up to 2 for a group's live reads) */
-    long requested; /* messages those reads may still bring */
-    long asked[2];  /* what each read in flight may bring, oldest first */
-    int paused;     /* the pipeline asked us to wait */
-    int stopped;    /* shutting down: read no more */
-    int setup_left; /* setup replies outstanding */
-    long in_flight; /* messages handed to Lua, not yet released */
-    long replayed;  /* pending entries re-read, for the log */
-    char **cursor;  /* per stream: last id seen (NULL = none yet) */
-    rsgMsg *msgs;   /* scratch for one read */
+    int reading;            /* reads in flight (up to 2 for a group's live reads) */
+    long requested;         /* messages those reads may still bring */
+    long asked[2];          /* what each read in flight may bring, oldest first */
+    int paused;             /* the pipeline asked us to wait */
+    int stopped;            /* shutting down: read no more */
+    int setup_left;         /* setup replies outstanding */
+    long in_flight;         /* messages handed to Lua, not yet released */
+    size_t in_flight_bytes; /* their bytes (source.c: bytes in flight) */
+    double avg_bytes;       /* average message size seen, 0 before any */
+    rsgReadBytes *reads;    /* FIFO of reads still in flight */
+    size_t reads_cap, reads_head, nreads;
+    long replayed; /* pending entries re-read, for the log */
+    char **cursor; /* per stream: last id seen (NULL = none yet) */
+    rsgMsg *msgs;  /* scratch for one read */
     size_t msgs_cap;
     rsgStr *fv; /* scratch field/value pairs */
     size_t fv_cap;

@@ -15,6 +15,8 @@ local getinfo = debug.getinfo
 
 local M = {}
 
+M.DEFAULT_MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
+
 ----------------------------------------------------------------------------
 -- Error positions
 
@@ -314,6 +316,7 @@ local SOURCE_KEYS = {
   convert = false,
   encoding = false,
   max_in_flight = false,
+  max_in_flight_bytes = false,
   heartbeat_interval = { group = true },
   claim_timeout = { group = true },
   heartbeat_channel = { group = true },
@@ -398,6 +401,10 @@ local function check_source(ctx, src)
   if out.convert == nil then out.convert = true end
   out.encoding = encoding(ctx, nonempty_string(ctx, "source", "encoding", src.encoding) or "utf-8")
   out.max_in_flight = positive_integer(ctx, "source", "max_in_flight", src.max_in_flight)
+  -- Bytes held in flight (ids and converted fields), besides their count:
+  -- 25 messages of 2 MB are a lot more than 4096 of 100 bytes.
+  out.max_in_flight_bytes = positive_integer(ctx, "source", "max_in_flight_bytes", src.max_in_flight_bytes)
+    or M.DEFAULT_MAX_IN_FLIGHT_BYTES
 
   if kind == "group" then
     local hb = positive_seconds(ctx, "source", "heartbeat_interval", src.heartbeat_interval)

@@ -265,7 +265,7 @@ return {
   batch = { size = 10, timeout = 0.05 },
   sink = function(items)
     rsghost.redis.call("RPUSH", P .. ":out", unpack(items))
-    rsghost.redis.call("BLPOP", P .. ":never", "0.05")
+    rsghost.redis.call("WAIT", 1, 50) -- a slow sink: 50 ms
   end,
 }
 ]])
@@ -401,7 +401,7 @@ return {
   batch = { size = 10, timeout = 0.05 },
   sink = function(items)
     rsghost.redis.call("RPUSH", P .. ":out", unpack(items))
-    rsghost.redis.call("BLPOP", P .. ":never", "0.02")
+    rsghost.redis.call("WAIT", 1, 20) -- a slow sink: 20 ms
   end,
 }
 ]])

@@ -4,8 +4,9 @@
 -- leaving the unacked messages pending in Redis.
 local H = require "support.host"
 
--- The sink writes its batch, then waits on a gate while the key P:hold
--- exists: a crash then lands between the sink's write and the ack.
+-- The sink writes its batch, then waits while the key P:hold exists (for up
+-- to 60 s, in steps of WAIT: the sink's way to sleep without blocking the
+-- loop): a crash then lands between the sink's write and the ack.
 local HOLDING = [[
 local rsghost = require "rsghost"
 local P = "{{P}}"
@@ -15,11 +16,12 @@ return {
     rsghost.log.info("preprocess-saw", id)
     return id
   end,
-  batch = { size = {{SIZE}}, timeout = tonumber(os.getenv("TEST_BATCH_TIMEOUT")) },
+  batch = { size = {{SIZE}}, timeout = tonumber(os.getenv("TEST_BATCH_TIMEOUT")) or false },
   sink = function(items)
     rsghost.redis.call("RPUSH", P .. ":out", unpack(items))
-    if rsghost.redis.call("EXISTS", P .. ":hold") == 1 then
-      rsghost.redis.call("BLPOP", P .. ":gate", 60)
+    for _ = 1, 600 do
+      if rsghost.redis.call("EXISTS", P .. ":hold") == 0 then break end
+      rsghost.redis.call("WAIT", 1, 100)
     end
   end,
 }
@@ -204,7 +206,7 @@ return {
     local ids = H.xadd_many(t.redis, P .. ":s", 20)
     H.eventually(function() return preprocessed(h) >= 20 end, 60, function() return h:describe() end)
     assert.is_true(h:signal("TERM"))
-    -- The stop flushed the batch into the sink, which now waits on the gate.
+    -- The stop flushed the batch into the sink, which now waits while P:hold exists.
     H.eventually(function() return t.redis:call("LLEN", P .. ":out") >= 20 end, 60,
       function() return h:describe() end)
     assert.is_true(h:alive(), "exited before its sink returned: " .. h:describe())

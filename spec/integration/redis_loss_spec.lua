@@ -14,7 +14,7 @@ return {
   retry = { initial = 0.05, max = 1 },
   sink = function(items)
     rsghost.redis.call("RPUSH", P .. ":out", unpack(items))
-    rsghost.redis.call("BLPOP", P .. ":never", "0.05")
+    rsghost.redis.call("WAIT", 1, 50) -- a slow sink: 50 ms
   end,
 }
 ]]
