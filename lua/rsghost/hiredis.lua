@@ -224,7 +224,7 @@ function M.parse_url(url)
       cfg.password = cfg.password and unescape(cfg.password)
     end
   elseif scheme == "redis" or scheme == "rediss" then
-    cfg.tls = scheme == "rediss"
+    cfg.tls = scheme == "rediss" or nil
     local authority, path = rest:match("^([^/?]*)(.*)$")
     -- The password may contain '@': the host part follows the last one.
     local userinfo, hostport = authority:match("^(.*)@([^@]*)$")
