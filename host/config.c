@@ -58,9 +58,9 @@ void rsgOptionsUsage(FILE *out) {
         const optSpec *s = &specs[i];
         char lhs[64];
         snprintf(lhs, sizeof(lhs), "--%s%s%s", s->name, s->arg ? " " : "", s->arg ? s->arg : "");
-        fprintf(out, "  %-20s %s\n", lhs, s->help);
+        fprintf(out, "  %-24s %s\n", lhs, s->help);
         if (s->env || s->dflt)
-            fprintf(out, "  %-20s %s%s%s%s%s\n", "", s->env ? "env " : "", s->env ? s->env : "",
+            fprintf(out, "  %-24s %s%s%s%s%s\n", "", s->env ? "env " : "", s->env ? s->env : "",
                     s->env && s->dflt ? ", " : "", s->dflt ? "default " : "",
                     s->dflt ? s->dflt : "");
     }
