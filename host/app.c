@@ -2,6 +2,7 @@
 #include "app.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <stdint.h>
@@ -19,6 +20,7 @@
 #include "lua_bridge.h"
 #include "paths.h"
 #include "source.h"
+#include "tls.h"
 #include "url.h"
 
 typedef struct rsgApp {
@@ -314,6 +316,39 @@ static void logStart(rsgApp *app) {
                 app->src.claim_timeout);
 }
 
+/* Checks the TLS options against the URL and loads their files, before
+ * the heart is forked: both processes then share the settings. Returns 0, or
+ * -1 with a reason in err (a usage error: nothing has touched Redis). */
+static int setUpTls(rsgApp *app, char *err, size_t errlen) {
+    const rsgOptions *o = app->opts;
+    static const struct {
+        const char *option, *env;
+        size_t offset;
+    } opts[] = {
+        {"--tls-ca-cert", "RSGHOST_TLS_CA_CERT", offsetof(rsgOptions, tls_ca_cert)},
+        {"--tls-cert", "RSGHOST_TLS_CERT", offsetof(rsgOptions, tls_cert)},
+        {"--tls-key", "RSGHOST_TLS_KEY", offsetof(rsgOptions, tls_key)},
+        {"--tls-server-name", "RSGHOST_TLS_SERVER_NAME", offsetof(rsgOptions, tls_server_name)},
+    };
+    if (!app->url.tls) {
+        /* A setting that cannot take effect is an error, not silence: the
+         * user believes the connection is encrypted or authenticated. */
+        for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+            if (!*(const char *const *)((const char *)o + opts[i].offset)) continue;
+            char where[256];
+            rsgUrlFormat(&app->url, where, sizeof(where));
+            snprintf(err, errlen,
+                     "%s (or %s) applies only to TLS, but --redis is %s: use a rediss:// URL, or "
+                     "drop the option",
+                     opts[i].option, opts[i].env, where);
+            return -1;
+        }
+        return 0;
+    }
+    rsgTlsConfig cfg = {o->tls_ca_cert, o->tls_cert, o->tls_key, o->tls_server_name};
+    return rsgTlsInit(&cfg, err, errlen);
+}
+
 int rsgAppRun(const rsgOptions *opts) {
     rsgApp app;
     char err[1024], luadir[4096];
@@ -325,9 +360,13 @@ int rsgAppRun(const rsgOptions *opts) {
         fprintf(stderr, "rsghost: %s\n", err);
         return 2;
     }
-    if (app.url.tls || app.url.nsentinels) {
-        fprintf(stderr, "rsghost: %s URLs are not supported yet\n",
-                app.url.nsentinels ? "Sentinel" : "TLS (rediss://)");
+    if (app.url.nsentinels) {
+        fprintf(stderr, "rsghost: Sentinel URLs are not supported yet\n");
+        rsgUrlFree(&app.url);
+        return 2;
+    }
+    if (setUpTls(&app, err, sizeof(err)) != 0) {
+        fprintf(stderr, "rsghost: %s\n", err);
         rsgUrlFree(&app.url);
         return 2;
     }

@@ -22,9 +22,22 @@ typedef struct optSpec {
 
 static const optSpec specs[] = {
     {"redis", "URL", "RSGHOST_REDIS_URL", DEFAULT_URL,
-     "Redis to read from: redis://[[user]:password@]host[:port][/db] or "
-     "unix:///path/to/socket[?db=N]",
+     "Redis to read from: redis://[[user]:password@]host[:port][/db], "
+     "rediss://... (TLS) or unix:///path/to/socket[?db=N]",
      OPT_STRING, FIELD(redis_url)},
+    {"tls-ca-cert", "FILE", "RSGHOST_TLS_CA_CERT", NULL,
+     "rediss://: PEM file of the CA(s) the server's certificate must be signed by; "
+     "without it, the system's CA store",
+     OPT_STRING, FIELD(tls_ca_cert)},
+    {"tls-cert", "FILE", "RSGHOST_TLS_CERT", NULL,
+     "rediss://: PEM client certificate, for servers that require one (with --tls-key)", OPT_STRING,
+     FIELD(tls_cert)},
+    {"tls-key", "FILE", "RSGHOST_TLS_KEY", NULL, "rediss://: PEM private key of --tls-cert",
+     OPT_STRING, FIELD(tls_key)},
+    {"tls-server-name", "NAME", "RSGHOST_TLS_SERVER_NAME", NULL,
+     "rediss://: the name the server's certificate must carry (and SNI); "
+     "without it, the URL's host",
+     OPT_STRING, FIELD(tls_server_name)},
     {"log-level", "LEVEL", "RSGHOST_LOG_LEVEL", "info", "debug, info, warn or error", OPT_STRING,
      FIELD(log_level)},
     {"check", NULL, NULL, NULL, "load and check SCRIPT, print its source settings, exit", OPT_FLAG,
@@ -45,9 +58,9 @@ void rsgOptionsUsage(FILE *out) {
         const optSpec *s = &specs[i];
         char lhs[64];
         snprintf(lhs, sizeof(lhs), "--%s%s%s", s->name, s->arg ? " " : "", s->arg ? s->arg : "");
-        fprintf(out, "  %-20s %s\n", lhs, s->help);
+        fprintf(out, "  %-24s %s\n", lhs, s->help);
         if (s->env || s->dflt)
-            fprintf(out, "  %-20s %s%s%s%s%s\n", "", s->env ? "env " : "", s->env ? s->env : "",
+            fprintf(out, "  %-24s %s%s%s%s%s\n", "", s->env ? "env " : "", s->env ? s->env : "",
                     s->env && s->dflt ? ", " : "", s->dflt ? "default " : "",
                     s->dflt ? s->dflt : "");
     }

@@ -11,13 +11,17 @@
 #include <stdio.h>
 
 typedef struct rsgOptions {
-    const char *redis_url; /* --redis / RSGHOST_REDIS_URL */
-    const char *log_level; /* --log-level / RSGHOST_LOG_LEVEL */
-    int check;             /* --check: load the script, print, exit */
-    int help, version;     /* --help, --version */
-    const char *script;    /* SCRIPT */
-    const char *consumer;  /* CONSUMER-NAME, or NULL */
-    int redis_argi;        /* argv index of the --redis value, 0 if none (to scrub) */
+    const char *redis_url;       /* --redis / RSGHOST_REDIS_URL */
+    const char *log_level;       /* --log-level / RSGHOST_LOG_LEVEL */
+    int check;                   /* --check: load the script, print, exit */
+    int help, version;           /* --help, --version */
+    const char *script;          /* SCRIPT */
+    const char *consumer;        /* CONSUMER-NAME, or NULL */
+    int redis_argi;              /* argv index of the --redis value, 0 if none (to scrub) */
+    const char *tls_ca_cert;     /* --tls-ca-cert / RSGHOST_TLS_CA_CERT, or NULL */
+    const char *tls_cert;        /* --tls-cert / RSGHOST_TLS_CERT, or NULL */
+    const char *tls_key;         /* --tls-key / RSGHOST_TLS_KEY, or NULL */
+    const char *tls_server_name; /* --tls-server-name / RSGHOST_TLS_SERVER_NAME, or NULL */
 } rsgOptions;
 
 /* Parses argv (environment variables first, then options). Returns 0, or -1

@@ -7,6 +7,7 @@
 
 #include "arena.h"
 #include "log.h"
+#include "tls.h"
 
 #define CONNECT_TIMEOUT_MS 5000
 #define BACKOFF_MIN_MS     100
@@ -125,6 +126,12 @@ static void fatal(rsgConn *c, const char *reason) {
     if (c->on_fatal) c->on_fatal(c, reason);
 }
 
+/* Reports the fatal reason doConnect kept in fatal_why. */
+static void fatalTimer(uv_timer_t *t) {
+    rsgConn *c = t->data;
+    fatal(c, c->fatal_why);
+}
+
 static void onHandshakeReply(redisAsyncContext *ac, void *r, void *privdata) {
     rsgConn *c = ac->data;
     redisReply *reply = r;
@@ -191,10 +198,21 @@ static void onDisconnect(const redisAsyncContext *ac, int status) {
     c->ac = NULL;
     c->ready = 0;
     if (c->closing) return;
-    char where[256];
+    char where[256], why[512] = "";
     describe(c, where, sizeof(where));
-    rsgWarn("redis %s: connection to %s lost%s%s", c->name, where, status == REDIS_OK ? "" : ": ",
-            status == REDIS_OK ? "" : (ac->errstr[0] ? ac->errstr : "closed by the server"));
+    /* hiredis reports a failed TLS handshake as strerror(errno); ask what
+     * really happened. A refused certificate is fatal like a wrong password. */
+    if (c->url->tls && rsgTlsFailure(&ac->c, where, why, sizeof(why)) == RSG_TLS_FATAL) {
+        c->closing = 1;
+        fatal(c, why);
+        return;
+    }
+    if (why[0])
+        rsgWarn("redis %s: %s", c->name, why);
+    else
+        rsgWarn("redis %s: connection to %s lost%s%s", c->name, where,
+                status == REDIS_OK ? "" : ": ",
+                status == REDIS_OK ? "" : (ac->errstr[0] ? ac->errstr : "closed by the server"));
     if (wasReady && c->on_lost) c->on_lost(c);
     scheduleRetry(c);
 }
@@ -208,6 +226,27 @@ static void doConnect(rsgConn *c) {
         rsgWarn("redis %s: cannot connect to %s: %s", c->name, where,
                 ac ? ac->errstr : "out of memory");
         if (ac) redisAsyncFree(ac);
+        scheduleRetry(c);
+        return;
+    }
+    char why[512];
+    if (c->url->tls && rsgTlsAttach(&ac->c, c->url->host, why, sizeof(why)) != 0) {
+        /* On loopback the whole handshake can run, and fail, in here. A
+         * refused certificate is fatal; anything else (refused connect, a
+         * file replaced since start) may pass on the next attempt. */
+        int fatalNow =
+            rsgTlsFailure(&ac->c, where, c->fatal_why, sizeof(c->fatal_why)) == RSG_TLS_FATAL;
+        redisAsyncFree(ac);
+        if (fatalNow) {
+            /* Told from the loop, not from inside rsgConnStart, whose
+             * caller may not have started its other connections yet. */
+            c->closing = 1;
+            uv_timer_start(&c->timer, fatalTimer, 0, 0);
+            return;
+        }
+        /* As quiet as a refused plain connect (onConnect). */
+        rsgLog(c->attempt == 0 || c->attempt % 10 == 0 ? RSG_LOG_WARN : RSG_LOG_DEBUG,
+               "redis %s: cannot connect to %s: %s", c->name, where, why);
         scheduleRetry(c);
         return;
     }

@@ -39,6 +39,7 @@ struct rsgConn {
     rsgConnEvent *on_closed;     /* rsgConnClose finished: handles closed */
     void *data;                  /* the owner's */
     struct rsgReplyArena *arena; /* replies built in this arena, or NULL (see arena.h) */
+    char fatal_why[512];         /* a fatal reason found inside doConnect, told from the timer */
 };
 
 /* Sets the connection up and starts connecting. The callbacks and data must be

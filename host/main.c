@@ -9,6 +9,7 @@
 #include "app.h"
 #include "config.h"
 #include "log.h"
+#include "tls.h"
 #include "url.h"
 
 int main(int argc, char **argv) {
@@ -23,7 +24,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (opts.version) {
-        printf("rsghost %s\n", RSGHOST_VERSION);
+        printf("rsghost %s\ntls: %s\n", RSGHOST_VERSION, rsgTlsDescribe());
         return 0;
     }
     rsgLogLevel level;

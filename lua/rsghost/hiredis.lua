@@ -8,6 +8,15 @@
 --   r:call("XADD", "s", "*", "f", "v")   --> "1700000000000-0"
 --   r:pcall("NOPE")                      --> nil, "ERR unknown command 'NOPE', ..."
 --   r:close()
+--   hiredis.connect("rediss://127.0.0.1:6380/0",
+--     { tls = { ca_cert = "ca.crt", cert = "client.crt", key = "client.key", server_name = "redis" } })
+--
+-- rediss:// (TLS) needs hiredis_ssl, which only hiredis 1.x has (Debian 13's
+-- libhiredis1.1.0); M.TLS says whether it was loaded. The server's certificate
+-- is verified against tls.ca_cert (else the system's CA store); server_name
+-- is sent as SNI. Unlike the host, this client does not check that the
+-- certificate names the host: hiredis' own context does not, and the specs
+-- only need a working channel.
 --
 -- Replies are converted the way redis' own Lua and the rsghost host do it:
 -- status -> string, integer -> number, bulk -> string, nil bulk -> nil at the
@@ -23,7 +32,10 @@ local function load_library()
   local errors = {}
   for _, name in ipairs { "hiredis", "libhiredis.so.1.1.0", "libhiredis.so.1", "libhiredis.so.1.0.0",
     "libhiredis.so.0.14", "libhiredis.so.0.13", "libhiredis.so.0" } do
-    local ok, lib = pcall(ffi.load, name)
+    -- Global: Debian's libhiredis_ssl does not list libhiredis as a
+    -- dependency and finds hiredis' symbols only in the global scope (a
+    -- library loaded locally cannot be made global afterwards reliably).
+    local ok, lib = pcall(ffi.load, name, true)
     if ok then return lib end
     errors[#errors + 1] = tostring(lib)
   end
@@ -31,6 +43,15 @@ local function load_library()
 end
 
 local C = load_library()
+
+-- hiredis_ssl, when this hiredis has it: nil otherwise (0.14 has none).
+local function load_ssl_library()
+  for _, name in ipairs { "hiredis_ssl", "libhiredis_ssl.so.1.1.0", "libhiredis_ssl.so.1" } do
+    local ok, lib = pcall(ffi.load, name)
+    if ok then return lib end
+  end
+  return nil
+end
 
 -- The major version of the library loaded decides the struct layouts:
 -- hiredis 1.0 added redisConnectWithOptions, a double (dval) and a verbatim
@@ -44,6 +65,7 @@ struct rsghost_hiredis_timeval {
 void *redisConnectWithOptions(const void *options);
 ]]
 local MAJOR = pcall(function() return C.redisConnectWithOptions end) and 1 or 0
+local SSL = MAJOR >= 1 and load_ssl_library() or nil
 
 -- Every field we read must sit where the loaded library puts it; fields
 -- after the last one we read are left out (we never allocate these structs).
@@ -105,6 +127,19 @@ int redisGetReply(redisContext *c, void **reply);
 void freeReplyObject(void *reply);
 ]]
 
+if SSL then
+  ffi.cdef [[
+typedef struct redisSSLContext redisSSLContext;
+int redisInitOpenSSL(void);
+redisSSLContext *redisCreateSSLContext(const char *cacert_filename, const char *capath,
+    const char *cert_filename, const char *private_key_filename, const char *server_name,
+    int *error);
+const char *redisSSLContextGetError(int error);
+void redisFreeSSLContext(redisSSLContext *ctx);
+int redisInitiateSSLWithContext(redisContext *c, redisSSLContext *ctx);
+]]
+end
+
 local REPLY_STRING, REPLY_ARRAY, REPLY_INTEGER, REPLY_NIL, REPLY_STATUS, REPLY_ERROR = 1, 2, 3, 4, 5, 6
 -- hiredis 1.x types of RESP3 (seen only after HELLO 3, which we never send).
 local REPLY_DOUBLE, REPLY_BOOL, REPLY_MAP, REPLY_SET, REPLY_PUSH, REPLY_BIGNUM, REPLY_VERB =
@@ -116,6 +151,32 @@ local M = {}
 -- The loaded library's major version (0 or 1) and the library itself, for
 -- spec helpers that need more of it.
 M.MAJOR, M.C = MAJOR, C
+-- hiredis_ssl (nil without it) and whether rediss:// works.
+M.SSL, M.TLS = SSL, SSL ~= nil
+
+local openssl_ready = false
+
+-- A hiredis SSL context for opts.tls ({ ca_cert=, cert=, key=, server_name= }),
+-- freed with its last user. Raises when TLS is missing or a file is unusable.
+local function ssl_context(tls)
+  if not SSL then
+    error("rsghost.hiredis: rediss:// needs hiredis_ssl, which the loaded libhiredis (hiredis "
+      .. (MAJOR >= 1 and "1.x without libhiredis_ssl" or "0.14") .. ") lacks: install hiredis 1.x "
+      .. "with TLS (Debian 13's libhiredis-dev), or use redis:// through a TLS tunnel (stunnel)", 0)
+  end
+  if not openssl_ready then
+    SSL.redisInitOpenSSL()
+    openssl_ready = true
+  end
+  local code = ffi.new("int[1]")
+  local ctx = SSL.redisCreateSSLContext(tls.ca_cert, nil, tls.cert, tls.key, tls.server_name, code)
+  if ctx == nil then
+    error(string.format("rsghost.hiredis: cannot set up TLS (ca_cert=%s, cert=%s, key=%s): %s",
+      tostring(tls.ca_cert), tostring(tls.cert), tostring(tls.key),
+      ffi.string(SSL.redisSSLContextGetError(code[0]))), 0)
+  end
+  return ffi.gc(ctx, SSL.redisFreeSSLContext)
+end
 
 local function timeval(seconds)
   local tv = ffi.new("struct rsghost_hiredis_timeval")
@@ -136,8 +197,9 @@ local function parse_query(q, into)
   end
 end
 
--- Parses redis://[[user]:password@]host[:port][/db] and unix:///path[?db=N]
--- into { host=, port=, path=, user=, password=, db= }. Raises on a bad URL.
+-- Parses redis://[[user]:password@]host[:port][/db] (rediss:// the same,
+-- over TLS) and unix:///path[?db=N] into { host=, port=, path=, user=,
+-- password=, db=, tls= }. Raises on a bad URL.
 function M.parse_url(url)
   if type(url) ~= "string" then error("rsghost.hiredis: URL must be a string", 0) end
   local cfg = {}
@@ -161,7 +223,8 @@ function M.parse_url(url)
       cfg.user = cfg.user and unescape(cfg.user)
       cfg.password = cfg.password and unescape(cfg.password)
     end
-  elseif scheme == "redis" then
+  elseif scheme == "redis" or scheme == "rediss" then
+    cfg.tls = scheme == "rediss" or nil
     local authority, path = rest:match("^([^/?]*)(.*)$")
     -- The password may contain '@': the host part follows the last one.
     local userinfo, hostport = authority:match("^(.*)@([^@]*)$")
@@ -184,7 +247,7 @@ function M.parse_url(url)
     parse_query(query or "", q)
     cfg.db = cfg.db or q.db
   else
-    error("rsghost.hiredis: unsupported URL (want redis://... or unix:///...): " .. M.redact(url), 0)
+    error("rsghost.hiredis: unsupported URL (want redis://..., rediss://... or unix:///...): " .. M.redact(url), 0)
   end
   if cfg.db ~= nil then
     local n = tonumber(cfg.db)
@@ -270,7 +333,19 @@ function Client:_connect()
     return nil, string.format("rsghost.hiredis: cannot connect to %s: %s", self.where, msg)
   end
   ctx = ffi.gc(ctx, C.redisFree)
-  if self.timeout then C.redisSetTimeout(ctx, timeval(self.timeout)) end
+  if self.sslctx then
+    -- The handshake is blocking: bound it by the connect timeout.
+    C.redisSetTimeout(ctx, timeval(self.connect_timeout))
+    if SSL.redisInitiateSSLWithContext(ctx, self.sslctx) ~= REDIS_OK then
+      local msg = ffi.string(ctx.errstr)
+      self.ctx = ctx
+      self:close()
+      return nil, string.format("rsghost.hiredis: TLS with %s failed: %s", self.where, msg)
+    end
+    C.redisSetTimeout(ctx, timeval(self.timeout or 0))
+  elseif self.timeout then
+    C.redisSetTimeout(ctx, timeval(self.timeout))
+  end
   self.ctx = ctx
   if cfg.password then
     local _, err
@@ -375,9 +450,10 @@ function Client:close()
 end
 
 -- Connects to url (default redis://127.0.0.1:6379/0). opts.connect_timeout
--- (seconds, default 5) and opts.timeout (per command, default none). Raises a
--- one-line error (password redacted) when the server cannot be reached, AUTH
--- fails or SELECT fails.
+-- (seconds, default 5), opts.timeout (per command, default none), opts.tls
+-- (rediss://: { ca_cert=, cert=, key=, server_name= }, all optional). Raises
+-- a one-line error (password redacted) when the server cannot be reached,
+-- TLS fails or is missing, AUTH fails or SELECT fails.
 function M.connect(url, opts)
   opts = opts or {}
   url = url or "redis://127.0.0.1:6379/0"
@@ -388,6 +464,7 @@ function M.connect(url, opts)
     where = cfg.path and ("unix:" .. cfg.path) or (cfg.host .. ":" .. cfg.port),
     connect_timeout = opts.connect_timeout or 5,
     timeout = opts.timeout,
+    sslctx = cfg.tls and ssl_context(opts.tls or {}) or nil,
   }, Client)
   local ok, err = self:_connect()
   if not ok then error(err, 0) end

@@ -171,6 +171,8 @@ describe("rsghost.hiredis", function()
       assert.same({ host = "127.0.0.1", port = 6379, password = "pw" },
         hiredis.parse_url("redis://:pw@127.0.0.1"))
       assert.same({ path = "/tmp/redis.sock", db = 2 }, hiredis.parse_url("unix:///tmp/redis.sock?db=2"))
+      assert.same({ host = "h", port = 6380, password = "pw", db = 1, tls = true },
+        hiredis.parse_url("rediss://:pw@h:6380/1"))
       assert.equal("redis://:***@h:1/0", hiredis.redact("redis://:secret@h:1/0"))
     end)
 

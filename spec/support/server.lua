@@ -6,6 +6,9 @@
 --   srv.kill()                          -- SIGKILL: "redis lost mid-run"
 --   srv.restart()                       -- same port (and data when persist)
 --   srv.stop()
+--   server.start { tls = { cert =, key =, ca =, auth_clients = "yes" } }
+--                                       -- TLS only: srv.url is rediss://...,
+--                                       -- srv.tls the client's options
 --
 -- server.shared() is the server most specs use: the one named by
 -- RSGHOST_TEST_REDIS_URL when set (CI may start one), else one private server
@@ -80,13 +83,22 @@ function M.escape(s)
   return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
 end
 
-function M.url_for(port, password)
-  if password then return string.format("redis://:%s@127.0.0.1:%d/0", M.escape(password), port) end
-  return string.format("redis://127.0.0.1:%d/0", port)
+-- tls: true for a rediss:// URL.
+function M.url_for(port, password, tls)
+  local scheme = tls and "rediss" or "redis"
+  if password then return string.format("%s://:%s@127.0.0.1:%d/0", scheme, M.escape(password), port) end
+  return string.format("%s://127.0.0.1:%d/0", scheme, port)
 end
 
-local function ping(url, timeout)
-  local ok, r = pcall(hiredis.connect, url, { connect_timeout = 1, timeout = timeout or 2 })
+-- The options a client needs for a server started with opts.tls (nil: plain).
+local function client_tls(opts)
+  local tls = opts.tls
+  if not tls then return nil end
+  return tls.client or { ca_cert = tls.ca }
+end
+
+local function ping(url, timeout, tls)
+  local ok, r = pcall(hiredis.connect, url, { connect_timeout = 1, timeout = timeout or 2, tls = tls })
   if not ok then return false, r end
   local ok2, pong = pcall(r.call, r, "PING")
   r:close()
@@ -102,6 +114,15 @@ local function launch(port, dir, opts, logfile, nowait)
     "--dir", dir, "--logfile", logfile, "--daemonize", "no",
     "--save", "",
   }
+  if opts.tls then
+    -- The TLS port only: no client can reach this server in the clear.
+    argv[3] = "0"
+    for _, a in ipairs { "--tls-port", tostring(port), "--tls-cert-file", opts.tls.cert,
+      "--tls-key-file", opts.tls.key, "--tls-ca-cert-file", opts.tls.ca,
+      "--tls-auth-clients", opts.tls.auth_clients or "no" } do
+      argv[#argv + 1] = a
+    end
+  end
   if opts.password then
     argv[#argv + 1] = "--requirepass"
     argv[#argv + 1] = opts.password
@@ -116,14 +137,14 @@ local function launch(port, dir, opts, logfile, nowait)
   end
   local p = proc.spawn { argv = argv, stdout = logfile .. ".out", stderr = logfile .. ".out", append = true }
   if nowait then return p end
-  local url = M.url_for(port, opts.password)
+  local url = M.url_for(port, opts.password, opts.tls)
   local deadline = proc.now() + 20
   while proc.now() < deadline do
     if not p:alive() then
       return nil, "redis-server exited (" .. tostring(p.result) .. "): " .. proc.slurp(logfile):sub(-400)
     end
     -- A loading AOF answers PING with -LOADING: keep waiting.
-    if ping(url) then return p end
+    if ping(url, nil, client_tls(opts)) then return p end
     proc.sleep(0.02)
   end
   p:kill()
@@ -135,6 +156,13 @@ end
 --   password = "pw"  requirepass; url carries it
 --   port = n         this port (e.g. one a host was already told to use)
 --   args = {...}     more redis-server options, e.g. { "--enable-debug-command", "local" }
+--   tls = { cert =, key =, ca =, auth_clients = "no" | "yes" | "optional",
+--           client = { ca_cert =, cert =, key = } }
+--                    listen on TLS only (the port is the TLS port): PEM files
+--                    of the server's certificate, its key and the CA clients
+--                    are checked against; client: what the spec's own client
+--                    (srv.client(), the start-up PING) gives, default
+--                    { ca_cert = ca }. Needs rsghost.hiredis.TLS.
 -- Raises when it cannot start.
 function M.start(opts)
   opts = opts or {}
@@ -153,8 +181,9 @@ function M.start(opts)
   local srv = {
     port = port,
     host = "127.0.0.1",
-    url = M.url_for(port, opts.password),
+    url = M.url_for(port, opts.password, opts.tls),
     password = opts.password,
+    tls = client_tls(opts),
     dir = dir,
     logfile = logfile,
     private = true,
@@ -163,7 +192,7 @@ function M.start(opts)
 
   -- A client for the spec, connected lazily and reconnecting after restarts.
   function srv.client()
-    if not srv._client then srv._client = hiredis.connect(srv.url, { timeout = 30 }) end
+    if not srv._client then srv._client = hiredis.connect(srv.url, { timeout = 30, tls = srv.tls }) end
     return srv._client
   end
 
