@@ -18,6 +18,7 @@
 #include "log.h"
 #include "lua_bridge.h"
 #include "paths.h"
+#include "sentinel.h"
 #include "source.h"
 #include "url.h"
 
@@ -45,6 +46,9 @@ typedef struct rsgApp {
     int finished;        /* the pipeline flushed everything after stop */
     int closing;         /* handles are being closed */
     int exit_code;
+
+    /* Sentinel URLs: tells every connection here when the master moves. */
+    rsgSentinelWatch watch;
 } rsgApp;
 
 static void shutdownNow(rsgApp *app, int code);
@@ -152,6 +156,16 @@ static void onCmdsReady(rsgConn *c) {
     rsgAckResume(&app->ack);
 }
 
+/* A failover moved the master: every connection of this process goes there
+ * (the heart process watches for itself). Reconnecting replays our pending
+ * entries and resends the acks whose replies were lost. */
+static void onMasterMoved(void *ud, const char *host, int port) {
+    rsgApp *app = ud;
+    rsgConnMasterMoved(&app->reader, host, port);
+    rsgConnMasterMoved(&app->cmds, host, port);
+    if (app->heart_pid) rsgConnMasterMoved(&app->claim.sub, host, port);
+}
+
 static void onConnFatal(rsgConn *c, const char *reason) {
     rsgApp *app = c->data;
     rsgError("%s", reason);
@@ -224,6 +238,7 @@ static void shutdownNow(rsgApp *app, int code) {
     rsgClaimStop(&app->claim);
     rsgConnClose(&app->reader);
     rsgConnClose(&app->cmds);
+    rsgSentinelWatchStop(&app->watch);
     if (app->heart_pid) closeHandle((uv_handle_t *)&app->lifeline);
     closeHandle((uv_handle_t *)&app->timer);
     closeHandle((uv_handle_t *)&app->sigint);
@@ -289,9 +304,8 @@ int rsgAppRun(const rsgOptions *opts) {
         fprintf(stderr, "rsghost: %s\n", err);
         return 2;
     }
-    if (app.url.tls || app.url.nsentinels) {
-        fprintf(stderr, "rsghost: %s URLs are not supported yet\n",
-                app.url.nsentinels ? "Sentinel" : "TLS (rediss://)");
+    if (app.url.tls) {
+        fprintf(stderr, "rsghost: TLS (rediss://) URLs are not supported yet\n");
         rsgUrlFree(&app.url);
         return 2;
     }
@@ -395,6 +409,8 @@ int rsgAppRun(const rsgOptions *opts) {
     app.reader.on_ready = onReaderReady;
     app.cmds.on_ready = onCmdsReady;
     app.reader.on_fatal = app.cmds.on_fatal = onConnFatal;
+    if (app.url.nsentinels)
+        rsgSentinelWatchStart(&app.watch, &app.loop, &app.url, onMasterMoved, &app);
     rsgConnStart(&app.cmds, &app.loop, &app.url, "commands");
     rsgConnStart(&app.reader, &app.loop, &app.url, "reader");
     if (app.heart_pid > 0 &&
