@@ -148,6 +148,7 @@ static void srcFatal(void *ud, const char *reason) {
 
 static void onReaderReady(rsgConn *c) {
     rsgApp *app = c->data;
+    if (c->moved) rsgSourceRewind(&app->source);
     if (!app->stopping) rsgSourceOnReady(&app->source);
 }
 

@@ -205,6 +205,11 @@ static void onHandshakeReply(redisAsyncContext *ac, void *r, void *privdata) {
     if (--c->handshake_left > 0) return;
     c->ready = 1;
     c->attempt = 0;
+    /* A different server than last time: whatever the old one took but had
+     * not replicated (acks above all) may be missing here. */
+    c->moved = c->was_ready && (strcmp(c->ready_host, c->host) != 0 || c->ready_port != c->port);
+    snprintf(c->ready_host, sizeof(c->ready_host), "%s", c->host);
+    c->ready_port = c->port;
     char where[256];
     describe(c, where, sizeof(where));
     if (c->was_ready)

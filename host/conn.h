@@ -55,6 +55,9 @@ struct rsgConn {
     int port;
     struct rsgSentinelQuery *query; /* asking the sentinels now, or NULL */
     int dropping;                   /* dropped on purpose, not yet gone: refuse commands */
+    int moved;            /* this ready is on another server than the last one (a failover) */
+    char ready_host[256]; /* where the last handshake succeeded */
+    int ready_port;
 };
 
 /* Sets the connection up and starts connecting. The callbacks and data must be
