@@ -22,8 +22,9 @@ typedef struct optSpec {
 
 static const optSpec specs[] = {
     {"redis", "URL", "RSGHOST_REDIS_URL", DEFAULT_URL,
-     "Redis to read from: redis://[[user]:password@]host[:port][/db] or "
-     "unix:///path/to/socket[?db=N]",
+     "Redis to read from: redis://[[user]:password@]host[:port][/db], "
+     "unix:///path/to/socket[?db=N] or "
+     "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]",
      OPT_STRING, FIELD(redis_url)},
     {"log-level", "LEVEL", "RSGHOST_LOG_LEVEL", "info", "debug, info, warn or error", OPT_STRING,
      FIELD(log_level)},
