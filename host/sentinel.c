@@ -219,8 +219,8 @@ static void watchNext(rsgSentinelWatch *w, const char *why) {
     if (w->stopped) return;
     const rsgAddr *s = &w->url->sentinels[w->index];
     rsgLog(w->subscribed ? RSG_LOG_WARN : RSG_LOG_DEBUG,
-           "sentinel %s:%d: stopped watching master '%s' (%s); trying the next sentinel", s->host,
-           s->port, w->url->master, why);
+           "sentinel %s:%d: %s watching master '%s' (%s); trying the next sentinel", s->host,
+           s->port, w->subscribed ? "stopped" : "cannot start", w->url->master, why);
     redisAsyncContext *ac = w->ac;
     w->ac = NULL;
     w->subscribed = 0;

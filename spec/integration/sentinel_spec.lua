@@ -9,6 +9,7 @@
 -- none may be pending. A message may arrive twice (an ack the old master
 -- took but never replicated): that is the at-least-once the README states.
 local sentinel = require "support.sentinel"
+local server = require "support.server"
 local H = require "support.host"
 
 local SRC = [[
@@ -64,11 +65,14 @@ describe("with redis+sentinel:// URLs", function()
   teardown(function() if s then s.stop() end end)
   after_each(function() H.cleanup() end)
 
-  it("finds the master through the sentinels and runs the pipeline", function()
+  it("finds the master through the sentinels, skipping one that is down, and runs the pipeline", function()
     local m = s.master()
     local t = H.context { server = m }
     local P = t.prefix
-    local h = H.start(t, { script = H.script(t, SRC, { HEART = "" }), redis = s.url })
+    -- Nothing listens on the first address: the host must ask the next ones.
+    local dead = server.free_port()
+    local url = s.url:gsub("^redis%+sentinel://", "redis+sentinel://127.0.0.1:" .. dead .. ",")
+    local h = H.start(t, { script = H.script(t, SRC, { HEART = "" }), redis = url })
     local ids = add(s, P, 50)
     local out = H.wait_sunk(s.client(), { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g",
       hosts = { h }, timeout = 60 })
