@@ -19,6 +19,7 @@
 #include "log.h"
 #include "lua_bridge.h"
 #include "paths.h"
+#include "sentinel.h"
 #include "source.h"
 #include "tls.h"
 #include "url.h"
@@ -50,6 +51,9 @@ typedef struct rsgApp {
     int begun;           /* the script's init was started */
     int script_ready;    /* the script's init returned: reading may start */
     int exit_code;
+
+    /* Sentinel URLs: tells every connection here when the master moves. */
+    rsgSentinelWatch watch;
 } rsgApp;
 
 static void shutdownNow(rsgApp *app, int code);
@@ -176,6 +180,7 @@ static void srcFatal(void *ud, const char *reason) {
 
 static void onReaderReady(rsgConn *c) {
     rsgApp *app = c->data;
+    if (c->moved) rsgSourceRewind(&app->source);
     if (!app->stopping && app->script_ready) rsgSourceOnReady(&app->source);
 }
 
@@ -188,6 +193,16 @@ static void onCmdsReady(rsgConn *c) {
         app->begun = 1;
         if (rsgLuaBegin(&app->lua) != 0) shutdownNow(app, 1);
     }
+}
+
+/* A failover moved the master: every connection of this process goes there
+ * (the heart process watches for itself). Reconnecting replays our pending
+ * entries and resends the acks whose replies were lost. */
+static void onMasterMoved(void *ud, const char *host, int port) {
+    rsgApp *app = ud;
+    rsgConnMasterMoved(&app->reader, host, port);
+    rsgConnMasterMoved(&app->cmds, host, port);
+    if (app->heart_pid) rsgConnMasterMoved(&app->claim.sub, host, port);
 }
 
 static void onConnFatal(rsgConn *c, const char *reason) {
@@ -262,6 +277,7 @@ static void shutdownNow(rsgApp *app, int code) {
     rsgClaimStop(&app->claim);
     rsgConnClose(&app->reader);
     rsgConnClose(&app->cmds);
+    rsgSentinelWatchStop(&app->watch);
     if (app->heart_pid) closeHandle((uv_handle_t *)&app->lifeline);
     closeHandle((uv_handle_t *)&app->timer);
     closeHandle((uv_handle_t *)&app->sigint);
@@ -358,11 +374,6 @@ int rsgAppRun(const rsgOptions *opts) {
 
     if (rsgUrlParse(opts->redis_url, &app.url, err, sizeof(err)) != 0) {
         fprintf(stderr, "rsghost: %s\n", err);
-        return 2;
-    }
-    if (app.url.nsentinels) {
-        fprintf(stderr, "rsghost: Sentinel URLs are not supported yet\n");
-        rsgUrlFree(&app.url);
         return 2;
     }
     if (setUpTls(&app, err, sizeof(err)) != 0) {
@@ -470,6 +481,8 @@ int rsgAppRun(const rsgOptions *opts) {
     app.reader.on_ready = onReaderReady;
     app.cmds.on_ready = onCmdsReady;
     app.reader.on_fatal = app.cmds.on_fatal = onConnFatal;
+    if (app.url.nsentinels)
+        rsgSentinelWatchStart(&app.watch, &app.loop, &app.url, onMasterMoved, &app);
     rsgConnStart(&app.cmds, &app.loop, &app.url, "commands");
     rsgConnStart(&app.reader, &app.loop, &app.url, "reader");
     if (app.heart_pid > 0 &&

@@ -23,7 +23,8 @@ typedef struct optSpec {
 static const optSpec specs[] = {
     {"redis", "URL", "RSGHOST_REDIS_URL", DEFAULT_URL,
      "Redis to read from: redis://[[user]:password@]host[:port][/db], "
-     "rediss://... (TLS) or unix:///path/to/socket[?db=N]",
+     "rediss://... (TLS), unix:///path/to/socket[?db=N] or "
+     "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]",
      OPT_STRING, FIELD(redis_url)},
     {"tls-ca-cert", "FILE", "RSGHOST_TLS_CA_CERT", NULL,
      "rediss://: PEM file of the CA(s) the server's certificate must be signed by; "

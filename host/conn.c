@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "arena.h"
 #include "log.h"
+#include "sentinel.h"
 #include "tls.h"
 
 #define CONNECT_TIMEOUT_MS 5000
@@ -14,6 +16,7 @@
 #define BACKOFF_MAX_MS     5000
 
 static void doConnect(rsgConn *c);
+static void connectNext(rsgConn *c);
 
 /* ---- hiredis on libuv ----
  *
@@ -87,10 +90,20 @@ static int uvAttach(redisAsyncContext *ac, uv_loop_t *loop) {
     ac->ev.cleanup = uvCleanup;
     return 0;
 }
+
+int rsgConnAttach(redisAsyncContext *ac, uv_loop_t *loop) {
+    return uvAttach(ac, loop);
+}
+
 static void retryTimer(uv_timer_t *t);
 
+/* Where c connects, for log lines: the URL (its password masked), or for
+ * Sentinel the master's address as the sentinels gave it. */
 static void describe(const rsgConn *c, char *buf, size_t len) {
-    rsgUrlFormat(c->url, buf, len);
+    if (c->url->nsentinels)
+        snprintf(buf, len, "%.160s:%d (master '%.60s')", c->host, c->port, c->url->master);
+    else
+        rsgUrlFormat(c->url, buf, len);
 }
 
 static void scheduleRetry(rsgConn *c) {
@@ -119,7 +132,27 @@ static void retryTimer(uv_timer_t *t) {
         scheduleRetry(c);
         return;
     }
-    doConnect(c);
+    connectNext(c);
+}
+
+/* Drops c's connection on purpose, at once: hiredis gives the pending
+ * callbacks NULL replies and the disconnect callback retries (after the
+ * backoff unless fresh_backoff). Inside one of c's reply callbacks hiredis
+ * frees the context when the callback returns. */
+static void dropConn(rsgConn *c, int fresh_backoff) {
+    if (c->closing || !c->ac) return;
+    if (fresh_backoff) c->attempt = 0;
+    redisAsyncContext *ac = c->ac;
+    if (!(ac->c.flags & REDIS_CONNECTED)) {
+        /* Still connecting: freeing it calls no callback, so retry here. */
+        c->ac = NULL;
+        uv_timer_stop(&c->timer);
+        redisAsyncFree(ac);
+        scheduleRetry(c);
+        return;
+    }
+    c->dropping = 1;
+    redisAsyncFree(ac);
 }
 
 static void fatal(rsgConn *c, const char *reason) {
@@ -136,8 +169,24 @@ static void onHandshakeReply(redisAsyncContext *ac, void *r, void *privdata) {
     rsgConn *c = ac->data;
     redisReply *reply = r;
     const char *step = privdata;
-    if (!c || c->ac != ac) return;
+    if (!c || c->ac != ac || c->dropping) return;
     if (!reply) return; /* lost during the handshake: the disconnect callback retries */
+    if (strcmp(step, "ROLE") == 0 && reply->type != REDIS_REPLY_ERROR) {
+        const char *role = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                                   reply->element[0]->type == REDIS_REPLY_STRING
+                               ? reply->element[0]->str
+                               : "?";
+        if (strcmp(role, "master") != 0) {
+            /* The sentinels' answer is already stale (a failover is under
+             * way): writes here would fail. Ask again after the backoff. */
+            char where[256];
+            describe(c, where, sizeof(where));
+            rsgWarn("redis %s: %s is a %s, not the master; asking the sentinels again", c->name,
+                    where, role);
+            dropConn(c, 0);
+            return;
+        }
+    }
     if (reply->type == REDIS_REPLY_ERROR &&
         (strncmp(reply->str, "LOADING", 7) == 0 || strncmp(reply->str, "BUSY ", 5) == 0 ||
          strncmp(reply->str, "MASTERDOWN", 10) == 0 || strncmp(reply->str, "TRYAGAIN", 8) == 0)) {
@@ -163,6 +212,11 @@ static void onHandshakeReply(redisAsyncContext *ac, void *r, void *privdata) {
     if (--c->handshake_left > 0) return;
     c->ready = 1;
     c->attempt = 0;
+    /* A different server than last time: whatever the old one took but had
+     * not replicated (acks above all) may be missing here. */
+    c->moved = c->was_ready && (strcmp(c->ready_host, c->host) != 0 || c->ready_port != c->port);
+    snprintf(c->ready_host, sizeof(c->ready_host), "%s", c->host);
+    c->ready_port = c->port;
     char where[256];
     describe(c, where, sizeof(where));
     if (c->was_ready)
@@ -197,6 +251,7 @@ static void onDisconnect(const redisAsyncContext *ac, int status) {
     int wasReady = c->ready;
     c->ac = NULL;
     c->ready = 0;
+    c->dropping = 0;
     if (c->closing) return;
     char where[256], why[512] = "";
     describe(c, where, sizeof(where));
@@ -217,9 +272,42 @@ static void onDisconnect(const redisAsyncContext *ac, int status) {
     scheduleRetry(c);
 }
 
+/* The sentinels answered (host set) or could not (why set). */
+static void onMasterFound(void *ud, const char *host, int port, const char *why) {
+    rsgConn *c = ud;
+    c->query = NULL;
+    if (c->closing) return;
+    if (!host) {
+        rsgLog(c->attempt == 0 || c->attempt % 10 == 0 ? RSG_LOG_WARN : RSG_LOG_DEBUG,
+               "redis %s: no sentinel told where master '%s' is: %s", c->name, c->url->master, why);
+        scheduleRetry(c);
+        return;
+    }
+    snprintf(c->host, sizeof(c->host), "%s", host);
+    c->port = port;
+    rsgInfo("redis %s: master '%s' is at %s:%d", c->name, c->url->master, c->host, c->port);
+    doConnect(c);
+}
+
+/* Starts the next attempt: with Sentinel, first asks where the master is
+ * (it may have moved since the last attempt); else connects to the URL. */
+static void connectNext(rsgConn *c) {
+    if (!c->url->nsentinels) {
+        doConnect(c);
+        return;
+    }
+    c->query = rsgSentinelAsk(c->loop, c->url, onMasterFound, c);
+    if (!c->query) {
+        rsgError("redis %s: out of memory asking the sentinels", c->name);
+        scheduleRetry(c);
+    }
+}
+
+/* Connects to c->host:c->port (or the URL's unix socket) and queues the
+ * handshake. Trouble becomes a retry. */
 static void doConnect(rsgConn *c) {
-    redisAsyncContext *ac = c->url->path ? redisAsyncConnectUnix(c->url->path)
-                                         : redisAsyncConnect(c->url->host, c->url->port);
+    redisAsyncContext *ac =
+        c->url->path ? redisAsyncConnectUnix(c->url->path) : redisAsyncConnect(c->host, c->port);
     char where[256];
     describe(c, where, sizeof(where));
     if (!ac || ac->err) {
@@ -230,7 +318,7 @@ static void doConnect(rsgConn *c) {
         return;
     }
     char why[512];
-    if (c->url->tls && rsgTlsAttach(&ac->c, c->url->host, why, sizeof(why)) != 0) {
+    if (c->url->tls && rsgTlsAttach(&ac->c, c->host, why, sizeof(why)) != 0) {
         /* On loopback the whole handshake can run, and fail, in here. A
          * refused certificate is fatal; anything else (refused connect, a
          * file replaced since start) may pass on the next attempt. */
@@ -287,6 +375,12 @@ static void doConnect(rsgConn *c) {
         redisAsyncCommandArgv(ac, onHandshakeReply, (void *)"CLIENT SETNAME", 3, argv, NULL);
         c->handshake_left++;
     }
+    if (u->nsentinels) {
+        /* The sentinels' answer may be stale: check before calling it ready. */
+        const char *argv[1] = {"ROLE"};
+        redisAsyncCommandArgv(ac, onHandshakeReply, (void *)"ROLE", 1, argv, NULL);
+        c->handshake_left++;
+    }
     const char *ping[1] = {"PING"};
     redisAsyncCommandArgv(ac, onHandshakeReply, (void *)"PING", 1, ping, NULL);
     c->handshake_left++;
@@ -298,27 +392,108 @@ void rsgConnStart(rsgConn *c, uv_loop_t *loop, const rsgRedisUrl *url, const cha
     c->url = url;
     c->name = name;
     c->ac = NULL;
-    c->ready = c->closing = c->was_ready = 0;
+    c->ready = c->closing = c->was_ready = c->dropping = 0;
     c->attempt = 0;
+    c->query = NULL;
+    c->host[0] = '\0';
+    c->port = url->port;
+    if (url->host) snprintf(c->host, sizeof(c->host), "%s", url->host);
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     c->timer_open = 1;
-    doConnect(c);
+    connectNext(c);
+}
+
+/* ---- Commands, and the replies that say the master moved ----
+ *
+ * With Sentinel each command's callback is wrapped, so that a reply saying
+ * we are on a replica (-READONLY for a write; -UNBLOCKED for a blocked read
+ * when the master was turned into a replica) drops the connection and
+ * reaches the caller as the NULL of a lost connection. */
+
+typedef struct cmdWrap {
+    rsgConn *c;
+    redisCallbackFn *fn; /* the caller's, may be NULL */
+    void *privdata;
+} cmdWrap;
+
+static int saysReplica(const redisReply *r) {
+    return r && r->type == REDIS_REPLY_ERROR &&
+           (strncmp(r->str, "READONLY", 8) == 0 || strncmp(r->str, "UNBLOCKED", 9) == 0);
+}
+
+static void onWrappedReply(redisAsyncContext *ac, void *r, void *privdata) {
+    cmdWrap *w = privdata;
+    rsgConn *c = w->c;
+    if (saysReplica(r)) {
+        if (c->ac == ac && !c->dropping) {
+            char where[256];
+            describe(c, where, sizeof(where));
+            rsgWarn("redis %s: %s answered '%s': no longer the master; reconnecting", c->name,
+                    where, ((redisReply *)r)->str);
+            dropConn(c, 1);
+        }
+        r = NULL;
+    }
+    if (w->fn) w->fn(ac, r, w->privdata);
+    free(w);
+}
+
+/* A subscription's callback runs for every message, so it cannot own a
+ * wrapper freed after one reply; pub/sub works on replicas anyway. */
+static int isSubscribe(const char *cmd) {
+    return strcasecmp(cmd, "SUBSCRIBE") == 0 || strcasecmp(cmd, "PSUBSCRIBE") == 0 ||
+           strcasecmp(cmd, "SSUBSCRIBE") == 0;
+}
+
+/* The wrapper for fn, or NULL when none is needed (no Sentinel) or memory
+ * ran out (then the command goes unwrapped: only the reconnect on a
+ * replica's error is lost). */
+static cmdWrap *wrap(rsgConn *c, redisCallbackFn *fn, void *privdata) {
+    if (!c->url->nsentinels) return NULL;
+    cmdWrap *w = malloc(sizeof(*w));
+    if (w) *w = (cmdWrap){c, fn, privdata};
+    return w;
 }
 
 int rsgConnCommand(rsgConn *c, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
                    const size_t *argvlen) {
-    if (!c->ready || !c->ac) return -1;
-    return redisAsyncCommandArgv(c->ac, fn, privdata, argc, argv, argvlen) == REDIS_OK ? 0 : -1;
+    if (!c->ready || !c->ac || c->dropping) return -1;
+    cmdWrap *w = argc > 0 && !isSubscribe(argv[0]) ? wrap(c, fn, privdata) : NULL;
+    if (!w)
+        return redisAsyncCommandArgv(c->ac, fn, privdata, argc, argv, argvlen) == REDIS_OK ? 0 : -1;
+    if (redisAsyncCommandArgv(c->ac, onWrappedReply, w, argc, argv, argvlen) == REDIS_OK) return 0;
+    free(w);
+    return -1;
 }
 
 int rsgConnFormatted(rsgConn *c, redisCallbackFn *fn, void *privdata, const char *cmd, size_t len) {
-    if (!c->ready || !c->ac) return -1;
-    return redisAsyncFormattedCommand(c->ac, fn, privdata, cmd, len) == REDIS_OK ? 0 : -1;
+    if (!c->ready || !c->ac || c->dropping) return -1;
+    cmdWrap *w = wrap(c, fn, privdata);
+    if (!w) return redisAsyncFormattedCommand(c->ac, fn, privdata, cmd, len) == REDIS_OK ? 0 : -1;
+    if (redisAsyncFormattedCommand(c->ac, onWrappedReply, w, cmd, len) == REDIS_OK) return 0;
+    free(w);
+    return -1;
+}
+
+void rsgConnMasterMoved(rsgConn *c, const char *host, int port) {
+    if (c->closing || !c->url->nsentinels) return;
+    if (c->ac && !c->dropping && strcmp(c->host, host) == 0 && c->port == port) return;
+    c->attempt = 0;
+    if (c->ac) {
+        dropConn(c, 1);
+        return;
+    }
+    /* Waiting out a backoff: go now. A query under way may still bring the
+     * old address; the ROLE check catches that. */
+    if (!c->query && c->timer_open) {
+        uv_timer_stop(&c->timer);
+        connectNext(c);
+    }
 }
 
 void rsgConnFlush(rsgConn *c) {
-    if (!c->ready || !c->ac) return;
+    if (!c->ready || !c->ac || c->dropping) return;
     int done = 0;
     /* The async layer keeps its write event armed: it finds nothing left
      * to write and disarms it. */
@@ -335,6 +510,10 @@ void rsgConnClose(rsgConn *c) {
     if (c->closing && !c->timer_open) return;
     c->closing = 1;
     c->ready = 0;
+    if (c->query) {
+        rsgSentinelCancel(c->query);
+        c->query = NULL;
+    }
     if (c->ac) {
         redisAsyncContext *ac = c->ac;
         /* Keep c->ac set while freeing so callbacks see it is ours; the

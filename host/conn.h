@@ -6,7 +6,15 @@
  * pending callbacks get NULL replies (hiredis does that), on_lost fires, and
  * the connection retries with capped exponential backoff until it is ready
  * again (on_ready fires once more). Authentication failures are fatal: they
- * do not heal by waiting. */
+ * do not heal by waiting.
+ *
+ * With a redis+sentinel:// URL every attempt first asks the sentinels where
+ * the master is (sentinel.h), and the handshake also checks ROLE: a server
+ * that is not the master is dropped and the sentinels asked again. A reply
+ * of -READONLY or -UNBLOCKED to any command means a failover left us on a
+ * replica: the connection is dropped and remade, and the command's callback
+ * gets the NULL reply of a lost connection, so callers resend as they do
+ * after any loss instead of failing for good. */
 #ifndef RSG_CONN_H
 #define RSG_CONN_H
 
@@ -16,6 +24,7 @@
 
 #include "url.h"
 
+struct rsgSentinelQuery;
 typedef struct rsgConn rsgConn;
 typedef void rsgConnEvent(rsgConn *c);
 typedef void rsgConnFatal(rsgConn *c, const char *reason);
@@ -40,6 +49,16 @@ struct rsgConn {
     void *data;                  /* the owner's */
     struct rsgReplyArena *arena; /* replies built in this arena, or NULL (see arena.h) */
     char fatal_why[512];         /* a fatal reason found inside doConnect, told from the timer */
+
+    /* Where the attempts go: the URL's host and port, or with Sentinel the
+     * master's address as the sentinels last gave it. */
+    char host[256];
+    int port;
+    struct rsgSentinelQuery *query; /* asking the sentinels now, or NULL */
+    int dropping;                   /* dropped on purpose, not yet gone: refuse commands */
+    int moved;            /* this ready is on another server than the last one (a failover) */
+    char ready_host[256]; /* where the last handshake succeeded */
+    int ready_port;
 };
 
 /* Sets the connection up and starts connecting. The callbacks and data must be
@@ -61,6 +80,17 @@ int rsgConnFormatted(rsgConn *c, redisCallbackFn *fn, void *privdata, const char
  * redisAsyncHandleWrite there); a write error surfaces as a disconnect on
  * the next turn of the loop. */
 void rsgConnFlush(rsgConn *c);
+
+/* Sentinel URLs: a sentinel announced that the master moved to host:port.
+ * Unless already connected there, the connection is dropped (on_lost fires
+ * if it was ready) and remade at once, without backoff. Does nothing for
+ * other URLs or after rsgConnClose. */
+void rsgConnMasterMoved(rsgConn *c, const char *host, int port);
+
+/* Attaches a hiredis async context to the loop through rsghost's own libuv
+ * adapter (see conn.c for why not hiredis's). Returns 0, or -1 with nothing
+ * attached. For other modules' short-lived contexts (sentinel.c). */
+int rsgConnAttach(redisAsyncContext *ac, uv_loop_t *loop);
 
 /* Drops the connection at once (pending callbacks get NULL replies) and stops
  * reconnecting; on_closed fires when the timer handle is closed. */

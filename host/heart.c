@@ -13,6 +13,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "sentinel.h"
 
 typedef struct rsgHeart {
     const rsgHeartConfig *cfg;
@@ -26,6 +27,9 @@ typedef struct rsgHeart {
     char ttl_ms[24];
     uint64_t last_seen; /* uv_now of the last own heartbeat heard */
     int exit_code;
+
+    /* Sentinel URLs: moves both connections when the master moves. */
+    rsgSentinelWatch watch;
 } rsgHeart;
 
 char *rsgHeartAliveKey(const char *group, const char *consumer) {
@@ -46,6 +50,7 @@ static void stop(rsgHeart *h, int code) {
     h->exit_code = code;
     rsgConnClose(&h->pub);
     rsgConnClose(&h->sub);
+    rsgSentinelWatchStop(&h->watch);
     if (!uv_is_closing((uv_handle_t *)&h->beat)) uv_close((uv_handle_t *)&h->beat, NULL);
     if (!uv_is_closing((uv_handle_t *)&h->lifeline)) uv_close((uv_handle_t *)&h->lifeline, NULL);
 }
@@ -108,6 +113,14 @@ static void onSubReady(rsgConn *c) {
     rsgConnCommand(&h->sub, onMessage, h, 2, sub, NULL);
 }
 
+/* A failover moved the master: beat there at once, so that the gap stays
+ * well inside claim_timeout and peers never take us for dead. */
+static void onMasterMoved(void *ud, const char *host, int port) {
+    rsgHeart *h = ud;
+    rsgConnMasterMoved(&h->pub, host, port);
+    rsgConnMasterMoved(&h->sub, host, port);
+}
+
 static void onFatal(rsgConn *c, const char *reason) {
     rsgHeart *h = c->data;
     rsgError("%s", reason);
@@ -146,6 +159,7 @@ static int runHeart(const rsgHeartConfig *cfg, int fd) {
     h.pub.on_ready = onPubReady;
     h.sub.on_ready = onSubReady;
     h.pub.on_fatal = h.sub.on_fatal = onFatal;
+    if (cfg->url->nsentinels) rsgSentinelWatchStart(&h.watch, &h.loop, cfg->url, onMasterMoved, &h);
     rsgConnStart(&h.pub, &h.loop, cfg->url, "heart");
     rsgConnStart(&h.sub, &h.loop, cfg->url, "heart-watch");
     uv_run(&h.loop, UV_RUN_DEFAULT);

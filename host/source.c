@@ -439,6 +439,14 @@ void rsgSourcePause(rsgSource *s, int flag) {
     rsgSourceKick(s);
 }
 
+void rsgSourceRewind(rsgSource *s) {
+    if (s->kind != RSG_KIND_GROUP) return;
+    rsgInfo("the master changed: replaying all pending messages of this consumer, as acks the "
+            "old master took may be missing");
+    for (int i = 0; i < s->cfg->nstreams; i++)
+        rsgSourceSetCursor(s, i, "0", 1);
+}
+
 void rsgSourceStop(rsgSource *s) {
     if (s->stopped) return;
     s->stopped = 1;

@@ -118,6 +118,13 @@ int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *ent
 
 /* Reads no more (the caller closes the connection to abort a blocked read)
  * and closes the source's own handles. */
+/* The reader reconnected to another server (a failover): a group source
+ * replays all of this consumer's pending entries from the start, not only
+ * those after the last id seen, since the acks the old master took may not
+ * have been replicated. Entries still in the pipeline may then be
+ * delivered twice (at least once, never lost). Other sources: nothing. */
+void rsgSourceRewind(rsgSource *s);
+
 void rsgSourceStop(rsgSource *s);
 
 void rsgSourceFree(rsgSource *s);
