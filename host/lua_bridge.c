@@ -290,11 +290,14 @@ int rsgLuaLoadScript(rsgLua *lua, const char *path, const char *consumer, rsgSou
     lua_getfield(L, -1, "load");
     lua_remove(L, -2);
     lua_pushstring(L, path);
-    lua_createtable(L, 0, 1);
+    lua_createtable(L, 0, 2);
     if (consumer) {
         lua_pushstring(L, consumer);
         lua_setfield(L, -2, "consumer");
     }
+    /* rsghost.log at the script's top level: the host's log lines too. */
+    lua_pushcfunction(L, hostLog);
+    lua_setfield(L, -2, "log");
     /* No traceback here: script.lua's messages are the user-facing
      * "path:LINE: reason" and must stay one line. */
     if (lua_pcall(L, 2, 1, 0) != 0) {

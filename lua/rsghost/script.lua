@@ -540,9 +540,12 @@ local function add_script_dir(path)
   if package.path:sub(1, #entry) ~= entry then package.path = entry .. package.path end
 end
 
+-- opts.log(level, msg): where rsghost.log goes while the script loads, when
+-- no pipeline has claimed it yet (the host passes its own log).
 function M.load(path, opts)
   rsghost.consumer = opts and opts.consumer or nil
   rsghost.group = nil
+  if opts and opts.log and rsghost._state.host == nil then rsghost._state.host = { log = opts.log } end
   add_script_dir(path)
   local chunk, err = loadfile(path)
   if not chunk then error(err, 0) end -- Lua's own message: "path:LINE: ..."

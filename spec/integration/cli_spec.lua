@@ -446,4 +446,26 @@ return {
     assert.is_true(#h:log_lines("debug: acking 4 message%(s%) of stream") >= 1, h:describe())
     assert.equal(0, #runs.info:log_lines("debug:"), runs.info:describe())
   end)
+
+  it("writes rsghost.log lines in the host's format, arguments joined by one space, anywhere in the script", function()
+    local t = H.context()
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+rsghost.log.info("loading", "the", 3, "parts")
+return {
+  source = { streams = P .. ":s", group = P .. ":g" },
+  preprocess = function(stream, id, data) rsghost.log.warn("saw", "a", "message") return id end,
+  sink = function(items) rsghost.log.info("a", "b") end,
+}
+]])
+    local h = H.start(t, { script = path, log_level = "info" })
+    H.xadd_many(t.redis, t.prefix .. ":s", 1)
+    H.eventually(function() return #h:log_lines(" info: a b$") == 1 end, 30, function() return h:describe() end)
+    local stamp = "^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ rsghost%[%d+%] "
+    assert.equal(1, #h:log_lines(stamp .. "info: loading the 3 parts$"), h:describe())
+    assert.equal(1, #h:log_lines(stamp .. "warn: saw a message$"), h:describe())
+    assert.equal(1, #h:log_lines(stamp .. "info: a b$"), h:describe())
+    assert.equal(0, h:stop(), h:describe())
+  end)
 end)
