@@ -56,6 +56,14 @@ size_t rsgUtf8Check(const char *str, size_t len) {
     return len;
 }
 
+int rsgUtf8Why(const char *s, size_t len, char *why, size_t whylen) {
+    size_t bad = rsgUtf8Check(s, len);
+    if (bad == len) return 0;
+    snprintf(why, whylen, "not valid utf-8 (byte 0x%02x at offset %zu)", (unsigned char)s[bad],
+             bad);
+    return -1;
+}
+
 /* Tries iconv_open as given, then with '-' and '_' removed ("latin-1" ->
  * "latin1"), since users bring Python's codec names. */
 static iconv_t openConverter(const char *encoding) {
@@ -133,12 +141,7 @@ static rsgArenaChunk *arenaRoom(rsgDecoder *d, size_t need) {
 int rsgDecode(rsgDecoder *d, const char *in, size_t len, const char **out, size_t *outlen,
               char *err, size_t errlen) {
     if (d->utf8) {
-        size_t bad = rsgUtf8Check(in, len);
-        if (bad != len) {
-            snprintf(err, errlen, "not valid utf-8 (byte 0x%02x at offset %zu)",
-                     (unsigned char)in[bad], bad);
-            return -1;
-        }
+        if (rsgUtf8Why(in, len, err, errlen) != 0) return -1;
         *out = in;
         *outlen = len;
         return 0;

@@ -40,4 +40,9 @@ int rsgDecode(rsgDecoder *d, const char *in, size_t len, const char **out, size_
  * surrogates and code points past U+10FFFF are invalid), or len if s is valid. */
 size_t rsgUtf8Check(const char *s, size_t len);
 
+/* rsgUtf8Check, and the reason the host gives for invalid bytes: returns 0
+ * when s is valid UTF-8, else -1 with "not valid utf-8 (byte 0xNN at
+ * offset N)" in why. */
+int rsgUtf8Why(const char *s, size_t len, char *why, size_t whylen);
+
 #endif

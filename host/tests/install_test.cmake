@@ -14,4 +14,18 @@ execute_process(COMMAND "${prefix}/bin/rsghost" --check "${SRC}/examples/simple-
 if(NOT rc EQUAL 0 OR NOT out MATCHES ": ok")
   message(FATAL_ERROR "installed rsghost --check failed (${rc}): ${out}${err}")
 endif()
+# The test kit, run from the installed modules, finds the host's rules
+# (librsghost_rules.so) by itself.
+find_program(LUAJIT_BIN luajit)
+if(LUAJIT_BIN)
+  execute_process(COMMAND "${LUAJIT_BIN}" -e
+                  "package.path='${prefix}/share/rsghost/lua/?.lua;'..package.path
+                   local n = require 'rsghost.native'
+                   assert(n.read_count(10, 1, 0, 1000) == 10)
+                   print('rules from ' .. n.where)"
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0 OR NOT out MATCHES "share/rsghost/lua/../lib/librsghost_rules.so")
+    message(FATAL_ERROR "installed rsghost.native did not find its library (${rc}): ${out}${err}")
+  endif()
+endif()
 file(REMOVE_RECURSE "${prefix}")

@@ -24,6 +24,7 @@
 -- array (EXEC, pipelines) becomes { err = message }. Arguments and values are
 -- binary safe: commands go through redisCommandArgv with explicit lengths.
 local ffi = require "ffi"
+local native = require "rsghost.native"
 
 -- Debian's package installs only the versioned soname (libhiredis0.14 on
 -- Debian 12, libhiredis1.1.0 on Debian 13); the unversioned name exists
@@ -186,82 +187,28 @@ local function timeval(seconds)
   return tv
 end
 
-local function unescape(s)
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
-local function parse_query(q, into)
-  for pair in q:gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    into[unescape(k)] = unescape(v)
-  end
-end
-
--- Parses redis://[[user]:password@]host[:port][/db] (rediss:// the same,
--- over TLS) and unix:///path[?db=N] into { host=, port=, path=, user=,
--- password=, db=, tls= }. Raises on a bad URL.
+-- Parses a URL exactly as the host does (host/url.c, through rsghost.native):
+-- redis://[[user]:password@]host[:port][/db] (rediss:// the same, over TLS)
+-- and unix:///path[?db=N] into { host=, port=, path=, user=, password=,
+-- db=, tls= }. redis://secret@host means a password, as in redis-cli and the
+-- host. Raises the host's error (passwords masked) on a bad URL, and on a
+-- Sentinel URL (this client connects to one server).
 function M.parse_url(url)
   if type(url) ~= "string" then error("rsghost.hiredis: URL must be a string", 0) end
-  local cfg = {}
-  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
-  if scheme == "unix" then
-    local path, query = rest:match("^([^?]*)%??(.*)$")
-    local userinfo, p = path:match("^(.*)@(/.*)$")
-    if userinfo then path = p end
-    if path == "" or path:sub(1, 1) ~= "/" then
-      error("rsghost.hiredis: bad unix URL (want unix:///path/to/socket[?db=N]): " .. M.redact(url), 0)
-    end
-    cfg.path = unescape(path)
-    local q = {}
-    parse_query(query, q)
-    cfg.db = q.db
-    cfg.password = q.password
-    cfg.user = q.user
-    if userinfo then
-      local u, pw = userinfo:match("^([^:]*):(.*)$")
-      if u then cfg.user, cfg.password = u, pw else cfg.password = userinfo end
-      cfg.user = cfg.user and unescape(cfg.user)
-      cfg.password = cfg.password and unescape(cfg.password)
-    end
-  elseif scheme == "redis" or scheme == "rediss" then
-    cfg.tls = scheme == "rediss" or nil
-    local authority, path = rest:match("^([^/?]*)(.*)$")
-    -- The password may contain '@': the host part follows the last one.
-    local userinfo, hostport = authority:match("^(.*)@([^@]*)$")
-    hostport = hostport or authority
-    if userinfo then
-      local u, pw = userinfo:match("^([^:]*):(.*)$")
-      if u then cfg.user, cfg.password = u, pw else cfg.user = userinfo end
-      if cfg.user == "" then cfg.user = nil end
-      cfg.user = cfg.user and unescape(cfg.user)
-      cfg.password = cfg.password and unescape(cfg.password)
-    end
-    local host, port = hostport:match("^%[([^%]]+)%]:?(%d*)$")
-    if not host then host, port = hostport:match("^([^:]*):?(%d*)$") end
-    if not host then error("rsghost.hiredis: bad host in URL: " .. M.redact(url), 0) end
-    cfg.host = host ~= "" and host or "127.0.0.1"
-    cfg.port = port ~= "" and tonumber(port) or 6379
-    local db, query = path:match("^/?([^?]*)%??(.*)$")
-    cfg.db = db ~= "" and db or nil
-    local q = {}
-    parse_query(query or "", q)
-    cfg.db = cfg.db or q.db
-  else
-    error("rsghost.hiredis: unsupported URL (want redis://..., rediss://... or unix:///...): " .. M.redact(url), 0)
+  local u, err = native.parse_url(url)
+  if not u then error("rsghost.hiredis: " .. err, 0) end
+  if u.sentinels then
+    error("rsghost.hiredis: connects to one server, not through Sentinel: " .. M.redact(url), 0)
   end
-  if cfg.db ~= nil then
-    local n = tonumber(cfg.db)
-    if not n or n < 0 or n ~= math.floor(n) then
-      error("rsghost.hiredis: bad database number in URL: " .. M.redact(url), 0)
-    end
-    cfg.db = n
-  end
-  return cfg
+  return {
+    host = u.host, port = u.host and u.port or nil, path = u.path,
+    user = u.user, password = u.password, db = u.db, tls = u.tls or nil,
+  }
 end
 
--- The URL with its password replaced, for error messages.
+-- The URL (or any string) with every password masked, as the host prints it.
 function M.redact(url)
-  return (tostring(url):gsub("^(%a[%w+.-]*://[^:/@]*:)[^/]*@", "%1***@"))
+  return native.redact(tostring(url))
 end
 
 -- Converts a reply; top: nil bulk is nil at the top level, false in arrays.

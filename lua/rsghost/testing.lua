@@ -102,6 +102,7 @@
 -- server: its keys expire on its own clock, and XADD * takes its ids from it.
 
 local rsghost = require "rsghost"
+local native = require "rsghost.native" -- the host's own rules, through the FFI
 local script = require "rsghost.script"
 local pipeline = require "rsghost.pipeline"
 local fakeredis = require "rsghost.fakeredis"
@@ -156,32 +157,6 @@ local function as_string(v, what)
   error(format("%s must be a string or a number, got %s", what, t), 4)
 end
 
--- rsgUtf8Check (host/encoding.c): offset of the first byte that is not
--- valid UTF-8, or nil.
-local function utf8_bad(s)
-  local i, len = 1, #s
-  while i <= len do
-    local c = s:byte(i)
-    if c < 0x80 then
-      i = i + 1
-    else
-      local n, cp, min
-      if c >= 0xC2 and c <= 0xDF then n, cp, min = 1, c - 0xC0, 0x80
-      elseif c >= 0xE0 and c <= 0xEF then n, cp, min = 2, c - 0xE0, 0x800
-      elseif c >= 0xF0 and c <= 0xF4 then n, cp, min = 3, c - 0xF0, 0x10000
-      else return i - 1, c end
-      for k = 1, n do
-        local b = s:byte(i + k)
-        if b == nil or b < 0x80 or b > 0xBF then return i - 1, c end
-        cp = cp * 64 + (b - 0x80)
-      end
-      if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return i - 1, c end
-      i = i + n + 1
-    end
-  end
-  return nil
-end
-M._utf8_bad = utf8_bad
 
 -- Virtual time is kept in whole microseconds, so that advancing by 0.1 ten
 -- times lands exactly where advancing by 1 does.
@@ -492,18 +467,19 @@ function Kit:_read(msgs, where)
     end
     nkeys = 1
   end
-  local room = src.max_in_flight - self:in_flight()
-  local per_key = floor(room / nkeys)
-  if src.count and src.count < per_key then per_key = src.count end
+  -- The host's own read sizing (rsgReadCount): the room left, shared among
+  -- the keys, capped by source.count or, without it, by read_chunk.
+  local per_key = native.read_count(src.max_in_flight - self:in_flight(), nkeys, src.count, src.read_chunk)
   local counts = {}
   for _, m in ipairs(msgs) do
     local c = (counts[m[1]] or 0) + 1
     counts[m[1]] = c
     if c > per_key then
       error(format("%s: %d messages from %q in one read, but the host reads at most %d per %s here "
-        .. "(source.count %s, source.max_in_flight %d with %d in flight, %d source(s)): feed them in several reads",
+        .. "(source.count %s, read size %d, source.max_in_flight %d with %d in flight, %d source(s)): "
+        .. "feed them in several reads",
         where, #msgs, m[1], per_key, src.kind == "lists" and "list" or "stream", tostring(src.count),
-        src.max_in_flight, self:in_flight(), nkeys), 3)
+        src.read_chunk, src.max_in_flight, self:in_flight(), nkeys), 3)
     end
   end
 
@@ -513,17 +489,9 @@ function Kit:_read(msgs, where)
     if self._check_utf8 then
       local fields = m[4]
       for i = 1, #fields do
-        local at, b = utf8_bad(fields[i])
-        if at then
-          local left = src.kind == "group" and "left pending" or "skipped (plain streams keep no pending list)"
-          local what
-          if i % 2 == 0 then
-            what = format("the value of field '%s' is", fields[i - 1])
-          else
-            what = format("field name #%d is", (i + 1) / 2)
-          end
-          self.host.log("error", format("message %s %s %s: %s not valid utf-8 (byte 0x%02x at offset %d)",
-            m[1], m[2], left, what, b, at))
+        local why = native.utf8_why(fields[i])
+        if why then
+          self.host.log("error", native.bad_field_line(m[1], m[2], i - 1, fields[i - 1], why, src.kind == "group"))
           ok = false
           if src.kind == "group" then self._fed[#self._fed + 1] = { m[1], m[2] } end
           break

@@ -59,8 +59,9 @@ describe("lists-consumer.lua", function()
 
   it("pushes 1000 items at once without waiting; the rest wait for the next batch", function()
     local items = {}
-    for i = 1, 1001 do items[i] = { "data-source-1", cjson.encode { n = i } } end
-    k:feed_many(items) -- one pop of 1001 items
+    for i = 1, 1000 do items[i] = { "data-source-1", cjson.encode { n = i } } end
+    k:feed_many(items) -- one pop of 1000 items, the most the host pops at once here
+    k:feed("data-source-1", cjson.encode { n = 1001 }) -- the next pop
 
     assert.equal(1000, #pushed(k))
     assert.equal(1, k.redis:call("LLEN", "preprocessed-data"))

@@ -165,11 +165,16 @@ describe("rsghost.hiredis", function()
       r3:close()
     end)
 
-    it("parses user, password, host, port and db", function()
+    it("parses user, password, host, port and db as the host does", function()
       assert.same({ host = "h", port = 7000, user = "u", password = "p@ss:w", db = 4 },
         hiredis.parse_url("redis://u:p%40ss:w@h:7000/4"))
-      assert.same({ host = "127.0.0.1", port = 6379, password = "pw" },
+      assert.same({ host = "127.0.0.1", port = 6379, password = "pw", db = 0 },
         hiredis.parse_url("redis://:pw@127.0.0.1"))
+      -- A lone credential is a password, in the host, redis-cli and here.
+      assert.same({ host = "h", port = 6379, password = "secret", db = 0 },
+        hiredis.parse_url("redis://secret@h"))
+      assert.has_error(function() hiredis.parse_url("redis://h/0?timeout=1") end,
+        "rsghost.hiredis: unknown query parameter 'timeout' (known: db) in redis URL 'redis://h/0?timeout=1'")
       assert.same({ path = "/tmp/redis.sock", db = 2 }, hiredis.parse_url("unix:///tmp/redis.sock?db=2"))
       assert.same({ host = "h", port = 6380, password = "pw", db = 1, tls = true },
         hiredis.parse_url("rediss://:pw@h:6380/1"))

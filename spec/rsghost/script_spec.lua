@@ -55,6 +55,7 @@ describe("rsghost.script", function()
         encoding = "utf-8",
         max_in_flight = 4096,
         max_in_flight_bytes = 64 * 1024 * 1024,
+        read_chunk = 1000,
         heartbeat_channel = "my-group",
       }, cfg.source)
       assert.same({ size = 1000, timeout = 3 }, cfg.batch)

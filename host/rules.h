@@ -1,0 +1,29 @@
+/* rules.h - host rules that the test kit must follow exactly, written as
+ * plain functions of their inputs. The host calls them; the kit calls the
+ * same compiled code through the FFI (lua/rsghost/native.lua loads the
+ * shared library built from these sources), so the two cannot drift.
+ * Nothing here touches Redis, libuv or Lua. */
+#ifndef RSG_RULES_H
+#define RSG_RULES_H
+
+#include <stddef.h>
+
+/* Read sizing: how many messages per key a read asks for (Redis's COUNT
+ * bounds each key). `room` is what max_in_flight (and the byte bound)
+ * still leave, shared among `keys` keys; `count` is source.count (0: not
+ * set), and without it a read asks for at most `read_chunk` per key (about
+ * a batch, so that reading and processing overlap). Returns 0 when there is
+ * no room. */
+long rsgReadCount(long room, int keys, long count, long read_chunk);
+
+/* The error line of a message whose field string number k (0-based over
+ * name, value, name, value...) is not valid in the source's encoding: it
+ * names the message, what becomes of it (pending: "left pending", else
+ * "skipped (plain streams keep no pending list)"), the field, and why
+ * (rsgDecode's or rsgUtf8Why's reason). name is the field's name when k is
+ * a value (odd k). Writes at most len bytes, NUL-terminated; returns buf. */
+char *rsgBadFieldLine(char *buf, size_t len, const char *stream, size_t slen, const char *id,
+                      size_t idlen, size_t k, const char *name, size_t nlen, const char *why,
+                      int pending);
+
+#endif
