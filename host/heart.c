@@ -131,7 +131,9 @@ static void onLifeline(uv_poll_t *p, int status, int events) {
     rsgHeart *h = p->data;
     (void)events;
     char buf[16];
-    ssize_t n = status < 0 ? 0 : read(p->io_watcher.fd, buf, sizeof(buf));
+    uv_os_fd_t fd = -1;
+    ssize_t n =
+        status < 0 || uv_fileno((uv_handle_t *)p, &fd) != 0 ? 0 : read(fd, buf, sizeof(buf));
     if (n > 0 || (n < 0 && errno == EAGAIN)) return;
     /* The main process is gone: so is the consumer we beat for. */
     rsgDebug("main process gone; heart stopping");
@@ -145,14 +147,24 @@ static int runHeart(const rsgHeartConfig *cfg, int fd) {
     h.alive_key = rsgHeartAliveKey(cfg->group, cfg->consumer);
     h.registry_key = rsgHeartRegistryKey(cfg->group);
     snprintf(h.ttl_ms, sizeof(h.ttl_ms), "%lld", (long long)(cfg->claim_timeout * 1000.0 + 0.5));
-    uv_loop_init(&h.loop);
+    /* Without these the heart cannot beat: exit at once, and the main
+     * process, which sees the lifeline close, stops with it. */
+    if (!h.alive_key || !h.registry_key || uv_loop_init(&h.loop) != 0) {
+        rsgError("heart: out of memory or no event loop; stopping");
+        free(h.alive_key);
+        free(h.registry_key);
+        return 1;
+    }
     h.last_seen = uv_now(&h.loop); /* connecting gets the same grace as silence */
     uv_timer_init(&h.loop, &h.beat);
     h.beat.data = &h;
     uint64_t every = (uint64_t)(cfg->interval * 1000.0 + 0.5);
     if (every == 0) every = 1;
     uv_timer_start(&h.beat, onBeat, every, every);
-    uv_poll_init(&h.loop, &h.lifeline, fd);
+    if (uv_poll_init(&h.loop, &h.lifeline, fd) != 0) {
+        rsgError("heart: cannot watch the main process; stopping");
+        return 1;
+    }
     h.lifeline.data = &h;
     uv_poll_start(&h.lifeline, UV_READABLE | UV_DISCONNECT, onLifeline);
     h.pub.data = h.sub.data = &h;

@@ -1,6 +1,8 @@
 -- The pipeline runner: messages in (p:feed), preprocess, batches, sinks,
 -- acknowledgements out. The C host and the test kit both drive this file
--- through a `host` table (see the contract, "Phase 2"), so there is one
+-- through a `host` table (now, send, ack, abandon, release, set_timer,
+-- pause, ready, finished, log, and the flag debug: host/lua_bridge.c builds
+-- the C host's, rsghost.testing's make_host the kit's), so there is one
 -- implementation of the pipeline's semantics.
 --
 -- Flow of a message: feed -> preprocess (xpcall) -> current batch -> (full,

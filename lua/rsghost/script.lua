@@ -1,5 +1,6 @@
 -- Loading a pipeline script: load it, run it, validate what it returns and
--- hand back a normalized configuration (see the contract, "Phase 1").
+-- hand back a normalized configuration: the one place where the defaults of
+-- every setting live (the C host refuses a normalized table that lacks one).
 --
 -- Every problem is raised as one line "path:LINE: reason" with error(msg, 0),
 -- so the host can print it as is and exit before it touches Redis. Lua knows

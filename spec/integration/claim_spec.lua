@@ -117,11 +117,9 @@ describe("claiming a dead consumer's messages", function()
     assert.equal(0, c2:stop(), c2:describe())
   end)
 
-  -- HOST BUG: claims after about 2 x claim_timeout. host/claim.c onInfo()
-  -- sets last_heard = now when XINFO CONSUMERS shows idle < claim_timeout,
-  -- instead of now - idle, so a consumer active at T counts as heard until
-  -- nearly T + claim_timeout and is dead only at T + 2 x claim_timeout.
-  -- Turn this `pending` back into `it` once fixed.
+  -- A consumer's activity counts from when XINFO CONSUMERS says it was last
+  -- active (now - idle), not from when we asked: it is dead claim_timeout
+  -- after its last heartbeat or read, not twice that.
   it("claims from a consumer killed while receiving within claim_timeout plus a couple of intervals", function()
     local t = H.context()
     local P = t.prefix
