@@ -1,6 +1,7 @@
 /* config.c - see config.h. */
 #include "config.h"
 
+#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,44 +78,52 @@ int rsgOptionsParse(rsgOptions *o, int argc, char **argv, char *err, size_t errl
         const char *v = s->env ? getenv(s->env) : NULL;
         *(const char **)((char *)o + s->offset) = v && *v ? v : s->dflt;
     }
-    int positional = 0;
-    for (int i = 1; i < argc; i++) {
+    /* getopt_long, driven by the same table: long options from specs[], plus
+     * -h and -V. A leading ':' reports a missing value apart from an
+     * unknown option; opterr = 0 leaves the wording to us. */
+    struct option longopts[NSPECS + 1];
+    for (size_t k = 0; k < NSPECS; k++)
+        longopts[k] = (struct option){specs[k].name,
+                                      specs[k].kind == OPT_FLAG ? no_argument : required_argument,
+                                      NULL, (int)(k + 256)};
+    longopts[NSPECS] = (struct option){0, 0, 0, 0};
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":hV", longopts, NULL)) != -1) {
+        const char *arg = argv[optind - 1];
+        const optSpec *s = NULL;
+        if (c == 'h' || c == 'V') {
+            *(c == 'h' ? &o->help : &o->version) = 1;
+            continue;
+        }
+        if (c >= 256) s = &specs[c - 256];
+        if (c == ':') {
+            const optSpec *m = optopt >= 256 ? &specs[optopt - 256] : NULL;
+            snprintf(err, errlen, "option --%s needs a value (%s)", m ? m->name : arg + 2,
+                     m ? m->arg : "?");
+            return -1;
+        }
+        if (c == '?') {
+            if (optopt >= 256 && specs[optopt - 256].kind == OPT_FLAG)
+                snprintf(err, errlen, "option --%s takes no value", specs[optopt - 256].name);
+            else
+                snprintf(err, errlen, "unknown option '%s' (see --help)", arg);
+            return -1;
+        }
+        if (!s) continue;
+        if (s->kind == OPT_FLAG) {
+            *(int *)((char *)o + s->offset) = 1;
+            continue;
+        }
+        *(const char **)((char *)o + s->offset) = optarg;
+        /* optarg points into argv's memory (after '=' or the next element):
+         * main.c overwrites the password there once it has a copy. */
+        if (s->offset == FIELD(redis_url)) o->redis_arg = optarg;
+    }
+    /* getopt_long moved the operands behind the options. */
+    for (int i = optind; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--") == 0) {
-            positional = 1;
-            continue;
-        }
-        if (!positional && a[0] == '-' && a[1] != '\0') {
-            const char *name = a[1] == '-' ? a + 2 : a + 1;
-            if (strcmp(a, "-h") == 0) name = "help";
-            if (strcmp(a, "-V") == 0) name = "version";
-            const char *eq = strchr(name, '=');
-            size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
-            const optSpec *s = NULL;
-            for (size_t k = 0; k < NSPECS; k++)
-                if (strlen(specs[k].name) == nlen && strncmp(specs[k].name, name, nlen) == 0)
-                    s = &specs[k];
-            if (!s) {
-                snprintf(err, errlen, "unknown option '%s' (see --help)", a);
-                return -1;
-            }
-            if (s->kind == OPT_FLAG) {
-                if (eq) {
-                    snprintf(err, errlen, "option --%s takes no value", s->name);
-                    return -1;
-                }
-                *(int *)((char *)o + s->offset) = 1;
-                continue;
-            }
-            const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v) {
-                snprintf(err, errlen, "option --%s needs a value (%s)", s->name, s->arg);
-                return -1;
-            }
-            *(const char **)((char *)o + s->offset) = v;
-            if (s->offset == FIELD(redis_url)) o->redis_argi = eq ? -i : i;
-            continue;
-        }
         if (!o->script)
             o->script = a;
         else if (!o->consumer)

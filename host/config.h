@@ -17,7 +17,7 @@ typedef struct rsgOptions {
     int help, version;           /* --help, --version */
     const char *script;          /* SCRIPT */
     const char *consumer;        /* CONSUMER-NAME, or NULL */
-    int redis_argi;              /* argv index of the --redis value, 0 if none (to scrub) */
+    char *redis_arg;             /* the --redis value inside argv, or NULL (to scrub) */
     const char *tls_ca_cert;     /* --tls-ca-cert / RSGHOST_TLS_CA_CERT, or NULL */
     const char *tls_cert;        /* --tls-cert / RSGHOST_TLS_CERT, or NULL */
     const char *tls_key;         /* --tls-key / RSGHOST_TLS_KEY, or NULL */

@@ -46,8 +46,7 @@ int main(int argc, char **argv) {
      * /proc/PID/cmdline, which show argv's memory as it is now. */
     char *url = strdup(opts.redis_url);
     if (!url) return 1;
-    if (opts.redis_argi > 0) rsgUrlScrub(argv[opts.redis_argi]);
-    if (opts.redis_argi < 0) rsgUrlScrub(strchr(argv[-opts.redis_argi], '=') + 1);
+    if (opts.redis_arg) rsgUrlScrub(opts.redis_arg);
     opts.redis_url = url;
     /* SIGINT/SIGTERM wait (blocked) until the loop's handlers are in place:
      * a stop asked for while the script loads is then a clean stop, not a
