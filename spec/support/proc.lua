@@ -40,8 +40,16 @@ extern char **environ;
 
 local C = ffi.C
 
+-- Debian's lua-posix (luaposix) where it covers what we need: waiting for,
+-- signalling and timing children. fork/exec stay on the FFI: the child must
+-- set PR_SET_PDEATHSIG (prctl, which luaposix lacks) and exec with an
+-- environment of its own (execvpe) making only system calls after fork.
+local pwait = require "posix.sys.wait"
+local psignal = require "posix.signal"
+local ptime = require "posix.time"
+local punistd = require "posix.unistd"
+
 local O_WRONLY, O_RDONLY, O_CREAT, O_TRUNC, O_APPEND = 1, 0, 64, 512, 1024
-local WNOHANG = 1
 local PR_SET_PDEATHSIG = 1
 local SIG_SETMASK = 2
 local ECHILD = 10
@@ -60,21 +68,21 @@ local function signum(sig)
   return n
 end
 
--- Sleeps without busy-waiting (poll with no fds).
+-- Sleeps without busy-waiting.
 function M.sleep(seconds)
-  C.poll(nil, 0, math.max(0, math.floor(seconds * 1000)))
+  seconds = math.max(0, seconds)
+  local whole = math.floor(seconds)
+  ptime.nanosleep { tv_sec = whole, tv_nsec = math.floor((seconds - whole) * 1e9) }
 end
-
-local ts = ffi.new("struct rsghost_timespec")
 
 -- Monotonic seconds (float), for deadlines that wall-clock jumps cannot upset.
 function M.now()
-  C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+  local t = ptime.clock_gettime(ptime.CLOCK_MONOTONIC)
+  return t.tv_sec + t.tv_nsec * 1e-9
 end
 
 function M.getpid()
-  return C.getpid()
+  return punistd.getpid()
 end
 
 local function current_env()
@@ -115,23 +123,16 @@ function Proc:pid()
   return self._pid
 end
 
--- Decodes a waitpid status: exit code, or "signal N".
-local function decode(status)
-  local sig = bit.band(status, 0x7f)
-  if sig == 0 then return bit.band(bit.rshift(status, 8), 0xff) end
-  return "signal " .. sig
-end
-
--- Reaps the child if it has exited; returns true once it is gone.
+-- Reaps the child if it has exited; returns true once it is gone. The
+-- result is the exit code, or "signal N".
 function Proc:_poll()
   if self.result ~= nil then return true end
-  local st = ffi.new("int[1]")
-  local r = C.waitpid(self._pid, st, WNOHANG)
-  if r == self._pid then
-    self.result = decode(st[0])
+  local r, how, code = pwait.wait(self._pid, pwait.WNOHANG)
+  if r == self._pid and how ~= "running" then
+    self.result = how == "exited" and code or ("signal " .. code)
     live[self._pid] = nil
     return true
-  elseif r < 0 and ffi.errno() == ECHILD then
+  elseif r == nil and code == ECHILD then
     -- Somebody else reaped it (should not happen); treat as gone.
     self.result = "unknown"
     live[self._pid] = nil
@@ -147,7 +148,7 @@ end
 -- Sends a signal (name like "TERM"/"SIGKILL" or number). Returns true if sent.
 function Proc:signal(sig)
   if self:_poll() then return false end
-  return C.kill(self._pid, signum(sig)) == 0
+  return psignal.kill(self._pid, signum(sig)) == 0
 end
 
 -- Waits up to timeout seconds (default 30; math.huge to wait forever).
