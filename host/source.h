@@ -21,7 +21,7 @@
 #include "ack.h"
 #include "conn.h"
 #include "encoding.h"
-#include "lua_bridge.h"
+#include "types.h"
 
 typedef enum { RSG_SRC_SETUP, RSG_SRC_REPLAY, RSG_SRC_LIVE } rsgSourcePhase;
 typedef enum { RSG_KIND_GROUP, RSG_KIND_STREAMS, RSG_KIND_LISTS } rsgSourceKindId;
