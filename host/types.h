@@ -24,9 +24,18 @@ typedef struct rsgMsg {
     int nfields;      /* number of pairs; -1 for a list item (no data table) */
 } rsgMsg;
 
+/* What a source reads. lua_bridge.c's readSource sets it once from the
+ * script's normalized source.kind; source.c maps it to the kind's table of
+ * functions (rsgSourceTypeOf), and nothing else looks at it. */
+typedef enum rsgSourceKind {
+    RSG_SOURCE_GROUP,   /* a consumer group: XREADGROUP, XACK */
+    RSG_SOURCE_STREAMS, /* plain streams: XREAD from a cursor, checkpoints */
+    RSG_SOURCE_LISTS    /* lists: pops, or moves into processing lists */
+} rsgSourceKind;
+
 /* The script's `source` table, as normalized by lua/rsghost/script.lua. */
 typedef struct rsgSourceConfig {
-    char kind[16];              /* "group", "streams" or "lists" */
+    rsgSourceKind kind;         /* what is read: see rsgSourceKind */
     int nstreams;               /* streams (or lists) to read */
     char **streams;             /* their names */
     char **starts;              /* start ids (group creation / XREAD), NULL for lists */
