@@ -89,10 +89,12 @@ typedef struct rsgReadBytes {
     size_t bytes; /* their bytes */
 } rsgReadBytes;
 
-/* The core's state. Kinds read cfg, conn, ack, consumer, phase, stopped,
- * in_flight, cursor, msgs, fv and dec, and write reading, requested (a
- * kind with more than one read in flight) and setup_left (their own setup
- * steps); everything else is the core's. */
+/* The core's state. Kinds read cfg, conn, ack, consumer, stopped,
+ * in_flight, msgs, fv and dec; they write reading (their reads in flight),
+ * requested (a kind with more than one read in flight), setup_left (their
+ * own setup steps), cursor (directly or through rsgSourceSetCursor) and
+ * phase (rsgSourceBegin, or LIVE when a replay ends). The rest is the
+ * core's. */
 struct rsgSource {
     const rsgSourceType *type;  /* the kind, picked once by rsgSourceInit */
     void *state;                /* the kind's own, owned by type->init/free */
