@@ -27,17 +27,18 @@
 typedef struct rsgApp {
     uv_loop_t loop;
     const rsgOptions *opts;
-    rsgRedisUrl url;      /* parsed --redis */
-    const char *consumer; /* our consumer name */
-    rsgLua lua;           /* the Lua state and pipeline */
-    rsgSourceConfig src;  /* the script's source settings */
-    rsgConn reader;       /* XREADGROUP only */
-    rsgConn cmds;         /* acks, claims, the script's commands */
-    rsgReplyArena arena;  /* the reader's replies (arena.h) */
-    rsgSource source;     /* the group reader */
-    rsgAck ack;           /* acks waiting for confirmation */
-    rsgHostOps ops;       /* what Lua may ask of us */
-    uv_timer_t timer;     /* the pipeline's batch/retry timer */
+    rsgRedisUrl url;           /* parsed --redis */
+    const char *consumer;      /* our consumer name */
+    rsgLua lua;                /* the Lua state and pipeline */
+    rsgSourceConfig src;       /* the script's source settings */
+    const rsgSourceType *type; /* the source's kind: its name and rules */
+    rsgConn reader;            /* XREADGROUP only */
+    rsgConn cmds;              /* acks, claims, the script's commands */
+    rsgReplyArena arena;       /* the reader's replies (arena.h) */
+    rsgSource source;          /* the group reader */
+    rsgAck ack;                /* acks waiting for confirmation */
+    rsgHostOps ops;            /* what Lua may ask of us */
+    uv_timer_t timer;          /* the pipeline's batch/retry timer */
     uv_signal_t sigint, sigterm;
     rsgClaim claim;      /* dead peers' messages (heartbeats on) */
     pid_t heart_pid;     /* the heart process, 0 when heartbeats are off */
@@ -322,8 +323,7 @@ static void logStart(rsgApp *app) {
         rsgInfo("consumer '%s' of group '%s' reading %s from %s", app->consumer, app->src.group,
                 streams, where);
     else
-        rsgInfo("reading %s %s from %s%s",
-                strcmp(app->src.kind, "lists") == 0 ? "lists" : "streams", streams, where,
+        rsgInfo("reading %ss %s from %s%s", app->type->key_type, streams, where,
                 app->src.reliable ? " (reliable: through processing lists)" : "");
     if (app->heart_pid)
         rsgInfo("heartbeats every %gs on channel '%s' (heart pid %d); peers silent for %gs are "
@@ -365,6 +365,108 @@ static int setUpTls(rsgApp *app, char *err, size_t errlen) {
     return rsgTlsInit(&cfg, err, errlen);
 }
 
+/* --check: the one line that says the script loaded, and what it reads. */
+static void printCheck(const rsgApp *app) {
+    printf("%s: ok (%s source%s%s, %d %s(s), max_in_flight %ld)\n", app->opts->script,
+           app->type->name, app->src.group ? ", group " : "", app->src.group ? app->src.group : "",
+           app->src.nstreams, app->type->key_type, app->src.max_in_flight);
+}
+
+/* No consumer name was given: a name that changes at every start strands
+ * what the last run held, unless peers claim it (heartbeats). Returns 0, or
+ * -1 having said why on stderr (a usage error). */
+static int checkGeneratedName(const rsgApp *app) {
+    if (app->type->consumer_pending && app->src.heartbeat_interval <= 0) {
+        fprintf(stderr, "rsghost: missing CONSUMER-NAME: a generated name needs "
+                        "source.heartbeat_interval, so that peers can claim its messages "
+                        "once it is gone\n");
+        return -1;
+    }
+    if (app->src.reliable) {
+        fprintf(stderr, "rsghost: missing CONSUMER-NAME: source.reliable keeps in-flight "
+                        "items in processing lists named after the consumer, so the name "
+                        "must stay the same across restarts\n");
+        return -1;
+    }
+    if (app->type->consumer_pending)
+        rsgInfo("no consumer name given: using the generated name '%s'", app->consumer);
+    return 0;
+}
+
+/* Forks the heart when heartbeats are on, before the loop exists: a child
+ * must not share the loop's descriptors or libuv's signal plumbing. Returns
+ * 0 (also when heartbeats are off), or -1 having said why on stderr. */
+static int spawnHeart(rsgApp *app) {
+    char err[1024];
+    if (app->src.heartbeat_interval <= 0) return 0;
+    rsgHeartConfig hc = {&app->url,
+                         app->src.group,
+                         app->consumer,
+                         app->src.heartbeat_channel,
+                         app->src.heartbeat_interval,
+                         app->src.claim_timeout};
+    app->heart_pid = rsgHeartSpawn(&hc, &app->lifeline_fd, err, sizeof(err));
+    if (app->heart_pid < 0) {
+        fprintf(stderr, "rsghost: cannot start the heart process: %s\n", err);
+        app->heart_pid = 0;
+        return -1;
+    }
+    return 0;
+}
+
+/* The loop's own handles: the pipeline timer, the stop signals and, with a
+ * heart, the lifeline to it. */
+static void startHandles(rsgApp *app) {
+    uv_timer_init(&app->loop, &app->timer);
+    app->timer.data = app;
+    uv_signal_init(&app->loop, &app->sigint);
+    uv_signal_init(&app->loop, &app->sigterm);
+    app->sigint.data = app->sigterm.data = app;
+    uv_signal_start(&app->sigint, onSignal, SIGINT);
+    uv_signal_start(&app->sigterm, onSignal, SIGTERM);
+    signal(SIGPIPE, SIG_IGN);
+    unblockStops(); /* main.c blocked them; one that came meanwhile is handled now */
+
+    if (app->heart_pid > 0) {
+        uv_poll_init(&app->loop, &app->lifeline, app->lifeline_fd);
+        app->lifeline.data = app;
+        uv_poll_start(&app->lifeline, UV_READABLE | UV_DISCONNECT, onLifeline);
+    }
+}
+
+/* Starts the connections (and the Sentinel watch, and claiming with a
+ * heart); everything else follows from their callbacks. */
+static void startConnections(rsgApp *app) {
+    app->reader.data = app->cmds.data = app;
+    app->reader.arena = &app->arena;
+    app->reader.on_ready = onReaderReady;
+    app->cmds.on_ready = onCmdsReady;
+    app->reader.on_fatal = app->cmds.on_fatal = onConnFatal;
+    if (app->url.nsentinels)
+        rsgSentinelWatchStart(&app->watch, &app->loop, &app->url, onMasterMoved, app);
+    rsgConnStart(&app->cmds, &app->loop, &app->url, "commands");
+    rsgConnStart(&app->reader, &app->loop, &app->url, "reader");
+    if (app->heart_pid > 0 && rsgClaimStart(&app->claim, &app->loop, &app->cmds, &app->source,
+                                            &app->url, app->consumer) != 0)
+        shutdownNow(app, 1);
+}
+
+/* Runs the loop until every handle is closed, then frees what lived on it.
+ * Returns the exit status the run decided. */
+static int runLoop(rsgApp *app) {
+    uv_run(&app->loop, UV_RUN_DEFAULT);
+    /* Backstop: anything still open is closed and the loop drained, so
+     * uv_loop_close succeeds (libuv's own tests insist on this). */
+    uv_walk(&app->loop, walkClose, NULL);
+    uv_run(&app->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&app->loop) != 0) rsgWarn("event loop closed with handles still open");
+    rsgSourceFree(&app->source);
+    rsgAckFree(&app->ack);
+    rsgArenaFree(&app->arena);
+    rsgClaimFree(&app->claim);
+    return app->exit_code;
+}
+
 int rsgAppRun(const rsgOptions *opts) {
     rsgApp app;
     char err[1024], luadir[4096];
@@ -396,48 +498,14 @@ int rsgAppRun(const rsgOptions *opts) {
         fprintf(stderr, "%s\n", err);
         goto out;
     }
+    app.type = rsgSourceTypeOf(app.src.kind);
     if (opts->check) {
-        printf("%s: ok (%s source%s%s, %d %s, max_in_flight %ld)\n", opts->script, app.src.kind,
-               app.src.group ? ", group " : "", app.src.group ? app.src.group : "",
-               app.src.nstreams, strcmp(app.src.kind, "lists") == 0 ? "list(s)" : "stream(s)",
-               app.src.max_in_flight);
+        printCheck(&app);
         code = 0;
         goto out;
     }
-    if (!opts->consumer) {
-        /* A name that changes at every start strands what the last run held,
-         * unless peers claim it (heartbeats). */
-        if (strcmp(app.src.kind, "group") == 0 && app.src.heartbeat_interval <= 0) {
-            fprintf(stderr, "rsghost: missing CONSUMER-NAME: a generated name needs "
-                            "source.heartbeat_interval, so that peers can claim its messages "
-                            "once it is gone\n");
-            goto out;
-        }
-        if (app.src.reliable) {
-            fprintf(stderr, "rsghost: missing CONSUMER-NAME: source.reliable keeps in-flight "
-                            "items in processing lists named after the consumer, so the name "
-                            "must stay the same across restarts\n");
-            goto out;
-        }
-        if (strcmp(app.src.kind, "group") == 0)
-            rsgInfo("no consumer name given: using the generated name '%s'", app.consumer);
-    }
-    /* Fork the heart before the loop exists: a child must not share the
-     * loop's descriptors or libuv's signal plumbing. */
-    if (app.src.heartbeat_interval > 0) {
-        rsgHeartConfig hc = {&app.url,
-                             app.src.group,
-                             app.consumer,
-                             app.src.heartbeat_channel,
-                             app.src.heartbeat_interval,
-                             app.src.claim_timeout};
-        app.heart_pid = rsgHeartSpawn(&hc, &app.lifeline_fd, err, sizeof(err));
-        if (app.heart_pid < 0) {
-            fprintf(stderr, "rsghost: cannot start the heart process: %s\n", err);
-            app.heart_pid = 0;
-            goto out;
-        }
-    }
+    if (!opts->consumer && checkGeneratedName(&app) != 0) goto out;
+    if (spawnHeart(&app) != 0) goto out;
 
     code = 1;
     if (uv_loop_init(&app.loop) != 0) {
@@ -452,6 +520,7 @@ int rsgAppRun(const rsgOptions *opts) {
         rsgLuaStart(&app.lua, &app.ops, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s: %s\n", opts->script, err);
         code = 2;
+        rsgSourceFree(&app.source); /* nothing on the loop yet */
         uv_loop_close(&app.loop);
         goto out;
     }
@@ -459,47 +528,11 @@ int rsgAppRun(const rsgOptions *opts) {
     app.ack.on_idle = onAckIdle;
     app.ack.ud = &app;
 
-    uv_timer_init(&app.loop, &app.timer);
-    app.timer.data = &app;
-    uv_signal_init(&app.loop, &app.sigint);
-    uv_signal_init(&app.loop, &app.sigterm);
-    app.sigint.data = app.sigterm.data = &app;
-    uv_signal_start(&app.sigint, onSignal, SIGINT);
-    uv_signal_start(&app.sigterm, onSignal, SIGTERM);
-    signal(SIGPIPE, SIG_IGN);
-    unblockStops(); /* main.c blocked them; one that came meanwhile is handled now */
-
-    if (app.heart_pid > 0) {
-        uv_poll_init(&app.loop, &app.lifeline, app.lifeline_fd);
-        app.lifeline.data = &app;
-        uv_poll_start(&app.lifeline, UV_READABLE | UV_DISCONNECT, onLifeline);
-    }
-
+    startHandles(&app);
     logStart(&app);
-    app.reader.data = app.cmds.data = &app;
-    app.reader.arena = &app.arena;
-    app.reader.on_ready = onReaderReady;
-    app.cmds.on_ready = onCmdsReady;
-    app.reader.on_fatal = app.cmds.on_fatal = onConnFatal;
-    if (app.url.nsentinels)
-        rsgSentinelWatchStart(&app.watch, &app.loop, &app.url, onMasterMoved, &app);
-    rsgConnStart(&app.cmds, &app.loop, &app.url, "commands");
-    rsgConnStart(&app.reader, &app.loop, &app.url, "reader");
-    if (app.heart_pid > 0 &&
-        rsgClaimStart(&app.claim, &app.loop, &app.cmds, &app.source, &app.url, app.consumer) != 0)
-        shutdownNow(&app, 1);
+    startConnections(&app);
 
-    uv_run(&app.loop, UV_RUN_DEFAULT);
-    /* Backstop: anything still open is closed and the loop drained, so
-     * uv_loop_close succeeds (libuv's own tests insist on this). */
-    uv_walk(&app.loop, walkClose, NULL);
-    uv_run(&app.loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&app.loop) != 0) rsgWarn("event loop closed with handles still open");
-    code = app.exit_code;
-    rsgSourceFree(&app.source);
-    rsgAckFree(&app.ack);
-    rsgArenaFree(&app.arena);
-    rsgClaimFree(&app.claim);
+    code = runLoop(&app);
 out:
     if (app.heart_pid > 0) {
         /* Closing our end tells the heart to stop; reap it. */

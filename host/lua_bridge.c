@@ -227,14 +227,38 @@ static int boolField(lua_State *L, int idx, const char *key, int dflt) {
     return v;
 }
 
+/* Sets *kind from the normalized source.kind at idx (absent: a group), the
+ * one place the script's string becomes rsgSourceKind (a value that is not
+ * a string counts as absent). Returns 0, or -1 with err for a kind
+ * script.lua does not make (a bug). */
+static int readKind(lua_State *L, int idx, rsgSourceKind *kind, char *err, size_t errlen) {
+    static const struct {
+        const char *name;
+        rsgSourceKind kind;
+    } kinds[] = {
+        {"group", RSG_SOURCE_GROUP},
+        {"streams", RSG_SOURCE_STREAMS},
+        {"lists", RSG_SOURCE_LISTS},
+    };
+    lua_getfield(L, idx, "kind");
+    const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "group";
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (strcmp(name, kinds[i].name) == 0) {
+            *kind = kinds[i].kind;
+            lua_pop(L, 1);
+            return 0;
+        }
+    snprintf(err, errlen, "internal: normalized source has an unknown kind '%s'", name);
+    lua_pop(L, 1);
+    return -1;
+}
+
 /* Fills src from the normalized cfg.source at the top of the stack. */
 static int readSource(lua_State *L, rsgSourceConfig *src, char *err, size_t errlen) {
     int idx = lua_gettop(L);
     memset(src, 0, sizeof(*src));
-    char *kind = dupField(L, idx, "kind");
-    snprintf(src->kind, sizeof(src->kind), "%s", kind ? kind : "group");
-    free(kind);
-    int isLists = strcmp(src->kind, "lists") == 0;
+    if (readKind(L, idx, &src->kind, err, errlen) != 0) return -1;
+    int isLists = src->kind == RSG_SOURCE_LISTS;
     lua_getfield(L, idx, isLists ? "lists" : "streams");
     int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
     if (n == 0) {

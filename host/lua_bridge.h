@@ -12,22 +12,9 @@
 #include <hiredis/hiredis.h>
 #include <stddef.h>
 
+#include "types.h"
+
 typedef struct lua_State lua_State;
-
-/* A byte string that is not NUL-terminated and not owned. */
-typedef struct rsgStr {
-    const char *p;
-    size_t len;
-} rsgStr;
-
-/* One message as it goes to Lua. */
-typedef struct rsgMsg {
-    rsgStr stream;    /* stream (or list) name */
-    rsgStr id;        /* message id (or, for lists, the item itself) */
-    const rsgStr *fv; /* field/value pairs: fv[2i] name, fv[2i+1] value; for a
-                         list item fv[0] is the item converted for Lua */
-    int nfields;      /* number of pairs; -1 for a list item (no data table) */
-} rsgMsg;
 
 /* What the host does for Lua. `ud` is passed back to every callback. */
 typedef struct rsgHostOps {
@@ -53,28 +40,6 @@ typedef struct rsgHostOps {
      * the pipeline gave up on unsunk messages whose sink kept failing. */
     void (*finished)(void *ud, long unsunk);
 } rsgHostOps;
-
-/* The script's `source` table, as normalized by lua/rsghost/script.lua. */
-typedef struct rsgSourceConfig {
-    char kind[16];              /* "group", "streams" or "lists" */
-    int nstreams;               /* streams (or lists) to read */
-    char **streams;             /* their names */
-    char **starts;              /* start ids (group creation / XREAD), NULL for lists */
-    char *group;                /* consumer group, NULL unless kind is group */
-    long count;                 /* max messages per read, 0 = as many as room allows */
-    long block_ms;              /* XREADGROUP BLOCK, 0 = forever */
-    int replay_pending;         /* re-read our own pending entries first */
-    int convert;                /* decode field names and values */
-    char *encoding;             /* source encoding for convert */
-    long max_in_flight;         /* bound on unacknowledged messages held */
-    size_t max_in_flight_bytes; /* and on their bytes, 0 = none */
-    long read_chunk;            /* reads without source.count ask for at most this */
-    double heartbeat_interval;  /* seconds, 0 = heartbeats off */
-    double claim_timeout;       /* seconds, 0 = never claim */
-    char *heartbeat_channel;    /* pub/sub channel, NULL when heartbeats are off */
-    char *checkpoint;           /* hash key for XREAD checkpoints, or NULL */
-    int reliable;               /* lists: use a processing list */
-} rsgSourceConfig;
 
 typedef struct rsgLua {
     lua_State *L;          /* the only Lua state */

@@ -8,33 +8,35 @@
 #include <string.h>
 
 #include "log.h"
-#include "source_internal.h"
+#include "source_kind.h"
 
 static void bytesRead(rsgSource *s, const rsgMsg *msgs, int n);
+
+const rsgSourceType *rsgSourceTypeOf(rsgSourceKind kind) {
+    static const rsgSourceType *const types[] = {
+        [RSG_SOURCE_GROUP] = &rsgSourceGroup,
+        [RSG_SOURCE_STREAMS] = &rsgSourceStreams,
+        [RSG_SOURCE_LISTS] = &rsgSourceLists,
+    };
+    if ((unsigned)kind >= sizeof(types) / sizeof(types[0])) return &rsgSourceGroup;
+    return types[kind];
+}
 
 int rsgSourceInit(rsgSource *s, rsgConn *conn, rsgAck *ack, const rsgSourceConfig *cfg,
                   const char *consumer, const rsgSourceHooks *hooks, char *err, size_t errlen) {
     memset(s, 0, sizeof(*s));
     s->conn = conn;
     s->ack = ack;
-    s->cfg = cfg;
     s->consumer = consumer;
     s->hooks = *hooks;
-    s->kind = strcmp(cfg->kind, "lists") == 0     ? RSG_KIND_LISTS
-              : strcmp(cfg->kind, "streams") == 0 ? RSG_KIND_STREAMS
-                                                  : RSG_KIND_GROUP;
+    s->type = rsgSourceTypeOf(cfg->kind);
     if (rsgDecoderInit(&s->dec, cfg->encoding, err, errlen) != 0) return -1;
+    s->cfg = cfg; /* from here on rsgSourceFree cleans up */
     s->cursor = calloc((size_t)cfg->nstreams, sizeof(char *));
-    if (!s->cursor) goto oom;
-    /* Groups: "0" is the start of our pending entries. Without replay there
-     * is no history to read until we have seen something ourselves. */
-    if (s->kind == RSG_KIND_GROUP && cfg->replay_pending)
-        for (int i = 0; i < cfg->nstreams; i++)
-            if (!(s->cursor[i] = strdup("0"))) goto oom;
-    if (s->kind == RSG_KIND_STREAMS && rsgStreamsInit(s) != 0) goto oom;
-    if (s->kind == RSG_KIND_LISTS && rsgListsInit(s) != 0) goto oom;
+    if (!s->cursor || s->type->init(s) != 0) goto oom;
     return 0;
 oom:
+    rsgSourceFree(s);
     snprintf(err, errlen, "out of memory");
     return -1;
 }
@@ -62,32 +64,17 @@ int rsgSourceIndex(const rsgSource *s, const char *name, size_t len) {
 
 /* ---- Setup: every key must be of the kind the source reads ---- */
 
-static void kindSetup(rsgSource *s) {
-    switch (s->kind) {
-        case RSG_KIND_GROUP:
-            rsgGroupSetup(s);
-            break;
-        case RSG_KIND_STREAMS:
-            rsgStreamsSetup(s);
-            break;
-        case RSG_KIND_LISTS:
-            rsgListsSetup(s);
-            break;
-    }
-}
-
 static void onType(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
     redisReply *reply = r;
     if (!reply || s->stopped) return; /* lost: setup runs again on reconnect */
     int i = s->cfg->nstreams - s->setup_left;
-    const char *want = s->kind == RSG_KIND_LISTS ? "list" : "stream";
+    const char *want = s->type->key_type;
     if (reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "none") != 0 &&
         strcmp(reply->str, want) != 0) {
-        rsgSourceFatal(s, "source.%s: key '%s' holds a %s, not a %s (WRONGTYPE); nothing was read",
-                       s->kind == RSG_KIND_LISTS ? "lists" : "streams", s->cfg->streams[i],
-                       reply->str, want);
+        rsgSourceFatal(s, "source.%ss: key '%s' holds a %s, not a %s (WRONGTYPE); nothing was read",
+                       want, s->cfg->streams[i], reply->str, want);
         return;
     }
     if (--s->setup_left > 0) return;
@@ -97,7 +84,7 @@ static void onType(redisAsyncContext *ac, void *r, void *privdata) {
         rsgSourceFatal(s, "%s", s->wrongtype);
         return;
     }
-    kindSetup(s);
+    s->type->setup(s);
 }
 
 void rsgSourceOnReady(rsgSource *s) {
@@ -137,7 +124,9 @@ int rsgSourceReserve(rsgSource *s, size_t n, size_t nfv) {
     return 0;
 }
 
-int rsgSourceWellFormed(const redisReply *r, size_t *entries, size_t *strings) {
+/* Checks a stream read reply: [[stream, [[id, [f, v, ...] | nil], ...]], ...],
+ * counting entries and field strings. 1 if well formed. */
+static int wellFormed(const redisReply *r, size_t *entries, size_t *strings) {
     *entries = *strings = 0;
     if (r->type != REDIS_REPLY_ARRAY) return 0;
     for (size_t i = 0; i < r->elements; i++) {
@@ -183,9 +172,7 @@ static int convertEntry(rsgSource *s, const redisReply *stream, const redisReply
         }
         char err[160];
         if (rsgDecode(&s->dec, x->str, x->len, &fv[k].p, &fv[k].len, err, sizeof(err)) != 0) {
-            const char *left = s->kind == RSG_KIND_GROUP ? "left pending"
-                                                         : "skipped (plain streams keep no "
-                                                           "pending list)";
+            const char *left = s->type->skipped;
             if (k % 2) {
                 const redisReply *name = fields->element[k - 1];
                 rsgError("message %.*s %.*s %s: the value of field '%.*s' is %s", (int)stream->len,
@@ -194,7 +181,7 @@ static int convertEntry(rsgSource *s, const redisReply *stream, const redisReply
                 rsgError("message %.*s %.*s %s: field name #%zu is %s", (int)stream->len,
                          stream->str, (int)id->len, id->str, left, k / 2 + 1, err);
             }
-            if (s->kind == RSG_KIND_STREAMS) rsgSourceAbandon(s, m->stream, 1, &m->id);
+            rsgSourceAbandon(s, m->stream, 1, &m->id);
             return 0;
         }
     }
@@ -220,7 +207,7 @@ int rsgSourceBeginRead(rsgSource *s, const redisReply *reply, const char *cmd, s
         rsgSourceKick(s);
         return -1;
     }
-    if (!rsgSourceWellFormed(reply, entries, &strings)) {
+    if (!wellFormed(reply, entries, &strings)) {
         rsgSourceFatal(s, "%s returned a reply of unexpected shape", cmd);
         return -1;
     }
@@ -380,51 +367,36 @@ long rsgSourceReadCount(const rsgSource *s, int keys) {
     return count;
 }
 
+void rsgSourceBegin(rsgSource *s, rsgSourcePhase phase) {
+    s->phase = phase;
+    rsgSourceKick(s);
+}
+
 void rsgSourceKick(rsgSource *s) {
     if (s->reading || s->stopped || s->paused || !s->conn->ready || s->phase == RSG_SRC_SETUP)
         return;
     if (s->in_flight >= s->cfg->max_in_flight) return;
-    switch (s->kind) {
-        case RSG_KIND_GROUP:
-            rsgGroupRead(s);
-            break;
-        case RSG_KIND_STREAMS:
-            rsgStreamsRead(s);
-            break;
-        case RSG_KIND_LISTS:
-            rsgListsRead(s);
-            break;
-    }
+    s->type->read(s);
 }
 
 void rsgSourceAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
-    switch (s->kind) {
-        case RSG_KIND_GROUP:
-            rsgGroupAck(s, stream, n, ids);
-            break;
-        case RSG_KIND_STREAMS:
-            rsgStreamsAck(s, stream, n, ids, 1);
-            break;
-        case RSG_KIND_LISTS:
-            rsgListsAck(s, stream, n, ids);
-            break;
-    }
+    s->type->ack(s, stream, n, ids);
 }
 
 void rsgSourceAbandon(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
-    if (s->kind == RSG_KIND_STREAMS) rsgStreamsAck(s, stream, n, ids, 0);
+    if (s->type->abandon) s->type->abandon(s, stream, n, ids);
 }
 
 void rsgSourceRelease(rsgSource *s, long n) {
     s->in_flight -= n;
     if (s->in_flight < 0) s->in_flight = 0;
     bytesReleased(s, n);
-    if (s->kind == RSG_KIND_LISTS) rsgListsRecheck(s);
+    if (s->type->settled) s->type->settled(s);
     rsgSourceKick(s);
 }
 
 void rsgSourceAckIdle(rsgSource *s) {
-    if (s->kind == RSG_KIND_LISTS) rsgListsRecheck(s);
+    if (s->type->settled) s->type->settled(s);
 }
 
 long rsgSourceRoom(const rsgSource *s) {
@@ -440,21 +412,18 @@ void rsgSourcePause(rsgSource *s, int flag) {
 }
 
 void rsgSourceRewind(rsgSource *s) {
-    if (s->kind != RSG_KIND_GROUP) return;
-    rsgInfo("the master changed: replaying all pending messages of this consumer, as acks the "
-            "old master took may be missing");
-    for (int i = 0; i < s->cfg->nstreams; i++)
-        rsgSourceSetCursor(s, i, "0", 1);
+    if (s->type->rewind) s->type->rewind(s);
 }
 
 void rsgSourceStop(rsgSource *s) {
-    if (s->stopped) return;
+    if (s->stopped || !s->type) return; /* stopped, or never initialised */
     s->stopped = 1;
-    if (s->kind == RSG_KIND_LISTS) rsgListsStop(s);
+    if (s->type->stop) s->type->stop(s);
 }
 
 void rsgSourceFree(rsgSource *s) {
     if (!s->cfg) return;
+    s->type->free(s);
     if (s->cursor)
         for (int i = 0; i < s->cfg->nstreams; i++)
             free(s->cursor[i]);
@@ -462,8 +431,6 @@ void rsgSourceFree(rsgSource *s) {
     free(s->msgs);
     free(s->fv);
     free(s->reads);
-    if (s->kind == RSG_KIND_STREAMS) rsgStreamsFree(s);
-    if (s->kind == RSG_KIND_LISTS) rsgListsFree(s);
     rsgDecoderFree(&s->dec);
     memset(s, 0, sizeof(*s));
 }

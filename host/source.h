@@ -10,6 +10,10 @@
  *   lists    BLMPOP, or with `reliable` an atomic move into a per-consumer
  *            processing list; ack = remove from it (source_lists.c)
  *
+ * Each kind is one table of functions (rsgSourceType) in its own file, with
+ * its own state; source.c, the core, picks the table once from the config's
+ * kind and does what is common through source_kind.h's services.
+ *
  * Common to all: before reading, every key is checked to be of the right
  * type (a clear error instead of WRONGTYPE later); memory is bounded by
  * max_in_flight, reads ask for no more than the room left; where a read's
@@ -21,19 +25,55 @@
 #include "ack.h"
 #include "conn.h"
 #include "encoding.h"
-#include "lua_bridge.h"
+#include "types.h"
 
 typedef enum { RSG_SRC_SETUP, RSG_SRC_REPLAY, RSG_SRC_LIVE } rsgSourcePhase;
-typedef enum { RSG_KIND_GROUP, RSG_KIND_STREAMS, RSG_KIND_LISTS } rsgSourceKindId;
 
 typedef struct rsgSource rsgSource;
 
-/* One read's share of the bytes in flight (source.c). */
-typedef struct rsgReadBytes {
-    long count;   /* its messages still in flight */
-    size_t bytes; /* their bytes */
-} rsgReadBytes;
-typedef struct rsgTracker rsgTracker;
+/* One kind of source as a table of functions (Redis ae.c's aeApi*, Fluent
+ * Bit's input plugins): the core (source.c) picks the table once, in
+ * rsgSourceInit, and calls into the kind only through it. A kind keeps its
+ * own state in s->state (allocated by init, freed by free) and uses only the
+ * core services of source_kind.h. NULL hooks do nothing. */
+typedef struct rsgSourceType {
+    const char *name;     /* "group", "streams", "lists": --check and logs */
+    const char *key_type; /* what TYPE must say of every key ("stream", "list");
+                             also the noun for the keys in messages */
+    const char *skipped;  /* the fate of an entry whose bytes do not convert,
+                             for the error line (kinds that read stream
+                             entries through rsgSourceCollect), else NULL */
+    int consumer_pending; /* Redis keeps what a consumer holds under its name:
+                             a generated name needs heartbeats to be claimed */
+    /* Allocates s->state; s->cfg, s->consumer and the cursors are set.
+     * Returns 0, or -1 out of memory (free is then called). */
+    int (*init)(rsgSource *s);
+    /* Every key was checked to be of key_type, on a connection that is (again)
+     * ready, phase SETUP: set up, then rsgSourceBegin. Runs after each
+     * reconnect. */
+    void (*setup)(rsgSource *s);
+    /* Sends one read, sized by rsgSourceReadCount, and counts it in
+     * s->reading; sends nothing when there is no room. Called by
+     * rsgSourceKick only when a read may go out. */
+    void (*read)(rsgSource *s);
+    /* These messages of key left the pipeline: acknowledge them. */
+    void (*ack)(rsgSource *s, rsgStr key, int n, const rsgStr *ids);
+    /* These were given up on (preprocess failed, bytes did not convert). */
+    void (*abandon)(rsgSource *s, rsgStr key, int n, const rsgStr *ids);
+    /* Messages left the pipeline, or the ack queue drained: a kind that
+     * waits for things to settle looks again. */
+    void (*settled)(rsgSource *s);
+    /* The reader reconnected to another server (rsgSourceRewind). */
+    void (*rewind)(rsgSource *s);
+    /* Shutting down: close the kind's own handles (s->stopped is set). */
+    void (*stop)(rsgSource *s);
+    /* Frees s->state (which may be NULL, or half built by a failed init);
+     * the loop no longer runs. */
+    void (*free)(rsgSource *s);
+} rsgSourceType;
+
+/* The table for a kind: the one place the kind is looked at. Never NULL. */
+const rsgSourceType *rsgSourceTypeOf(rsgSourceKind kind);
 
 typedef struct rsgSourceHooks {
     /* n valid messages, in read order; returns 0, or -1 to stop the host. */
@@ -43,18 +83,30 @@ typedef struct rsgSourceHooks {
     void *ud;
 } rsgSourceHooks;
 
+/* One read's share of the bytes in flight (source.c). */
+typedef struct rsgReadBytes {
+    long count;   /* its messages still in flight */
+    size_t bytes; /* their bytes */
+} rsgReadBytes;
+
+/* The core's state. Kinds read cfg, conn, ack, consumer, stopped,
+ * in_flight, msgs, fv and dec; they write reading (their reads in flight),
+ * requested (a kind with more than one read in flight), setup_left (their
+ * own setup steps), cursor (directly or through rsgSourceSetCursor) and
+ * phase (rsgSourceBegin, or LIVE when a replay ends). The rest is the
+ * core's. */
 struct rsgSource {
+    const rsgSourceType *type;  /* the kind, picked once by rsgSourceInit */
+    void *state;                /* the kind's own, owned by type->init/free */
     rsgConn *conn;              /* the reader connection */
     rsgAck *ack;                /* where acknowledgements are queued */
     const rsgSourceConfig *cfg; /* streams or lists, group, count, block... */
     const char *consumer;       /* our consumer name */
-    rsgSourceKindId kind;
     rsgSourceHooks hooks;
     rsgDecoder dec; /* source.encoding -> UTF-8 */
     rsgSourcePhase phase;
     int reading;            /* reads in flight (up to 2 for a group's live reads) */
     long requested;         /* messages those reads may still bring */
-    long asked[2];          /* what each read in flight may bring, oldest first */
     int paused;             /* the pipeline asked us to wait */
     int stopped;            /* shutting down: read no more */
     int setup_left;         /* setup replies outstanding */
@@ -63,27 +115,17 @@ struct rsgSource {
     double avg_bytes;       /* average message size seen, 0 before any */
     rsgReadBytes *reads;    /* FIFO of reads still in flight */
     size_t reads_cap, reads_head, nreads;
-    long replayed; /* pending entries re-read, for the log */
-    char **cursor; /* per stream: last id seen (NULL = none yet) */
+    char **cursor; /* per key: last id seen (NULL = none yet) */
     rsgMsg *msgs;  /* scratch for one read */
     size_t msgs_cap;
     rsgStr *fv; /* scratch field/value pairs */
     size_t fv_cap;
-    /* plain streams */
-    rsgTracker *trackers; /* per stream, with a checkpoint: ids in flight */
-    /* lists */
-    char **proc;         /* per list: its processing list (reliable) */
-    long *replay_left;   /* per list: items still to replay (reliable) */
-    int replay_list;     /* list being replayed */
-    int leftovers_done;  /* processing lists were looked at, at start */
-    int recheck;         /* after a reconnect: look at them again once idle */
     char wrongtype[256]; /* a read's WRONGTYPE error, while keys are re-checked */
-    int use_blpop;       /* the server has no BLMPOP (Redis < 7) */
-    uv_timer_t poll;     /* waits between polls of several lists */
-    int poll_open;
 };
 
-/* Prepares the source. Returns 0, or -1 with err (unknown encoding...). */
+/* Prepares the source for cfg's kind; nothing is sent before
+ * rsgSourceOnReady. Returns 0, or -1 with err (unknown encoding, out of
+ * memory), having freed what it made. */
 int rsgSourceInit(rsgSource *s, rsgConn *conn, rsgAck *ack, const rsgSourceConfig *cfg,
                   const char *consumer, const rsgSourceHooks *hooks, char *err, size_t errlen);
 
@@ -96,19 +138,25 @@ void rsgSourceKick(rsgSource *s);
 /* These messages fully left the pipeline: acknowledge them (per kind). */
 void rsgSourceAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids);
 
-/* These messages were given up on (preprocess failed). Only plain streams
- * care: their checkpoint may move past them. */
+/* These messages were given up on (preprocess failed). The kind decides
+ * what that means (type->abandon): plain streams move their checkpoint past
+ * them, the others leave them where they are. */
 void rsgSourceAbandon(rsgSource *s, rsgStr stream, int n, const rsgStr *ids);
 
-/* The ack queue drained (lists wait for that after a reconnect). */
+/* The ack queue drained (type->settled: lists wait for that after a
+ * reconnect). */
 void rsgSourceAckIdle(rsgSource *s);
 
-/* n messages left the pipeline: room for more. */
+/* n messages left the pipeline: room for more (type->settled, then a read
+ * if one may go out). */
 void rsgSourceRelease(rsgSource *s, long n);
 
-/* Room left under max_in_flight. */
+/* Room left under max_in_flight and max_in_flight_bytes, for takers other
+ * than reads (claims). */
 long rsgSourceRoom(const rsgSource *s);
 
+/* Stops reading while flag is 1 (the pipeline waits on a failed batch);
+ * 0 resumes at once. */
 void rsgSourcePause(rsgSource *s, int flag);
 
 /* Feeds entries claimed from a dead peer (an XCLAIM reply: [[id, [f, v...]]...])
@@ -116,17 +164,20 @@ void rsgSourcePause(rsgSource *s, int flag);
  * pipeline, or -1 on a malformed reply or a pipeline failure. */
 int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *entries);
 
-/* Reads no more (the caller closes the connection to abort a blocked read)
- * and closes the source's own handles. */
 /* The reader reconnected to another server (a failover): a group source
  * replays all of this consumer's pending entries from the start, not only
  * those after the last id seen, since the acks the old master took may not
  * have been replicated. Entries still in the pipeline may then be
- * delivered twice (at least once, never lost). Other sources: nothing. */
+ * delivered twice (at least once, never lost). Other sources: nothing.
+ * Call before rsgSourceOnReady. */
 void rsgSourceRewind(rsgSource *s);
 
+/* Reads no more (the caller closes the connection to abort a blocked read)
+ * and closes the source's own handles. May be called more than once. */
 void rsgSourceStop(rsgSource *s);
 
+/* Frees everything rsgSourceInit made, once the loop has closed the
+ * source's handles; a source that was never initialised is left alone. */
 void rsgSourceFree(rsgSource *s);
 
 #endif

@@ -13,14 +13,34 @@
 #include <string.h>
 
 #include "log.h"
-#include "source_internal.h"
+#include "source_kind.h"
+
+/* The group's own state (s->state). */
+typedef struct groupState {
+    long asked[2]; /* what each read in flight may bring, oldest first */
+    long replayed; /* pending entries re-read, for the log */
+} groupState;
+
+/* Groups: "0" is the start of our pending entries. Without replay there is
+ * no history to read until we have seen something ourselves. */
+static int groupInit(rsgSource *s) {
+    if (!(s->state = calloc(1, sizeof(groupState)))) return -1;
+    if (s->cfg->replay_pending)
+        for (int i = 0; i < s->cfg->nstreams; i++)
+            if (!(s->cursor[i] = strdup("0"))) return -1;
+    return 0;
+}
+
+static void groupFree(rsgSource *s) {
+    free(s->state);
+    s->state = NULL;
+}
 
 static void startPhaseAfterSetup(rsgSource *s) {
     int any = 0;
     for (int i = 0; i < s->cfg->nstreams; i++)
         any |= s->cursor[i] != NULL;
-    s->phase = any ? RSG_SRC_REPLAY : RSG_SRC_LIVE;
-    rsgSourceKick(s);
+    rsgSourceBegin(s, any ? RSG_SRC_REPLAY : RSG_SRC_LIVE);
 }
 
 static void onGroupCreated(redisAsyncContext *ac, void *r, void *privdata) {
@@ -35,7 +55,7 @@ static void onGroupCreated(redisAsyncContext *ac, void *r, void *privdata) {
     if (--s->setup_left == 0) startPhaseAfterSetup(s);
 }
 
-void rsgGroupSetup(rsgSource *s) {
+static void groupSetup(rsgSource *s) {
     s->setup_left = s->cfg->nstreams;
     for (int i = 0; i < s->cfg->nstreams; i++) {
         const char *argv[] = {"XGROUP",      "CREATE",          s->cfg->streams[i],
@@ -47,12 +67,13 @@ void rsgGroupSetup(rsgSource *s) {
 static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
+    groupState *g = s->state;
     redisReply *reply = r;
     if (s->reading > 0) {
         /* Replies come in order: this is the oldest read in flight. */
         s->reading--;
-        s->requested -= s->asked[0];
-        s->asked[0] = s->asked[1];
+        s->requested -= g->asked[0];
+        g->asked[0] = g->asked[1];
     }
     if (!reply || s->stopped) return; /* lost: OnReady resumes; stopped: pending stays */
     if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOGROUP", 7) == 0) {
@@ -77,10 +98,10 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
         }
     }
     if (s->phase == RSG_SRC_REPLAY) {
-        s->replayed += n;
+        g->replayed += n;
         if (entries == 0) {
-            if (s->replayed) rsgInfo("replayed %ld pending message(s)", s->replayed);
-            s->replayed = 0;
+            if (g->replayed) rsgInfo("replayed %ld pending message(s)", g->replayed);
+            g->replayed = 0;
             s->phase = RSG_SRC_LIVE;
         }
     }
@@ -88,7 +109,7 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     rsgSourceDeliver(s, n, 1);
 }
 
-void rsgGroupRead(rsgSource *s) {
+static void groupRead(rsgSource *s) {
     const rsgSourceConfig *cfg = s->cfg;
     int live = s->phase == RSG_SRC_LIVE, keys = 0;
     for (int i = 0; i < cfg->nstreams; i++)
@@ -123,13 +144,13 @@ void rsgGroupRead(rsgSource *s) {
         else if (s->cursor[i])
             argv[argc++] = s->cursor[i];
     if (rsgConnCommand(s->conn, onRead, s, argc, argv, NULL) == 0) {
-        s->asked[s->reading++] = count * keys;
+        ((groupState *)s->state)->asked[s->reading++] = count * keys;
         s->requested += count * keys;
     }
     if (argv != stackv) free(argv);
 }
 
-void rsgGroupAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
+static void groupAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
     const char *sargv[259];
     size_t slens[259];
     int argc = n + 3;
@@ -149,3 +170,24 @@ void rsgGroupAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
     if (lens != slens) free(lens);
     if (!ok) rsgError("out of memory queueing acks: %d message(s) stay pending", n);
 }
+
+/* A failover: replay every pending entry of ours from the start. */
+static void groupRewind(rsgSource *s) {
+    rsgInfo("the master changed: replaying all pending messages of this consumer, as acks the "
+            "old master took may be missing");
+    for (int i = 0; i < s->cfg->nstreams; i++)
+        rsgSourceSetCursor(s, i, "0", 1);
+}
+
+const rsgSourceType rsgSourceGroup = {
+    .name = "group",
+    .key_type = "stream",
+    .skipped = "left pending",
+    .consumer_pending = 1,
+    .init = groupInit,
+    .setup = groupSetup,
+    .read = groupRead,
+    .ack = groupAck,
+    .rewind = groupRewind,
+    .free = groupFree,
+};

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "source_internal.h"
+#include "source_kind.h"
 
 #define POLL_MS 50
 
@@ -52,28 +52,46 @@ static const char *removeScript =
     "for i = 1, #ARGV do redis.call('LREM', KEYS[1], 1, ARGV[i]) end\n"
     "return #ARGV\n";
 
-int rsgListsInit(rsgSource *s) {
+/* The lists' own state (s->state). */
+typedef struct listsState {
+    char **proc;        /* per list: its processing list (reliable), else NULL */
+    long *replay_left;  /* per list: items still to replay (reliable) */
+    int replay_list;    /* list being replayed */
+    int leftovers_done; /* processing lists were looked at, at start */
+    int recheck;        /* after a reconnect: look at them again once idle */
+    int use_blpop;      /* the server has no BLMPOP (Redis < 7) */
+    uv_timer_t poll;    /* waits between polls of several lists; data = the source */
+    int poll_open;      /* poll was initialised and not yet closed */
+} listsState;
+
+static int listsInit(rsgSource *s) {
     int n = s->cfg->nstreams;
+    listsState *l = calloc(1, sizeof(*l));
+    if (!(s->state = l)) return -1;
     if (!s->cfg->reliable) return 0;
-    s->proc = calloc((size_t)n, sizeof(char *));
-    s->replay_left = calloc((size_t)n, sizeof(long));
-    if (!s->proc || !s->replay_left) return -1;
+    l->proc = calloc((size_t)n, sizeof(char *));
+    l->replay_left = calloc((size_t)n, sizeof(long));
+    if (!l->proc || !l->replay_left) return -1;
     for (int i = 0; i < n; i++) {
         size_t len = strlen(s->consumer) + strlen(s->cfg->streams[i]) + 32;
-        if (!(s->proc[i] = malloc(len))) return -1;
-        snprintf(s->proc[i], len, "rsghost:processing:%s:%s", s->consumer, s->cfg->streams[i]);
+        if (!(l->proc[i] = malloc(len))) return -1;
+        snprintf(l->proc[i], len, "rsghost:processing:%s:%s", s->consumer, s->cfg->streams[i]);
     }
     return 0;
 }
 
-void rsgListsFree(rsgSource *s) {
-    if (s->proc)
+/* The poll timer was closed by listsStop (or the loop's backstop) before
+ * this runs: the loop has ended. */
+static void listsFree(rsgSource *s) {
+    listsState *l = s->state;
+    if (!l) return;
+    if (l->proc)
         for (int i = 0; i < s->cfg->nstreams; i++)
-            free(s->proc[i]);
-    free(s->proc);
-    free(s->replay_left);
-    s->proc = NULL;
-    s->replay_left = NULL;
+            free(l->proc[i]);
+    free(l->proc);
+    free(l->replay_left);
+    free(l);
+    s->state = NULL;
 }
 
 static void onPoll(uv_timer_t *t) {
@@ -82,10 +100,11 @@ static void onPoll(uv_timer_t *t) {
     rsgSourceKick(s);
 }
 
-void rsgListsStop(rsgSource *s) {
-    if (s->poll_open) {
-        s->poll_open = 0;
-        uv_close((uv_handle_t *)&s->poll, NULL);
+static void listsStop(rsgSource *s) {
+    listsState *l = s->state;
+    if (l->poll_open) {
+        l->poll_open = 0;
+        uv_close((uv_handle_t *)&l->poll, NULL);
     }
 }
 
@@ -93,75 +112,77 @@ void rsgListsStop(rsgSource *s) {
 
 static void countLeftovers(rsgSource *s);
 
-static void startLive(rsgSource *s) {
-    s->phase = RSG_SRC_LIVE;
-    rsgSourceKick(s);
-}
-
 static void onLeftover(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
+    listsState *l = s->state;
     redisReply *reply = r;
     if (!reply || s->stopped) return;
     int i = s->cfg->nstreams - s->setup_left;
-    s->replay_left[i] = reply->type == REDIS_REPLY_INTEGER ? (long)reply->integer : 0;
+    l->replay_left[i] = reply->type == REDIS_REPLY_INTEGER ? (long)reply->integer : 0;
     if (--s->setup_left > 0) return;
     long total = 0;
     for (int k = 0; k < s->cfg->nstreams; k++)
-        total += s->replay_left[k];
+        total += l->replay_left[k];
     if (total == 0) {
-        s->recheck = 0;
-        startLive(s);
+        l->recheck = 0;
+        rsgSourceBegin(s, RSG_SRC_LIVE);
         return;
     }
     rsgInfo("%ld item(s) left in processing lists%s: processing them first", total,
-            s->recheck ? " after a lost connection" : " by an earlier run");
-    s->recheck = 0;
-    s->replay_list = 0;
-    while (s->replay_left[s->replay_list] == 0)
-        s->replay_list++;
-    s->phase = RSG_SRC_REPLAY;
-    rsgSourceKick(s);
+            l->recheck ? " after a lost connection" : " by an earlier run");
+    l->recheck = 0;
+    l->replay_list = 0;
+    while (l->replay_left[l->replay_list] == 0)
+        l->replay_list++;
+    rsgSourceBegin(s, RSG_SRC_REPLAY);
 }
 
-void rsgListsSetup(rsgSource *s) {
-    if (!s->poll_open) {
-        uv_timer_init(s->conn->loop, &s->poll);
-        s->poll.data = s;
-        s->poll_open = 1;
+static void listsSettled(rsgSource *s);
+
+static void listsSetup(rsgSource *s) {
+    listsState *l = s->state;
+    if (!l->poll_open) {
+        uv_timer_init(s->conn->loop, &l->poll);
+        l->poll.data = s;
+        l->poll_open = 1;
     }
     if (!s->cfg->reliable) {
-        startLive(s);
+        rsgSourceBegin(s, RSG_SRC_LIVE);
         return;
     }
-    if (s->leftovers_done) {
+    if (l->leftovers_done) {
         /* A reconnect: a move whose reply was lost left items in the
          * processing lists that this run never saw. Once everything in
          * flight has left (and its removal reached Redis), whatever is still
-         * there is such an item: look again then (rsgListsRecheck). */
-        s->recheck = 1;
-        rsgListsRecheck(s);
+         * there is such an item: look again then (listsSettled). */
+        l->recheck = 1;
+        listsSettled(s);
         return;
     }
-    s->leftovers_done = 1;
+    l->leftovers_done = 1;
     if (!s->cfg->replay_pending) {
-        startLive(s);
+        rsgSourceBegin(s, RSG_SRC_LIVE);
         return;
     }
     countLeftovers(s);
 }
 
-void rsgListsRecheck(rsgSource *s) {
-    if (!s->recheck || s->stopped || s->phase != RSG_SRC_SETUP || s->setup_left) return;
+/* After a reconnect (recheck): once nothing is in flight and every removal
+ * reached Redis, counts the processing lists again. */
+static void listsSettled(rsgSource *s) {
+    listsState *l = s->state;
+    if (!l->recheck || s->stopped || s->phase != RSG_SRC_SETUP || s->setup_left) return;
     if (s->in_flight > 0 || !rsgAckIdle(s->ack) || !s->conn->ready) return;
     countLeftovers(s);
 }
 
 /* LLEN of every processing list; onLeftover decides what to replay. */
 static void countLeftovers(rsgSource *s) {
+    listsState *l = s->state;
     s->setup_left = s->cfg->nstreams;
     for (int i = 0; i < s->cfg->nstreams; i++) {
-        const char *argv[] = {"LLEN", s->proc[i]};
+        const char *argv[] = {"LLEN", l->proc[i]};
         if (rsgConnCommand(s->conn, onLeftover, s, 2, argv, NULL) != 0) return;
     }
 }
@@ -170,6 +191,7 @@ static void countLeftovers(rsgSource *s) {
 
 /* Adds the items of one list (an array reply) to s->msgs. */
 static void collectItems(rsgSource *s, int li, const redisReply *items, int *n) {
+    listsState *l = s->state;
     const char *list = s->cfg->streams[li];
     for (size_t j = 0; j < items->elements; j++) {
         const redisReply *it = items->element[j];
@@ -186,7 +208,7 @@ static void collectItems(rsgSource *s, int li, const redisReply *items, int *n) 
         } else if (rsgDecode(&s->dec, it->str, it->len, &item->p, &item->len, err, sizeof(err)) !=
                    0) {
             if (s->cfg->reliable)
-                rsgError("item of list '%s' left in %s: it is %s", list, s->proc[li], err);
+                rsgError("item of list '%s' left in %s: it is %s", list, l->proc[li], err);
             else
                 rsgError("item of list '%s' dropped: it is %s; its bytes: %.*s", list, err,
                          (int)(it->len > 512 ? 512 : it->len), it->str);
@@ -214,19 +236,20 @@ static int checkError(rsgSource *s, const redisReply *reply, const char *what) {
 static void onReplayed(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
+    listsState *l = s->state;
     redisReply *reply = r;
     s->reading = 0;
     if (!reply || s->stopped || checkError(s, reply, "replaying a processing list")) return;
-    int li = s->replay_list, n = 0;
+    int li = l->replay_list, n = 0;
     size_t got = reply->type == REDIS_REPLY_ARRAY ? reply->elements : 0;
     if (prepare(s, got) != 0) return;
     if (got) collectItems(s, li, reply, &n);
-    s->replay_left[li] = got ? s->replay_left[li] - (long)got : 0;
-    if (s->replay_left[li] <= 0) {
-        s->replay_left[li] = 0;
-        while (s->replay_list < s->cfg->nstreams && s->replay_left[s->replay_list] == 0)
-            s->replay_list++;
-        if (s->replay_list == s->cfg->nstreams) s->phase = RSG_SRC_LIVE;
+    l->replay_left[li] = got ? l->replay_left[li] - (long)got : 0;
+    if (l->replay_left[li] <= 0) {
+        l->replay_left[li] = 0;
+        while (l->replay_list < s->cfg->nstreams && l->replay_left[l->replay_list] == 0)
+            l->replay_list++;
+        if (l->replay_list == s->cfg->nstreams) s->phase = RSG_SRC_LIVE;
     }
     rsgSourceDeliver(s, n, 1);
 }
@@ -236,6 +259,7 @@ static void onBlocked(redisAsyncContext *ac, void *r, void *privdata);
 static void onMoved(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
+    listsState *l = s->state;
     redisReply *reply = r;
     if (!reply || s->stopped) {
         s->reading = 0;
@@ -251,11 +275,11 @@ static void onMoved(redisAsyncContext *ac, void *r, void *privdata) {
         if (s->cfg->nstreams == 1) {
             char timeout[32];
             snprintf(timeout, sizeof(timeout), "%.3f", (double)s->cfg->block_ms / 1000.0);
-            const char *argv[] = {"BLMOVE", s->cfg->streams[0], s->proc[0], "LEFT", "RIGHT",
+            const char *argv[] = {"BLMOVE", s->cfg->streams[0], l->proc[0], "LEFT", "RIGHT",
                                   timeout};
             if (rsgConnCommand(s->conn, onBlocked, s, 6, argv, NULL) != 0) s->reading = 0;
         } else {
-            uv_timer_start(&s->poll, onPoll, POLL_MS, 0);
+            uv_timer_start(&l->poll, onPoll, POLL_MS, 0);
         }
         return;
     }
@@ -291,16 +315,17 @@ static void onBlocked(redisAsyncContext *ac, void *r, void *privdata) {
 static void onPopped(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
+    listsState *l = s->state;
     redisReply *reply = r;
     s->reading = 0;
     if (!reply || s->stopped) return;
-    if (reply->type == REDIS_REPLY_ERROR && !s->use_blpop &&
+    if (reply->type == REDIS_REPLY_ERROR && !l->use_blpop &&
         strstr(reply->str, "unknown command")) {
-        s->use_blpop = 1; /* Redis before 7.0: one item per read */
+        l->use_blpop = 1; /* Redis before 7.0: one item per read */
         rsgSourceKick(s);
         return;
     }
-    if (checkError(s, reply, s->use_blpop ? "BLPOP" : "BLMPOP")) return;
+    if (checkError(s, reply, l->use_blpop ? "BLPOP" : "BLMPOP")) return;
     int n = 0;
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
         reply->element[0]->type == REDIS_REPLY_STRING) {
@@ -323,7 +348,8 @@ static void onPopped(redisAsyncContext *ac, void *r, void *privdata) {
     rsgSourceDeliver(s, n, 1);
 }
 
-void rsgListsRead(rsgSource *s) {
+static void listsRead(rsgSource *s) {
+    listsState *l = s->state;
     const rsgSourceConfig *cfg = s->cfg;
     int nl = cfg->nstreams;
     char count[24], timeout[32];
@@ -335,9 +361,9 @@ void rsgListsRead(rsgSource *s) {
     int argc = 0, sent = -1;
     if (s->phase == RSG_SRC_REPLAY) {
         long c = rsgSourceReadCount(s, 1);
-        if (c > s->replay_left[s->replay_list]) c = s->replay_left[s->replay_list];
+        if (c > l->replay_left[l->replay_list]) c = l->replay_left[l->replay_list];
         snprintf(count, sizeof(count), "%ld", c);
-        const char *v[] = {"EVAL", rotateScript, "1", s->proc[s->replay_list], count};
+        const char *v[] = {"EVAL", rotateScript, "1", l->proc[l->replay_list], count};
         sent = c > 0 ? rsgConnCommand(s->conn, onReplayed, s, 5, v, NULL) : -1;
     } else if (cfg->reliable) {
         long c = rsgSourceReadCount(s, nl);
@@ -349,7 +375,7 @@ void rsgListsRead(rsgSource *s) {
         argv[argc++] = nkeys;
         for (int i = 0; i < nl; i++) {
             argv[argc++] = cfg->streams[i];
-            argv[argc++] = s->proc[i];
+            argv[argc++] = l->proc[i];
         }
         argv[argc++] = count;
         sent = c > 0 ? rsgConnCommand(s->conn, onMoved, s, argc, argv, NULL) : -1;
@@ -358,7 +384,7 @@ void rsgListsRead(rsgSource *s) {
         snprintf(count, sizeof(count), "%ld", c);
         char nkeys[16];
         snprintf(nkeys, sizeof(nkeys), "%d", nl);
-        if (s->use_blpop) {
+        if (l->use_blpop) {
             argv[argc++] = "BLPOP";
             for (int i = 0; i < nl; i++)
                 argv[argc++] = cfg->streams[i];
@@ -379,7 +405,8 @@ void rsgListsRead(rsgSource *s) {
     if (argv != stackv) free(argv);
 }
 
-void rsgListsAck(rsgSource *s, rsgStr list, int n, const rsgStr *items) {
+static void listsAck(rsgSource *s, rsgStr list, int n, const rsgStr *items) {
+    listsState *l = s->state;
     if (!s->cfg->reliable) return; /* popped items are gone from Redis already */
     int li = rsgSourceIndex(s, list.p, list.len);
     if (li < 0) return;
@@ -391,13 +418,25 @@ void rsgListsAck(rsgSource *s, rsgStr list, int n, const rsgStr *items) {
         argv[0] = "EVAL", lens[0] = 4;
         argv[1] = removeScript, lens[1] = strlen(removeScript);
         argv[2] = "1", lens[2] = 1;
-        argv[3] = s->proc[li], lens[3] = strlen(s->proc[li]);
+        argv[3] = l->proc[li], lens[3] = strlen(l->proc[li]);
         for (int i = 0; i < n; i++)
             argv[i + 4] = items[i].p, lens[i + 4] = items[i].len;
         ok = rsgAckPush(s->ack, argc, argv, lens, n) == 0;
     }
-    if (ok) rsgDebug("removing %d item(s) from %s", n, s->proc[li]);
+    if (ok) rsgDebug("removing %d item(s) from %s", n, l->proc[li]);
     free(argv);
     free(lens);
-    if (!ok) rsgError("out of memory queueing acks: %d item(s) stay in %s", n, s->proc[li]);
+    if (!ok) rsgError("out of memory queueing acks: %d item(s) stay in %s", n, l->proc[li]);
 }
+
+const rsgSourceType rsgSourceLists = {
+    .name = "lists",
+    .key_type = "list",
+    .init = listsInit,
+    .setup = listsSetup,
+    .read = listsRead,
+    .ack = listsAck,
+    .settled = listsSettled,
+    .stop = listsStop,
+    .free = listsFree,
+};

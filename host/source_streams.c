@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "source_internal.h"
+#include "source_kind.h"
 
 #define ID_MAX 48 /* "18446744073709551615-18446744073709551615" fits */
 
@@ -23,26 +23,36 @@ typedef struct trackEntry {
     unsigned char done;
 } trackEntry;
 
-struct rsgTracker {
+typedef struct tracker {
     trackEntry *ring; /* ids in flight, in read order */
     size_t cap, head, count;
-};
+} tracker;
 
-int rsgStreamsInit(rsgSource *s) {
+/* The plain streams' own state (s->state). */
+typedef struct streamsState {
+    tracker *trackers; /* per stream, with a checkpoint: ids in flight; else NULL */
+} streamsState;
+
+static int streamsInit(rsgSource *s) {
+    streamsState *st = calloc(1, sizeof(*st));
+    if (!(s->state = st)) return -1;
     if (!s->cfg->checkpoint) return 0;
-    s->trackers = calloc((size_t)s->cfg->nstreams, sizeof(rsgTracker));
-    return s->trackers ? 0 : -1;
+    st->trackers = calloc((size_t)s->cfg->nstreams, sizeof(tracker));
+    return st->trackers ? 0 : -1;
 }
 
-void rsgStreamsFree(rsgSource *s) {
-    if (!s->trackers) return;
-    for (int i = 0; i < s->cfg->nstreams; i++)
-        free(s->trackers[i].ring);
-    free(s->trackers);
-    s->trackers = NULL;
+static void streamsFree(rsgSource *s) {
+    streamsState *st = s->state;
+    if (!st) return;
+    if (st->trackers)
+        for (int i = 0; i < s->cfg->nstreams; i++)
+            free(st->trackers[i].ring);
+    free(st->trackers);
+    free(st);
+    s->state = NULL;
 }
 
-static int trackPush(rsgTracker *t, const char *id, size_t len) {
+static int trackPush(tracker *t, const char *id, size_t len) {
     if (len >= ID_MAX) return -1;
     if (t->count == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 1024;
@@ -65,11 +75,6 @@ static int trackPush(rsgTracker *t, const char *id, size_t len) {
 
 /* ---- Setup: where each stream starts ---- */
 
-static void startLive(rsgSource *s) {
-    s->phase = RSG_SRC_LIVE;
-    rsgSourceKick(s);
-}
-
 static void onLastId(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
@@ -87,7 +92,7 @@ static void onLastId(redisAsyncContext *ac, void *r, void *privdata) {
     } else {
         rsgSourceSetCursor(s, i, "0-0", 3); /* empty or missing stream: from its start */
     }
-    if (--s->setup_left == 0) startLive(s);
+    if (--s->setup_left == 0) rsgSourceBegin(s, RSG_SRC_LIVE);
 }
 
 /* Streams still without a cursor start at their configured id; "$" is made
@@ -103,7 +108,7 @@ static void resolveStarts(rsgSource *s) {
         s->setup_left++;
     }
     if (s->setup_left == 0) {
-        startLive(s);
+        rsgSourceBegin(s, RSG_SRC_LIVE);
         return;
     }
     for (int i = 0; i < s->cfg->nstreams; i++) {
@@ -135,13 +140,13 @@ static void onCheckpoint(redisAsyncContext *ac, void *r, void *privdata) {
     resolveStarts(s);
 }
 
-void rsgStreamsSetup(rsgSource *s) {
+static void streamsSetup(rsgSource *s) {
     /* After a reconnect the cursors are where we were: nothing to resolve. */
     int have = 1;
     for (int i = 0; i < s->cfg->nstreams; i++)
         have &= s->cursor[i] != NULL;
     if (have) {
-        startLive(s);
+        rsgSourceBegin(s, RSG_SRC_LIVE);
         return;
     }
     if (s->cfg->checkpoint) {
@@ -160,6 +165,7 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     redisReply *reply = r;
     s->reading = 0;
     if (!reply || s->stopped) return;
+    tracker *trackers = ((streamsState *)s->state)->trackers;
     size_t entries;
     if (rsgSourceBeginRead(s, reply, "XREAD", &entries) != 0) return;
     int n = 0;
@@ -170,10 +176,10 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
         if (si < 0 || list->elements == 0) continue;
         /* Track before converting: a message skipped for bad bytes is marked
          * done at once, and must be found. */
-        if (s->trackers)
+        if (trackers)
             for (size_t j = 0; j < list->elements; j++) {
                 const redisReply *id = list->element[j]->element[0];
-                if (trackPush(&s->trackers[si], id->str, id->len) != 0) {
+                if (trackPush(&trackers[si], id->str, id->len) != 0) {
                     rsgSourceFatal(s, "out of memory tracking the checkpoint");
                     return;
                 }
@@ -185,7 +191,7 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     rsgSourceDeliver(s, n, 1);
 }
 
-void rsgStreamsRead(rsgSource *s) {
+static void streamsRead(rsgSource *s) {
     const rsgSourceConfig *cfg = s->cfg;
     long count = rsgSourceReadCount(s, cfg->nstreams);
     if (count < 1) return;
@@ -213,12 +219,14 @@ void rsgStreamsRead(rsgSource *s) {
 
 /* ---- Checkpoints ---- */
 
-void rsgStreamsAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids, int acked) {
-    (void)acked; /* sunk, dropped or given up on: all have left the pipeline */
-    if (!s->trackers) return;
+/* Sunk, dropped or given up on (ack and abandon alike): these ids have left
+ * the pipeline, and the checkpoint moves past every leading one that has. */
+static void streamsAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
+    streamsState *st = s->state;
+    if (!st->trackers) return;
     int si = rsgSourceIndex(s, stream.p, stream.len);
     if (si < 0) return;
-    rsgTracker *t = &s->trackers[si];
+    tracker *t = &st->trackers[si];
     /* Ids of one call come in read order: keep scanning from the last hit. */
     size_t pos = 0;
     for (int k = 0; k < n; k++) {
@@ -249,3 +257,15 @@ void rsgStreamsAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids, int ac
         rsgDebug("checkpoint of stream '%s' moves to %.*s", s->cfg->streams[si], (int)lastlen,
                  last);
 }
+
+const rsgSourceType rsgSourceStreams = {
+    .name = "streams",
+    .key_type = "stream",
+    .skipped = "skipped (plain streams keep no pending list)",
+    .init = streamsInit,
+    .setup = streamsSetup,
+    .read = streamsRead,
+    .ack = streamsAck,
+    .abandon = streamsAck,
+    .free = streamsFree,
+};

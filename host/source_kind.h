@@ -1,0 +1,59 @@
+/* source_kind.h - what the core (source.c) offers the kinds of source
+ * (source_group.c, source_streams.c, source_lists.c), and their tables.
+ * Not for other modules. A kind calls only these and the public functions
+ * of source.h, never another kind's. */
+#ifndef RSG_SOURCE_KIND_H
+#define RSG_SOURCE_KIND_H
+
+#include "source.h"
+
+/* The kinds' tables (see rsgSourceType), one per file. */
+extern const rsgSourceType rsgSourceGroup;
+extern const rsgSourceType rsgSourceStreams;
+extern const rsgSourceType rsgSourceLists;
+
+/* Setup is done: reading starts in `phase` (REPLAY or LIVE) at once. */
+void rsgSourceBegin(rsgSource *s, rsgSourcePhase phase);
+
+/* Grows the scratch arrays s->msgs and s->fv to hold n messages and nfv
+ * strings. Returns 0, or -1 out of memory (the arrays stay as they were). */
+int rsgSourceReserve(rsgSource *s, size_t n, size_t nfv);
+
+/* First steps with a stream read reply: an error is fatal, nil (a BLOCK
+ * that timed out) reads again, otherwise the shape is checked and the
+ * scratch arrays made ready. Returns 0 when the entries are to be
+ * collected, -1 when the reply was dealt with. */
+int rsgSourceBeginRead(rsgSource *s, const redisReply *reply, const char *cmd, size_t *entries);
+
+/* Converts the entries of one stream into s->msgs[*n...], advancing *n and
+ * *fvused; entries deleted while pending are acked, those with invalid
+ * bytes logged (with type->skipped) and abandoned. The scratch arrays must
+ * have room (rsgSourceBeginRead or rsgSourceReserve). */
+void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *list, int *n,
+                      size_t *fvused);
+
+/* Feeds s->msgs[0..n) to the pipeline, counting them (and their bytes) in
+ * flight; on failure stops the host. With `kick` the next read is sent and
+ * written out first, so Redis works on it while Lua runs. */
+void rsgSourceDeliver(rsgSource *s, int n, int kick);
+
+/* Index of a configured stream/list by name, or -1. */
+int rsgSourceIndex(const rsgSource *s, const char *name, size_t len);
+
+/* Sets key i's cursor to a copy of id[0..len). Out of memory leaves it
+ * NULL (no cursor), as if nothing had been seen. */
+void rsgSourceSetCursor(rsgSource *s, int i, const char *id, size_t len);
+
+/* Read size: the room shared among `keys` keys (COUNT bounds each key), at
+ * most source.count. 0 when there is no room. */
+long rsgSourceReadCount(const rsgSource *s, int keys);
+
+/* A read failed with an error reply: fatal. WRONGTYPE first re-checks the
+ * type of every key, so the error names the key that changed. */
+void rsgSourceReadError(rsgSource *s, const char *cmd, const char *err);
+
+/* Something no retry can mend: formats the reason and stops the host
+ * (hooks.fatal); the caller returns at once and reads nothing more. */
+void rsgSourceFatal(rsgSource *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
