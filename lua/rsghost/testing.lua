@@ -40,8 +40,10 @@
 -- data is { field = value } or { "field", "value", ... }; numbers become
 -- strings, as the host always passes strings. As in the host: a message whose
 -- fields are not valid UTF-8 (source.encoding "utf-8" with convert) is logged
--- and never reaches preprocess; a read holds at most source.count messages per
--- stream and never more than source.max_in_flight leaves room for, and a plain
+-- and never reaches preprocess, and so is a list item (a reliable list keeps
+-- it in its processing list: k:pending(); a plain one has popped it); a read
+-- holds at most source.count messages per stream and never more than
+-- source.max_in_flight leaves room for, and a plain
 -- lists source pops from one list per read (feeding more raises, since the
 -- host would split it); nothing is read after k:stop(). The kit does not
 -- convert other encodings: feed the text preprocess gets. A read may come
@@ -350,7 +352,8 @@ function M.load(source, opts)
     for _, s in ipairs(src.streams) do k._names[s.name] = true end
   end
   local enc = src.encoding:lower():gsub("[-_]", "")
-  k._check_utf8 = src.kind ~= "lists" and src.convert and enc == "utf8"
+  k._check_utf8 = src.convert and enc == "utf8"
+  k._consumer = consumer
 
   -- The pipeline gets the wrapped sinks; k.cfg keeps the script's own.
   local run_cfg = {}
@@ -486,7 +489,23 @@ function Kit:_read(msgs, where)
   local flat, n = {}, 0
   for _, m in ipairs(msgs) do
     local ok = true
-    if self._check_utf8 then
+    if self._check_utf8 and src.kind == "lists" then
+      -- The host checks a list item as it checks a message's fields
+      -- (host/source_lists.c, collectItems): logged and never fed; a reliable
+      -- list keeps it in its processing list, a plain one has popped it.
+      local why = native.utf8_why(m[2])
+      if why then
+        if src.reliable then
+          self.host.log("error", format("item of list '%s' left in rsghost:processing:%s:%s: it is %s",
+            m[1], self._consumer, m[1], why))
+          self._fed[#self._fed + 1] = { m[1], m[2] }
+        else
+          self.host.log("error", format("item of list '%s' dropped: it is %s; its bytes: %s", m[1], why,
+            m[2]:sub(1, 512)))
+        end
+        ok = false
+      end
+    elseif self._check_utf8 then
       local fields = m[4]
       for i = 1, #fields do
         local why = native.utf8_why(fields[i])

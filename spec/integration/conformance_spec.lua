@@ -222,4 +222,42 @@ describe("the test kit against the host (conformance)", function()
     for _, items in pairs(host.pending) do left = left + #items end
     assert.equal(5, left)
   end)
+
+  it("reliable lists: an item that is not valid UTF-8 is logged and left in the processing list", function()
+    local host = check {
+      script = script {
+        source = '{ lists = P .. ":l", reliable = true }',
+        batch = "{ size = 5, timeout = 0 }",
+        preprocess = "function(list, item) return item end",
+      },
+      messages = function(P)
+        local out = {}
+        for i = 1, 12 do out[#out + 1] = { P .. ":l", i == 7 and ("caf\xe9-" .. i) or ("item-" .. i) } end
+        return out
+      end,
+    }
+    local left = 0
+    for _, items in pairs(host.pending) do left = left + #items end
+    assert.equal(1, left)
+    assert.equal(1, #host.logs)
+  end)
+
+  it("plain lists: an item that is not valid UTF-8 is logged and dropped", function()
+    local host = check {
+      script = script {
+        source = '{ lists = P .. ":l", count = 4 }',
+        batch = "{ size = 3, timeout = 0 }",
+        preprocess = "function(list, item) return item end",
+      },
+      messages = function(P)
+        local out = {}
+        for i = 1, 10 do out[#out + 1] = { P .. ":l", i == 6 and ("caf\xe9-" .. i) or ("item-" .. i) } end
+        return out
+      end,
+    }
+    local n = 0
+    for _, b in ipairs(host.batches[1]) do n = n + #b end
+    assert.equal(9, n)
+    assert.equal(1, #host.logs)
+  end)
 end)

@@ -126,7 +126,8 @@ end
 -- Working out the host's reads from its log
 
 -- The events of the host's log, in order: { "read", n }, { "invalid",
--- "key id" } (a stream message refused for its bytes), { "resumed" } (a
+-- "key id" } (a stream message refused for its bytes; a list item: "key"),
+-- { "resumed" } (a
 -- failed batch was sunk on a retry: reading goes on).
 local function log_events(text)
   local ev = {}
@@ -139,7 +140,9 @@ local function log_events(text)
     elseif level == "error" then
       local key, id = msg:match("^message (.-) (%d+%-%d+) left pending: ")
       if not key then key, id = msg:match("^message (.-) (%d+%-%d+) skipped %(plain streams") end
-      if key then ev[#ev + 1] = { "invalid", key .. " " .. id } end
+      -- A list item refused for its bytes: the line names its list only.
+      if not key then key = msg:match("^item of list '(.-)' left in ") or msg:match("^item of list '(.-)' dropped: ") end
+      if key then ev[#ev + 1] = { "invalid", id and (key .. " " .. id) or key } end
     elseif level == "info" and msg:find("^a batch of %d+ messages was sunk on attempt %d+; reading resumes") then
       ev[#ev + 1] = { "resumed" }
     end
@@ -159,16 +162,23 @@ local function take(queues, keys, c, one_key)
     for i = q.head, q.head + n - 1 do
       local m = q[i]
       msgs[#msgs + 1] = m
-      if m.valid then valid = valid + 1 else invalid[m.key .. " " .. m.id] = true end
+      if m.valid then
+        valid = valid + 1
+      else
+        local what = m.data and (m.key .. " " .. m.id) or m.key
+        invalid[what] = (invalid[what] or 0) + 1
+      end
     end
     if one_key and n > 0 then break end
   end
   return msgs, valid, invalid
 end
 
+-- Multisets { [what] = n }: a stream message is "key id", a list item its
+-- list's name.
 local function same_set(a, b)
-  for k in pairs(a) do if not b[k] then return false end end
-  for k in pairs(b) do if not a[k] then return false end end
+  for k, n in pairs(a) do if b[k] ~= n then return false end end
+  for k, n in pairs(b) do if a[k] ~= n then return false end end
   return true
 end
 
@@ -206,7 +216,7 @@ function M.host_reads(log_text, messages, keys, one_key)
     if e[1] == "read" then
       close(e[2])
     elseif e[1] == "invalid" then
-      invalid[e[2]] = true
+      invalid[e[2]] = (invalid[e[2]] or 0) + 1
     else
       events[#events + 1] = e
     end
@@ -421,7 +431,7 @@ function M.run(case)
       messages[i] = { key = key, data = data, valid = invalid_at(data) == nil }
     else
       cmds[i] = { "RPUSH", key, data }
-      messages[i] = { key = key, id = data, valid = true }
+      messages[i] = { key = key, id = data, valid = src.convert == false or native.utf8_why(data) == nil }
     end
   end
   for first = 1, #cmds, 500 do
