@@ -241,9 +241,16 @@ local function sinks_of(kit_cfg) return #kit_cfg.sinks end
 
 -- The kit's checkpoint, as the host would store it: per stream, the last id
 -- such that it and every id read before it on that stream were acked or
--- abandoned (host_calls).
+-- abandoned (host_calls), or refused for its bytes.
 local function kit_checkpoint(k, reads)
   local settled = {}
+  -- The kit refuses a message with invalid bytes before the pipeline sees
+  -- it (no host call); the host's source gives it up as it reads it. The
+  -- kit's log line names it.
+  for _, l in ipairs(k:logs("error")) do
+    local key, id = l.msg:match("^message (.-) (%d+%-%d+) skipped %(plain streams")
+    if key then settled[key .. " " .. id] = true end
+  end
   for _, call in ipairs(k:host_calls()) do
     if call[1] == "ack" or call[1] == "abandon" then
       for key, ids in pairs(call[2]) do
@@ -461,6 +468,13 @@ end
 
 ----------------------------------------------------------------------------
 -- Comparing
+
+-- The lines of a record's logs matching a Lua pattern.
+function M.matching(lines, pattern)
+  local out = {}
+  for _, l in ipairs(lines) do if l:find(pattern) then out[#out + 1] = l end end
+  return out
+end
 
 local function show(v, depth)
   depth = depth or 0
