@@ -23,3 +23,13 @@ char *rsgBadFieldLine(char *buf, size_t len, const char *stream, size_t slen, co
                  (int)idlen, id, fate, k / 2 + 1, why);
     return buf;
 }
+
+char *rsgBadItemLine(char *buf, size_t len, const char *list, const char *proc, const char *item,
+                     size_t ilen, const char *why) {
+    if (proc)
+        snprintf(buf, len, "item of list '%s' left in %s: it is %s", list, proc, why);
+    else
+        snprintf(buf, len, "item of list '%s' dropped: it is %s; its bytes: %.*s", list, why,
+                 (int)(ilen > 512 ? 512 : ilen), item);
+    return buf;
+}

@@ -26,4 +26,11 @@ char *rsgBadFieldLine(char *buf, size_t len, const char *stream, size_t slen, co
                       size_t idlen, size_t k, const char *name, size_t nlen, const char *why,
                       int pending);
 
+/* The error line of a list item whose bytes are not valid in the source's
+ * encoding: kept in the processing list `proc` (reliable lists), or, when
+ * proc is NULL, dropped (a plain list had popped it), its first 512 bytes
+ * shown. Writes at most len bytes, NUL-terminated; returns buf. */
+char *rsgBadItemLine(char *buf, size_t len, const char *list, const char *proc, const char *item,
+                     size_t ilen, const char *why);
+
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "rules.h"
 #include "source_kind.h"
 
 static void bytesRead(rsgSource *s, const rsgMsg *msgs, int n);
@@ -172,15 +173,11 @@ static int convertEntry(rsgSource *s, const redisReply *stream, const redisReply
         }
         char err[160];
         if (rsgDecode(&s->dec, x->str, x->len, &fv[k].p, &fv[k].len, err, sizeof(err)) != 0) {
-            const char *left = s->type->skipped;
-            if (k % 2) {
-                const redisReply *name = fields->element[k - 1];
-                rsgError("message %.*s %.*s %s: the value of field '%.*s' is %s", (int)stream->len,
-                         stream->str, (int)id->len, id->str, left, (int)name->len, name->str, err);
-            } else {
-                rsgError("message %.*s %.*s %s: field name #%zu is %s", (int)stream->len,
-                         stream->str, (int)id->len, id->str, left, k / 2 + 1, err);
-            }
+            const redisReply *name = k % 2 ? fields->element[k - 1] : NULL;
+            char line[1024];
+            rsgError("%s", rsgBadFieldLine(line, sizeof(line), stream->str, stream->len, id->str,
+                                           id->len, k, name ? name->str : "", name ? name->len : 0,
+                                           err, s->type->keeps_pending));
             rsgSourceAbandon(s, m->stream, 1, &m->id);
             return 0;
         }
@@ -360,11 +357,8 @@ long rsgSourceReadCount(const rsgSource *s, int keys) {
     long room = s->cfg->max_in_flight - s->in_flight - s->requested;
     long byBytes = bytesRoom(s, keys, 0);
     if (byBytes < room) room = byBytes;
-    if (room <= 0 || keys <= 0) return 0;
-    long count = room / keys;
-    long cap = s->cfg->count > 0 ? s->cfg->count : s->cfg->read_chunk;
-    if (cap > 0 && cap < count) count = cap;
-    return count;
+    /* The rule itself is rules.c's, which the test kit runs too. */
+    return rsgReadCount(room, keys, s->cfg->count, s->cfg->read_chunk);
 }
 
 void rsgSourceBegin(rsgSource *s, rsgSourcePhase phase) {

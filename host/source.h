@@ -40,9 +40,8 @@ typedef struct rsgSourceType {
     const char *name;     /* "group", "streams", "lists": --check and logs */
     const char *key_type; /* what TYPE must say of every key ("stream", "list");
                              also the noun for the keys in messages */
-    const char *skipped;  /* the fate of an entry whose bytes do not convert,
-                             for the error line (kinds that read stream
-                             entries through rsgSourceCollect), else NULL */
+    int keeps_pending;    /* an entry whose bytes do not convert stays pending in Redis
+                             (a group), rather than being skipped (rules.c's words) */
     int consumer_pending; /* Redis keeps what a consumer holds under its name:
                              a generated name needs heartbeats to be claimed */
     /* Allocates s->state; s->cfg, s->consumer and the cursors are set.

@@ -182,7 +182,7 @@ static void groupRewind(rsgSource *s) {
 const rsgSourceType rsgSourceGroup = {
     .name = "group",
     .key_type = "stream",
-    .skipped = "left pending",
+    .keeps_pending = 1,
     .consumer_pending = 1,
     .init = groupInit,
     .setup = groupSetup,

@@ -27,7 +27,7 @@ int rsgSourceBeginRead(rsgSource *s, const redisReply *reply, const char *cmd, s
 
 /* Converts the entries of one stream into s->msgs[*n...], advancing *n and
  * *fvused; entries deleted while pending are acked, those with invalid
- * bytes logged (with type->skipped) and abandoned. The scratch arrays must
+ * bytes logged (rsgBadFieldLine, with type->keeps_pending) and abandoned. The scratch arrays must
  * have room (rsgSourceBeginRead or rsgSourceReserve). */
 void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *list, int *n,
                       size_t *fvused);

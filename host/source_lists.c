@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "rules.h"
 #include "source_kind.h"
 
 #define POLL_MS 50
@@ -207,11 +208,10 @@ static void collectItems(rsgSource *s, int li, const redisReply *items, int *n) 
             *item = m->id;
         } else if (rsgDecode(&s->dec, it->str, it->len, &item->p, &item->len, err, sizeof(err)) !=
                    0) {
-            if (s->cfg->reliable)
-                rsgError("item of list '%s' left in %s: it is %s", list, l->proc[li], err);
-            else
-                rsgError("item of list '%s' dropped: it is %s; its bytes: %.*s", list, err,
-                         (int)(it->len > 512 ? 512 : it->len), it->str);
+            char line[1024];
+            rsgError("%s",
+                     rsgBadItemLine(line, sizeof(line), list, s->cfg->reliable ? l->proc[li] : NULL,
+                                    it->str, it->len, err));
             continue;
         }
         (*n)++;

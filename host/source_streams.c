@@ -261,7 +261,7 @@ static void streamsAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
 const rsgSourceType rsgSourceStreams = {
     .name = "streams",
     .key_type = "stream",
-    .skipped = "skipped (plain streams keep no pending list)",
+    .keeps_pending = 0,
     .init = streamsInit,
     .setup = streamsSetup,
     .read = streamsRead,

@@ -17,6 +17,8 @@ long rsgReadCount(long room, int keys, long count, long read_chunk);
 char *rsgBadFieldLine(char *buf, size_t len, const char *stream, size_t slen, const char *id,
                       size_t idlen, size_t k, const char *name, size_t nlen, const char *why,
                       int pending);
+char *rsgBadItemLine(char *buf, size_t len, const char *list, const char *proc, const char *item,
+                     size_t ilen, const char *why);
 size_t rsgUtf8Check(const char *s, size_t len);
 int rsgUtf8Why(const char *s, size_t len, char *why, size_t whylen);
 
@@ -94,6 +96,13 @@ end
 function M.bad_field_line(stream, id, k, name, why, pending)
   name = name or ""
   C.rsgBadFieldLine(line_buf, 1024, stream, #stream, id, #id, k, name, #name, why, pending and 1 or 0)
+  return ffi.string(line_buf)
+end
+
+-- The host's error line for a list item whose bytes are invalid: kept in
+-- the processing list proc (reliable), or dropped (proc nil).
+function M.bad_item_line(list, proc, item, why)
+  C.rsgBadItemLine(line_buf, 1024, list, proc, item, #item, why)
   return ffi.string(line_buf)
 end
 

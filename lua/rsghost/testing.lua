@@ -474,14 +474,14 @@ function Kit:_read(msgs, where)
   -- the keys, capped by source.count or, without it, by read_chunk.
   local per_key = native.read_count(src.max_in_flight - self:in_flight(), nkeys, src.count, src.read_chunk)
   local counts = {}
+  for _, m in ipairs(msgs) do counts[m[1]] = (counts[m[1]] or 0) + 1 end
   for _, m in ipairs(msgs) do
-    local c = (counts[m[1]] or 0) + 1
-    counts[m[1]] = c
+    local c = counts[m[1]]
     if c > per_key then
       error(format("%s: %d messages from %q in one read, but the host reads at most %d per %s here "
         .. "(source.count %s, read size %d, source.max_in_flight %d with %d in flight, %d source(s)): "
         .. "feed them in several reads",
-        where, #msgs, m[1], per_key, src.kind == "lists" and "list" or "stream", tostring(src.count),
+        where, c, m[1], per_key, src.kind == "lists" and "list" or "stream", tostring(src.count),
         src.read_chunk, src.max_in_flight, self:in_flight(), nkeys), 3)
     end
   end
@@ -495,14 +495,9 @@ function Kit:_read(msgs, where)
       -- list keeps it in its processing list, a plain one has popped it.
       local why = native.utf8_why(m[2])
       if why then
-        if src.reliable then
-          self.host.log("error", format("item of list '%s' left in rsghost:processing:%s:%s: it is %s",
-            m[1], self._consumer, m[1], why))
-          self._fed[#self._fed + 1] = { m[1], m[2] }
-        else
-          self.host.log("error", format("item of list '%s' dropped: it is %s; its bytes: %s", m[1], why,
-            m[2]:sub(1, 512)))
-        end
+        local proc = src.reliable and format("rsghost:processing:%s:%s", self._consumer, m[1]) or nil
+        self.host.log("error", native.bad_item_line(m[1], proc, m[2], why))
+        if src.reliable then self._fed[#self._fed + 1] = { m[1], m[2] } end
         ok = false
       end
     elseif self._check_utf8 then
