@@ -185,7 +185,7 @@ static int hostFinished(lua_State *L) {
 int rsgLuaInit(rsgLua *lua, const char *luadir, char *err, size_t errlen) {
     memset(lua, 0, sizeof(*lua));
     lua->traceback_ref = lua->pipeline_ref = lua->feed_ref = LUA_NOREF;
-    lua->tick_ref = lua->stop_ref = lua->cfg_ref = lua->start_ref = LUA_NOREF;
+    lua->tick_ref = lua->stop_ref = lua->cfg_ref = lua->start_ref = lua->reply_ref = LUA_NOREF;
     lua_State *L = luaL_newstate();
     if (!L) {
         snprintf(err, errlen, "cannot create a Lua state (out of memory)");
@@ -392,6 +392,12 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
     lua->stop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "start");
     lua->start_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "rsghost.hiredis");
+    if (lua_pcall(L, 1, 1, top + 1) != 0) goto fail;
+    lua_getfield(L, -1, "reply_at");
+    lua->reply_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1); /* the module */
     lua->pipeline_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, top);
     return 0;
@@ -429,42 +435,6 @@ int rsgLuaStop(rsgLua *lua) {
     return pcallLogged(lua, 1, "pipeline stop");
 }
 
-/* Pushes a reply the way scripts see it, as Redis's own Lua does: status
- * and bulk -> string, integer -> number, nil -> nil (false inside arrays, so
- * arrays keep their length), array -> table, an error inside an array (EXEC)
- * -> { err = message }. A top-level error is the caller's to handle. */
-static void pushReply(lua_State *L, const redisReply *r, int nested) {
-    switch (r->type) {
-        case REDIS_REPLY_ERROR:
-            if (nested) {
-                lua_createtable(L, 0, 1);
-                lua_pushlstring(L, r->str, r->len);
-                lua_setfield(L, -2, "err");
-                break;
-            }
-            /* fall through */
-        case REDIS_REPLY_STRING:
-        case REDIS_REPLY_STATUS:
-            lua_pushlstring(L, r->str, r->len);
-            break;
-        case REDIS_REPLY_INTEGER:
-            lua_pushnumber(L, (lua_Number)r->integer);
-            break;
-        case REDIS_REPLY_ARRAY:
-            lua_createtable(L, (int)r->elements, 0);
-            for (size_t i = 0; i < r->elements; i++) {
-                pushReply(L, r->element[i], 1);
-                lua_rawseti(L, -2, (int)i + 1);
-            }
-            break;
-        default:
-            if (nested)
-                lua_pushboolean(L, 0);
-            else
-                lua_pushnil(L);
-    }
-}
-
 void rsgLuaReply(rsgLua *lua, int cbref, const redisReply *reply) {
     lua_State *L = lua->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, cbref);
@@ -472,12 +442,15 @@ void rsgLuaReply(rsgLua *lua, int cbref, const redisReply *reply) {
     if (!reply) {
         lua_pushnil(L);
         lua_pushliteral(L, "connection to redis lost before the reply came");
-    } else if (reply->type == REDIS_REPLY_ERROR) {
-        lua_pushnil(L);
-        lua_pushlstring(L, reply->str, reply->len);
     } else {
-        pushReply(L, reply, 0);
-        lua_pushnil(L);
+        /* rsghost.hiredis.reply_at converts it, as the kit's client does
+         * with a real server: value, or nil and the error reply. */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lua->reply_ref);
+        lua_pushlightuserdata(L, (void *)reply);
+        if (lua_pcall(L, 1, 2, 0) != 0) {
+            lua_pushnil(L);
+            lua_insert(L, -2); /* nil, the conversion's error */
+        }
     }
     pcallLogged(lua, 2, "redis reply callback");
 }

@@ -49,6 +49,7 @@ typedef struct rsgLua {
     int tick_ref;          /* pipeline.tick */
     int stop_ref;          /* pipeline.stop */
     int start_ref;         /* pipeline.start */
+    int reply_ref;         /* rsghost.hiredis.reply_at: replies as scripts see them */
     int cfg_ref;           /* the normalized script config */
     const rsgHostOps *ops; /* set by rsgLuaStart */
     rsgStr *scratch;       /* ids handed to ops->ack */

@@ -18,7 +18,8 @@
 -- certificate names the host: hiredis' own context does not, and the specs
 -- only need a working channel.
 --
--- Replies are converted the way redis' own Lua and the rsghost host do it:
+-- Replies are converted the way redis' own Lua does it (and the rsghost host,
+-- which converts with M.reply_at):
 -- status -> string, integer -> number, bulk -> string, nil bulk -> nil at the
 -- top level and false inside arrays, array -> table. An error nested inside an
 -- array (EXEC, pipelines) becomes { err = message }. Arguments and values are
@@ -237,6 +238,14 @@ local function convert(reply, top)
     return { err = ffi.string(reply.str, reply.len) }
   end
   return nil, "rsghost.hiredis: unknown reply type " .. tostring(t)
+end
+
+-- For the C host: the reply its command connection got (a redisReply it
+-- holds during the reply callback), converted exactly as this client
+-- converts its own: value, or nil and the error reply. One converter for
+-- the host's rsghost.redis.call and for the kit against a real server.
+function M.reply_at(ptr)
+  return convert(ffi.cast("redisReply *", ptr), true)
 end
 
 local Client = {}
