@@ -1,5 +1,7 @@
 #include "common.h"
 
+#include "url.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,21 +14,11 @@ void bench_addr_init(bench_addr *addr) {
     addr->port = 6379;
 }
 
-/* Copies the n bytes at s into dst (of size dstlen) as a C string. Returns 0,
- * or -1 when they do not fit. */
-static int copy_part(char *dst, size_t dstlen, const char *s, size_t n) {
-    if (n >= dstlen) return -1;
-    memcpy(dst, s, n);
-    dst[n] = '\0';
-    return 0;
-}
-
-/* Parses a database number (the whole string). Returns 0, or -1. */
-static int parse_db(const char *s, int *db) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < 0 || v > 1000000) return -1;
-    *db = (int)v;
+/* Copies s into dst (of size dstlen). Returns 0, or -1 when it does not fit. */
+static int copy_str(char *dst, size_t dstlen, const char *s) {
+    if (!s) return 0;
+    if (strlen(s) >= dstlen) return -1;
+    strcpy(dst, s);
     return 0;
 }
 
@@ -40,49 +32,23 @@ void bench_addr_option(bench_addr *addr, int opt, const char *arg, const char *p
 
 int bench_addr_parse_url(bench_addr *addr, const char *url, char *err, size_t errlen) {
     bench_addr_init(addr);
-    if (strncmp(url, "unix://", 7) == 0) {
-        const char *p = url + 7;
-        const char *q = strchr(p, '?');
-        size_t n = q ? (size_t)(q - p) : strlen(p);
-        if (n == 0 || copy_part(addr->path, sizeof(addr->path), p, n) < 0) goto bad;
-        if (q) {
-            if (strncmp(q, "?db=", 4) != 0 || parse_db(q + 4, &addr->db) < 0) goto bad;
-        }
-        return 0;
-    }
-    if (strncmp(url, "redis://", 8) != 0) goto bad;
-    const char *p = url + 8;
-    const char *at = strchr(p, '@');
-    if (at) {
-        /* redis://[user]:password@host: only the password is used. */
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (!colon) goto bad;
-        if (copy_part(addr->password, sizeof(addr->password), colon + 1, (size_t)(at - colon - 1)) <
-            0)
-            goto bad;
-        p = at + 1;
-    }
-    const char *slash = strchr(p, '/');
-    size_t hostport = slash ? (size_t)(slash - p) : strlen(p);
-    const char *colon = memchr(p, ':', hostport);
-    size_t hostlen = colon ? (size_t)(colon - p) : hostport;
-    if (hostlen > 0 && copy_part(addr->host, sizeof(addr->host), p, hostlen) < 0) goto bad;
-    if (colon) {
-        char port[16];
-        char *end;
-        if (copy_part(port, sizeof(port), colon + 1, hostport - hostlen - 1) < 0) goto bad;
-        long v = strtol(port, &end, 10);
-        if (port[0] == '\0' || *end != '\0' || v < 1 || v > 65535) goto bad;
-        addr->port = (int)v;
-    }
-    if (slash && slash[1] != '\0' && parse_db(slash + 1, &addr->db) < 0) goto bad;
-    return 0;
-
-bad:
-    snprintf(err, errlen,
-             "bad URL '%s' (want redis://[:password@]host[:port][/db] or unix:///path[?db=N])",
-             url);
-    return -1;
+    /* The host's own parser (host/url.c), so a URL means the same here. */
+    rsgRedisUrl u;
+    if (rsgUrlParse(url, &u, err, errlen) != 0) return -1;
+    int rc = -1;
+    if (u.tls || u.nsentinels)
+        snprintf(err, errlen, "the benchmark connects to one plain server: redis:// or unix://");
+    else if (copy_str(addr->host, sizeof(addr->host), u.host) ||
+             copy_str(addr->path, sizeof(addr->path), u.path) ||
+             copy_str(addr->user, sizeof(addr->user), u.user) ||
+             copy_str(addr->password, sizeof(addr->password), u.password))
+        snprintf(err, errlen, "a part of the redis URL is too long");
+    else
+        rc = 0;
+    addr->port = u.port;
+    addr->db = u.db;
+    rsgUrlFree(&u);
+    return rc;
 }
 
 /* Runs one command given as argv and checks that the reply is not an error.
@@ -114,8 +80,8 @@ redisContext *bench_connect(const bench_addr *addr, char *err, size_t errlen) {
         goto err;
     }
     if (addr->password[0]) {
-        const char *argv[] = {"AUTH", addr->password};
-        if (command_ok(c, 2, argv, err, errlen) < 0) goto err;
+        const char *argv[] = {"AUTH", addr->user[0] ? addr->user : addr->password, addr->password};
+        if (command_ok(c, addr->user[0] ? 3 : 2, argv, err, errlen) < 0) goto err;
     }
     if (addr->db != 0) {
         char db[16];

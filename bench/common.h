@@ -13,15 +13,16 @@ typedef struct bench_addr {
     int port;           /* TCP port */
     char path[256];     /* unix socket path, "" for TCP */
     int db;             /* database number selected after connecting */
+    char user[256];     /* ACL user, "" for none */
     char password[256]; /* AUTH password, "" for none */
 } bench_addr;
 
 /* Fills addr with the defaults: 127.0.0.1:6379, db 0, no password. */
 void bench_addr_init(bench_addr *addr);
 
-/* Parses redis://[:password@]host[:port][/db] or unix:///path[?db=N] into
- * addr. Returns 0, or -1 with a message in err when the URL is malformed
- * (addr is then partly written). */
+/* Parses a redis:// or unix:// URL into addr with the host's own parser
+ * (host/url.c), so that it means here what it means to rsghost. Returns 0,
+ * or -1 with a message in err (TLS and Sentinel URLs are refused). */
 int bench_addr_parse_url(bench_addr *addr, const char *url, char *err, size_t errlen);
 
 /* Connects, authenticates and selects the database. Returns a connected
