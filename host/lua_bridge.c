@@ -213,6 +213,19 @@ static char *dupField(lua_State *L, int idx, const char *key) {
     return s;
 }
 
+/* The fields rsghost.script always sets in a normalized source: their
+ * defaults live there, in one place. A missing one is a bug there, reported
+ * as such (-1 with err), never papered over with a default of our own. */
+static int needField(lua_State *L, int idx, const char *key, int type, char *err, size_t errlen) {
+    lua_getfield(L, idx, key);
+    int t = lua_type(L, -1);
+    lua_pop(L, 1);
+    if (t == type) return 0;
+    snprintf(err, errlen, "internal: the normalized source has no %s %s", lua_typename(L, type),
+             key);
+    return -1;
+}
+
 static double numField(lua_State *L, int idx, const char *key, double dflt) {
     lua_getfield(L, idx, key);
     double v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : dflt;
@@ -277,20 +290,39 @@ static int readSource(lua_State *L, rsgSourceConfig *src, char *err, size_t errl
         } else {
             src->streams[i] = dupField(L, lua_gettop(L), "name");
             src->starts[i] = dupField(L, lua_gettop(L), "start");
-            if (!src->starts[i]) src->starts[i] = strdup("0");
         }
         lua_pop(L, 1);
+        if (!src->streams[i] || (!isLists && !src->starts[i])) {
+            lua_pop(L, 1);
+            snprintf(err, errlen, "internal: source stream #%d has no name or start", i + 1);
+            return -1;
+        }
     }
     lua_pop(L, 1);
+    static const struct {
+        const char *key;
+        int type;
+    } needed[] = {{"block_ms", LUA_TNUMBER},
+                  {"convert", LUA_TBOOLEAN},
+                  {"encoding", LUA_TSTRING},
+                  {"max_in_flight", LUA_TNUMBER},
+                  {"max_in_flight_bytes", LUA_TNUMBER},
+                  {"read_chunk", LUA_TNUMBER},
+                  {"replay_pending", LUA_TBOOLEAN}};
+    for (size_t k = 0; k < sizeof(needed) / sizeof(needed[0]); k++)
+        if (needField(L, idx, needed[k].key, needed[k].type, err, errlen) != 0) return -1;
+    if (src->kind == RSG_SOURCE_GROUP && needField(L, idx, "group", LUA_TSTRING, err, errlen) != 0)
+        return -1;
+    if (isLists && needField(L, idx, "reliable", LUA_TBOOLEAN, err, errlen) != 0) return -1;
     src->group = dupField(L, idx, "group");
     src->count = (long)numField(L, idx, "count", 0);
     src->block_ms = (long)numField(L, idx, "block_ms", 0);
     src->replay_pending = boolField(L, idx, "replay_pending", 1);
     src->convert = boolField(L, idx, "convert", 1);
     src->encoding = dupField(L, idx, "encoding");
-    if (!src->encoding) src->encoding = strdup("utf-8");
-    src->max_in_flight = (long)numField(L, idx, "max_in_flight", 4096);
+    src->max_in_flight = (long)numField(L, idx, "max_in_flight", 0);
     src->max_in_flight_bytes = (size_t)numField(L, idx, "max_in_flight_bytes", 0);
+    src->read_chunk = (long)numField(L, idx, "read_chunk", 0);
     src->heartbeat_interval = numField(L, idx, "heartbeat_interval", 0);
     src->claim_timeout = numField(L, idx, "claim_timeout", 0);
     src->heartbeat_channel = dupField(L, idx, "heartbeat_channel");
@@ -334,12 +366,6 @@ int rsgLuaLoadScript(rsgLua *lua, const char *path, const char *consumer, rsgSou
     lua->cfg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "source");
     int rc = readSource(L, src, err, errlen);
-    /* script.lua decides it (the test kit follows the same number). */
-    src->read_chunk = (long)numField(L, lua_gettop(L), "read_chunk", 0);
-    if (rc == 0 && src->read_chunk < 1) {
-        snprintf(err, errlen, "internal: the normalized source has no read_chunk");
-        rc = -1;
-    }
     lua_settop(L, top);
     return rc;
 }
