@@ -25,6 +25,7 @@ typedef struct rsgAck {
     void *ud;
 } rsgAck;
 
+/* Prepares an empty queue that sends on conn (which must outlive it). */
 void rsgAckInit(rsgAck *a, rsgConn *conn);
 
 /* Queues argv (copied at once) and sends it if the connection is ready.

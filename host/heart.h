@@ -37,8 +37,12 @@ typedef struct rsgHeartConfig {
  * -1 with a reason in err. Call before the main loop exists. */
 pid_t rsgHeartSpawn(const rsgHeartConfig *cfg, int *lifeline, char *err, size_t errlen);
 
-/* The liveness key and the registry hash of a consumer (callers free). */
+/* The liveness key of a consumer, "rsghost:alive:<group>:<consumer>"; the
+ * caller frees it. NULL when out of memory. */
 char *rsgHeartAliveKey(const char *group, const char *consumer);
+
+/* The registry hash of a group, "rsghost:consumers:<group>"; the caller
+ * frees it. NULL when out of memory. */
 char *rsgHeartRegistryKey(const char *group);
 
 #endif

@@ -22,6 +22,8 @@ int rsgLogParseLevel(const char *name, rsgLogLevel *out);
 /* Names used in the log for the process ("rsghost", "rsghost-heart"). */
 void rsgLogSetName(const char *name);
 
+/* Writes one record at level (dropped below the set level), printf-style;
+ * a message longer than a record is cut, and the line still ends. */
 void rsgLog(rsgLogLevel level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define rsgDebug(...) rsgLog(RSG_LOG_DEBUG, __VA_ARGS__)
