@@ -54,7 +54,8 @@ static int findPeer(rsgClaim *c, const char *name, size_t len, int create) {
     }
     rsgPeer *p = &c->peers[c->npeers];
     memset(p, 0, sizeof(*p));
-    p->name = strndup(name, len);
+    /* Out of memory: not tracked this round (it is seen again next round). */
+    if (!(p->name = strndup(name, len))) return -1;
     /* A consumer first seen is presumed alive from this moment. */
     p->first_seen = uv_now(c->loop);
     return c->npeers++;

@@ -280,13 +280,18 @@ static int readSource(lua_State *L, rsgSourceConfig *src, char *err, size_t errl
                  isLists ? "lists" : "streams");
         return -1;
     }
-    src->nstreams = n;
     src->streams = calloc((size_t)n, sizeof(char *));
     src->starts = isLists ? NULL : calloc((size_t)n, sizeof(char *));
+    if (!src->streams || (!isLists && !src->starts)) {
+        lua_pop(L, 1);
+        snprintf(err, errlen, "out of memory reading the source");
+        return -1;
+    }
+    src->nstreams = n;
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, -1, i + 1);
         if (isLists) {
-            src->streams[i] = strdup(lua_tostring(L, -1));
+            src->streams[i] = lua_isstring(L, -1) ? strdup(lua_tostring(L, -1)) : NULL;
         } else {
             src->streams[i] = dupField(L, lua_gettop(L), "name");
             src->starts[i] = dupField(L, lua_gettop(L), "start");

@@ -52,8 +52,15 @@ void rsgSourceFatal(rsgSource *s, const char *fmt, ...) {
 }
 
 void rsgSourceSetCursor(rsgSource *s, int i, const char *id, size_t len) {
+    char *copy = strndup(id, len);
+    /* Out of memory: keep the old cursor. A group then re-reads a little
+     * (pending entries are idempotent to replay); never lose our place. */
+    if (!copy) {
+        rsgError("out of memory keeping the read position of '%s'", s->cfg->streams[i]);
+        return;
+    }
     free(s->cursor[i]);
-    s->cursor[i] = strndup(id, len);
+    s->cursor[i] = copy;
 }
 
 int rsgSourceIndex(const rsgSource *s, const char *name, size_t len) {

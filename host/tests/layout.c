@@ -1,10 +1,14 @@
-/* Prints the layout of the host structs that Lua reads through the FFI
- * (lua/rsghost/handover.lua: rsgMsg; lua/rsghost/native.lua: rsgRedisUrl),
+/* Prints the layout of the structs that Lua reads through the FFI
+ * (lua/rsghost/handover.lua: rsgMsg; lua/rsghost/native.lua: rsgRedisUrl;
+ * lua/rsghost/hiredis.lua: hiredis's redisReply and the start of
+ * redisContext, as the installed hiredis headers declare them),
  * one "struct.field offset" or "struct size" per line, for layout_test.lua
  * to compare with the FFI declarations. A change on one side alone fails
  * the test instead of misreading memory. */
 #include <stddef.h>
 #include <stdio.h>
+
+#include <hiredis/hiredis.h>
 
 #include "lua_bridge.h"
 #include "url.h"
@@ -37,5 +41,23 @@ int main(void) {
     FIELD(rsgRedisUrl, master);
     FIELD(rsgRedisUrl, sentinel_user);
     FIELD(rsgRedisUrl, sentinel_password);
+    SIZE(redisReply);
+    FIELD(redisReply, type);
+    FIELD(redisReply, integer);
+#if HIREDIS_MAJOR >= 1
+    FIELD(redisReply, dval);
+    FIELD(redisReply, vtype);
+#endif
+    FIELD(redisReply, len);
+    FIELD(redisReply, str);
+    FIELD(redisReply, elements);
+    FIELD(redisReply, element);
+    /* rsghost.hiredis declares only the start of redisContext: no size. */
+    FIELD(redisContext, err);
+    FIELD(redisContext, errstr);
+    FIELD(redisContext, fd);
+    FIELD(redisContext, flags);
+    FIELD(redisContext, obuf);
+    FIELD(redisContext, reader);
     return 0;
 }

@@ -1,10 +1,11 @@
 -- CTest c/layout: the struct layouts the FFI declarations of the Lua side
--- assume (rsghost.handover's rsg_msg, rsghost.native's rsgRedisUrl) are the
--- C compiler's. Run as: luajit layout_test.lua PATH-TO-layout-PROGRAM
+-- assume (rsghost.handover's rsg_msg, rsghost.native's rsgRedisUrl,
+-- rsghost.hiredis's redisReply and redisContext) are the C compiler's. Run as: luajit layout_test.lua PATH-TO-layout-PROGRAM
 package.path = arg[0]:gsub("[^/]*$", "") .. "../../lua/?.lua;" .. package.path
 local ffi = require "ffi"
 require "rsghost.handover" -- declares rsg_str, rsg_msg
 require "rsghost.native"   -- declares rsgAddr, rsgRedisUrl
+require "rsghost.hiredis"  -- declares redisReply, redisContext for the hiredis it loaded
 
 -- C name -> FFI name, where they differ.
 local FFI_NAME = { rsgStr = "rsg_str", rsgMsg = "rsg_msg" }
