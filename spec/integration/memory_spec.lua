@@ -50,13 +50,17 @@ describe("memory", function()
     local most, peak, h = run(H.context(), 3 * MB)
     assert.is_true(most > 0, h:describe())
     assert.is_true(most <= 4 * MB + 4096, string.format("held %d bytes", most))
-    -- What a user sees: 24 MB waited in Redis; the host stayed far below
-    -- (about 8 MiB here; reading the backlog at once takes about 29 MiB).
-    assert.is_true(peak < 16 * MB, string.format("peak RSS %.1f MiB", peak / MB))
-  end)
-
-  it("bounds bytes by default too", function()
-    local most = run(H.context(), nil)
-    assert.is_true(most <= 64 * MB + MB, string.format("held %d bytes", most))
+    -- What a user sees, against the same backlog read under the default
+    -- bound (64 MiB: all 24 MB at once), in the same build: far less memory
+    -- (here about 8 against 29 MiB; a sanitizer build has more of both).
+    local most_default, peak_default = run(H.context(), nil)
+    assert.is_true(most_default <= 64 * MB + MB, string.format("held %d bytes", most_default))
+    -- Under AddressSanitizer (RSGHOST_SANITIZED=1, set by CMake for such a
+    -- build) RSS measures the sanitizer's quarantine and shadow memory, the
+    -- same for both runs; the bytes held, asserted above, still hold.
+    if os.getenv("RSGHOST_SANITIZED") ~= "1" then
+      assert.is_true(peak < 0.6 * peak_default,
+        string.format("peak RSS %.1f MiB bounded, %.1f MiB by default", peak / MB, peak_default / MB))
+    end
   end)
 end)
