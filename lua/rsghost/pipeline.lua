@@ -407,8 +407,9 @@ function P:feed(msgs, n, deliveries, fields)
   for i = 1, 3 * n, 3 do
     local stream, id, data = msgs[i], msgs[i + 1], msgs[i + 2]
     local ok, out
-    local d = deliveries and deliveries[(i + 2) / 3] or 1
-    if max and d > max then
+    local d -- nil: a live read's first delivery
+    if deliveries then d = deliveries[(i + 2) / 3] end
+    if max and d and d > max then
       -- Delivered max times already and never acked: not preprocessed again.
       local why = format("delivered %d times without being acknowledged", max)
       self:log("error", format("message %s from %s was %s; dead-lettered to '%s'",
@@ -420,7 +421,7 @@ function P:feed(msgs, n, deliveries, fields)
         ok, out = xpcall(preprocess, handler, stream, data or id)
       elseif wants_info then
         local f = fields and fields[(i + 2) / 3] or M.pairs_of(data)
-        ok, out = xpcall(preprocess, handler, stream, id, data, { deliveries = d, fields = f })
+        ok, out = xpcall(preprocess, handler, stream, id, data, { deliveries = d or 1, fields = f })
       else
         ok, out = xpcall(preprocess, handler, stream, id, data)
       end
@@ -436,7 +437,7 @@ function P:feed(msgs, n, deliveries, fields)
       elseif self.dead_letter_key then
         released = released + 1
         self:preprocess_failed(stream, id, out)
-        self:dead_letter(stream, id, d, out)
+        self:dead_letter(stream, id, d or 1, out)
       else
         -- Left pending in Redis (not acked), so it is not lost.
         released = released + 1

@@ -128,6 +128,49 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("gives preprocess Redis's delivery counts of claimed messages, and the fields in order", function()
+    local t = H.context()
+    local P = t.prefix
+    -- A consumer that read two messages and died: "twice" delivered 1 time,
+    -- "thrice" 3 times (two re-reads of its pending entries).
+    t.redis:call("XGROUP", "CREATE", P .. ":s", P .. ":g", "0", "MKSTREAM")
+    local twice = t.redis:call("XADD", P .. ":s", "*", "f", "1", "g", "2", "f", "3")
+    local thrice = t.redis:call("XADD", P .. ":s", "*", "n", "x")
+    t.redis:call("XREADGROUP", "GROUP", P .. ":g", "ghost", "STREAMS", P .. ":s", ">")
+    for _ = 1, 2 do
+      t.redis:call("XREADGROUP", "GROUP", P .. ":g", "ghost", "STREAMS", P .. ":s", twice)
+    end
+    -- (re-reading after twice's id returns, and counts, only thrice)
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local cjson = require "cjson"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g", timeout = 0.2, heartbeat_interval = 0.2,
+             claim_timeout = 1, dead_letter = P .. ":dlq", max_deliveries = 3 },
+  preprocess = function(stream, id, data, info)
+    return cjson.encode({ id = id, info = info })
+  end,
+  batch = { size = 10, timeout = 0.05 },
+  sink = function(items) rsghost.redis.call("RPUSH", P .. ":out", unpack(items)) end,
+}
+]])
+    local h = H.start(t, { script = path, consumer = "c1" })
+    local out = H.wait_sunk(t.redis, { out = P .. ":out", n = 1, streams = P .. ":s", group = P .. ":g",
+      hosts = { h } })
+    local cjson = require "cjson"
+    local got = cjson.decode(out[1])
+    assert.equal(twice, got.id)
+    -- claimed: delivered once to ghost, once now
+    assert.same({ deliveries = 2, fields = { { "f", "1" }, { "g", "2" }, { "f", "3" } } }, got.info)
+    local dead = dead_letters(t.redis, P .. ":dlq")
+    assert.equal(1, #dead, h:describe())
+    assert.equal(thrice, field(dead[1].fields, "rsghost:id"))
+    assert.equal("4", field(dead[1].fields, "rsghost:deliveries"))
+    assert.equal("c1", field(dead[1].fields, "rsghost:consumer"))
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("exits 1 naming a dead-letter key of the wrong type, having read nothing", function()
     local t = H.context()
     local P = t.prefix
