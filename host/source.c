@@ -244,10 +244,9 @@ int rsgSourceBeginRead(rsgSource *s, const redisReply *reply, const char *cmd, s
 
 void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *list, int *n,
                       size_t *fvused, const long *counts) {
-    if (counts && *n == 0) {
-        /* Earlier streams of this read went without counts: they are at 1. */
-        s->counted = 1;
-    } else if (counts && !s->counted) {
+    if (counts && !s->counted) {
+        /* The first counts of this read: messages of the streams collected
+         * before, without counts, are at their first delivery. */
         for (int i = 0; i < *n; i++)
             s->deliv[i] = 1;
         s->counted = 1;

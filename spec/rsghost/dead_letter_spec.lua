@@ -142,6 +142,15 @@ describe("source.dead_letter", function()
       assert.same({ "c" }, { k:sunk()[1] })
     end)
 
+    it("takes a count with a generated id, and refuses one that is not a positive integer", function()
+      local got
+      local k = kit(function(_, _, data, info) got = info.deliveries return data.a end)
+      k:feed("s1", { a = "1" }, { deliveries = 2 })
+      assert.equal(2, got)
+      assert.has_error(function() k:feed("s1", "9-0", { a = "1" }, { deliveries = 0 }) end,
+        "k:feed: deliveries must be a positive integer, got 0")
+    end)
+
     it("gives a 3-parameter preprocess no fourth argument", function()
       local n
       local k = kit(function(...) n = select("#", ...) return 1 end)
