@@ -379,9 +379,16 @@ static int setUpTls(rsgApp *app, char *err, size_t errlen) {
 
 /* --check: the one line that says the script loaded, and what it reads. */
 static void printCheck(const rsgApp *app) {
-    printf("%s: ok (%s source%s%s, %d %s(s), max_in_flight %ld)\n", app->opts->script,
+    char dead[512] = "";
+    if (app->src.dead_letter) {
+        int len = snprintf(dead, sizeof(dead), ", dead letters to '%s'", app->src.dead_letter);
+        if (app->src.max_deliveries > 0 && len > 0 && (size_t)len < sizeof(dead))
+            snprintf(dead + len, sizeof(dead) - (size_t)len, " after %ld deliveries",
+                     app->src.max_deliveries);
+    }
+    printf("%s: ok (%s source%s%s, %d %s(s), max_in_flight %ld%s)\n", app->opts->script,
            app->type->name, app->src.group ? ", group " : "", app->src.group ? app->src.group : "",
-           app->src.nstreams, app->type->key_type, app->src.max_in_flight);
+           app->src.nstreams, app->type->key_type, app->src.max_in_flight, dead);
 }
 
 /* No consumer name was given: a name that changes at every start strands

@@ -171,6 +171,21 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("says where dead letters go in --check's line", function()
+    local t = H.context()
+    local path = H.script(t, [[
+return {
+  source = { streams = "s", group = "g", dead_letter = { key = "dlq", maxlen = 5 }, max_deliveries = 3 },
+  preprocess = function(stream, id, data) return id end,
+  sink = function(items) end,
+}
+]], nil, "check.lua")
+    local code, out, err = H.run({ "--check", path, "c1" })
+    assert.equal(0, code, err)
+    assert.matches("check%.lua: ok %(group source, group g, 1 stream%(s%), max_in_flight 4096, "
+      .. "dead letters to 'dlq' after 3 deliveries%)", out)
+  end)
+
   it("exits 1 naming a dead-letter key of the wrong type, having read nothing", function()
     local t = H.context()
     local P = t.prefix
