@@ -14,6 +14,7 @@
 #include "ack.h"
 #include "arena.h"
 #include "claim.h"
+#include "dead_letter.h"
 #include "conn.h"
 #include "heart.h"
 #include "log.h"
@@ -82,6 +83,17 @@ static void opAck(void *ud, rsgStr stream, int n, const rsgStr *ids) {
 static void opAbandon(void *ud, rsgStr stream, int n, const rsgStr *ids) {
     rsgApp *app = ud;
     rsgSourceAbandon(&app->source, stream, n, ids);
+}
+
+static void opDeadLetter(void *ud, rsgStr stream, rsgStr id, long deliveries, rsgStr err) {
+    rsgApp *app = ud;
+    if (!app->src.dead_letter) {
+        /* script.lua makes this impossible; never ack what was not kept. */
+        rsgError("internal: dead-letter without source.dead_letter: message %.*s stays pending",
+                 (int)id.len, id.p);
+        return;
+    }
+    rsgDeadLetterSend(&app->cmds, &app->src, app->consumer, stream, id, deliveries, err);
 }
 
 static void opRelease(void *ud, long n) {
@@ -166,9 +178,9 @@ static void onAckIdle(void *ud) {
 
 /* ---- Source hooks ---- */
 
-static int srcDeliver(void *ud, const rsgMsg *msgs, int n) {
+static int srcDeliver(void *ud, const rsgMsg *msgs, int n, const long *deliveries) {
     rsgApp *app = ud;
-    return rsgLuaFeed(&app->lua, msgs, n);
+    return rsgLuaFeed(&app->lua, msgs, n, deliveries);
 }
 
 static void srcFatal(void *ud, const char *reason) {
@@ -367,9 +379,16 @@ static int setUpTls(rsgApp *app, char *err, size_t errlen) {
 
 /* --check: the one line that says the script loaded, and what it reads. */
 static void printCheck(const rsgApp *app) {
-    printf("%s: ok (%s source%s%s, %d %s(s), max_in_flight %ld)\n", app->opts->script,
+    char dead[512] = "";
+    if (app->src.dead_letter) {
+        int len = snprintf(dead, sizeof(dead), ", dead letters to '%s'", app->src.dead_letter);
+        if (app->src.max_deliveries > 0 && len > 0 && (size_t)len < sizeof(dead))
+            snprintf(dead + len, sizeof(dead) - (size_t)len, " after %ld deliveries",
+                     app->src.max_deliveries);
+    }
+    printf("%s: ok (%s source%s%s, %d %s(s), max_in_flight %ld%s)\n", app->opts->script,
            app->type->name, app->src.group ? ", group " : "", app->src.group ? app->src.group : "",
-           app->src.nstreams, app->type->key_type, app->src.max_in_flight);
+           app->src.nstreams, app->type->key_type, app->src.max_in_flight, dead);
 }
 
 /* No consumer name was given: a name that changes at every start strands
@@ -512,8 +531,8 @@ int rsgAppRun(const rsgOptions *opts) {
         fprintf(stderr, "rsghost: cannot create the event loop\n");
         goto out;
     }
-    app.ops = (rsgHostOps){&app,       opSend,  opAck,   opAbandon, opRelease,
-                           opSetTimer, opPause, opReady, opFinished};
+    app.ops = (rsgHostOps){&app,      opSend,     opAck,   opAbandon, opDeadLetter,
+                           opRelease, opSetTimer, opPause, opReady,   opFinished};
     rsgSourceHooks hooks = {srcDeliver, srcFatal, &app};
     if (rsgSourceInit(&app.source, &app.reader, &app.ack, &app.src, app.consumer, &hooks, err,
                       sizeof(err)) != 0 ||

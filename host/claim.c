@@ -9,15 +9,21 @@
 #include "log.h"
 
 /* Atomically: the dead consumer's pending ids idle for at least min-idle,
- * then XCLAIM them for us with the same min-idle.
+ * then XCLAIM them for us with the same min-idle. Returns { entries, counts }:
+ * the XCLAIM reply, and each claimed entry's times-delivered (XPENDING's
+ * count, plus the one XCLAIM adds), for source.max_deliveries. XCLAIM leaves
+ * out entries deleted from the stream, so counts follow its reply by id.
  * KEYS[1] stream; ARGV: group, dead, min-idle ms, count, us. */
 static const char *claimScript =
     "local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4], "
     "ARGV[2])\n"
-    "if #p == 0 then return {} end\n"
-    "local ids = {}\n"
-    "for i = 1, #p do ids[i] = p[i][1] end\n"
-    "return redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], ARGV[3], unpack(ids))\n";
+    "if #p == 0 then return {{}, {}} end\n"
+    "local ids, n = {}, {}\n"
+    "for i = 1, #p do ids[i] = p[i][1]; n[p[i][1]] = p[i][4] + 1 end\n"
+    "local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], ARGV[3], unpack(ids))\n"
+    "local counts = {}\n"
+    "for i = 1, #c do counts[i] = (c[i] and n[c[i][1]]) or 1 end\n"
+    "return {c, counts}\n";
 
 /* Atomically: remove the consumer only if it holds no pending entry.
  * Returns -1 when it does. KEYS[1] stream; ARGV: group, consumer. */
@@ -177,7 +183,12 @@ static void onClaimed(redisAsyncContext *ac, void *rep, void *privdata) {
                  reply->str);
     } else if (reply && !c->stopped) {
         const char *stream = c->cfg->streams[r->stream];
-        int n = rsgSourceFeedClaimed(c->source, stream, reply);
+        int n = -1;
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2)
+            n = rsgSourceFeedClaimed(c->source, stream, reply->element[0], reply->element[1]);
+        if (n < 0)
+            rsgError("claiming from consumer '%s': the claim script's reply is malformed",
+                     c->peers[r->peer].name);
         if (n > 0) {
             c->claimed += n;
             rsgInfo("claimed %d message(s) of dead consumer '%s' on stream '%s'", n,

@@ -149,6 +149,18 @@ static int hostAbandon(lua_State *L) {
     return eachStream(L, "abandon", self(L)->ops->abandon);
 }
 
+/* host.dead_letter(stream, id, deliveries, err) */
+static int hostDeadLetter(lua_State *L) {
+    rsgLua *lua = self(L);
+    rsgStr stream, id, err;
+    stream.p = luaL_checklstring(L, 1, &stream.len);
+    id.p = luaL_checklstring(L, 2, &id.len);
+    long deliveries = (long)luaL_optnumber(L, 3, 1);
+    err.p = luaL_checklstring(L, 4, &err.len);
+    lua->ops->dead_letter(lua->ops->ud, stream, id, deliveries, err);
+    return 0;
+}
+
 static int hostRelease(lua_State *L) {
     rsgLua *lua = self(L);
     lua->ops->release(lua->ops->ud, (long)luaL_checknumber(L, 1));
@@ -333,6 +345,19 @@ static int readSource(lua_State *L, rsgSourceConfig *src, char *err, size_t errl
     src->heartbeat_channel = dupField(L, idx, "heartbeat_channel");
     src->checkpoint = dupField(L, idx, "checkpoint");
     src->reliable = boolField(L, idx, "reliable", 0);
+    src->max_deliveries = (long)numField(L, idx, "max_deliveries", 0);
+    lua_getfield(L, idx, "dead_letter");
+    if (lua_istable(L, -1)) {
+        int dl = lua_gettop(L);
+        src->dead_letter = dupField(L, dl, "key");
+        src->dead_letter_maxlen = (long)numField(L, dl, "maxlen", 0);
+        if (!src->dead_letter) {
+            lua_pop(L, 1);
+            snprintf(err, errlen, "internal: the normalized source.dead_letter has no key");
+            return -1;
+        }
+    }
+    lua_pop(L, 1);
     return 0;
 }
 
@@ -379,15 +404,11 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
     static const struct {
         const char *name;
         lua_CFunction fn;
-    } api[] = {{"now", hostNow},
-               {"log", hostLog},
-               {"send", hostSend},
-               {"ack", hostAck},
-               {"abandon", hostAbandon},
-               {"release", hostRelease},
-               {"set_timer", hostSetTimer},
-               {"pause", hostPause},
-               {"ready", hostReady},
+    } api[] = {{"now", hostNow},          {"log", hostLog},
+               {"send", hostSend},        {"ack", hostAck},
+               {"abandon", hostAbandon},  {"dead_letter", hostDeadLetter},
+               {"release", hostRelease},  {"set_timer", hostSetTimer},
+               {"pause", hostPause},      {"ready", hostReady},
                {"finished", hostFinished}};
     lua_State *L = lua->L;
     int top = lua_gettop(L);
@@ -438,14 +459,18 @@ fail:
     return -1;
 }
 
-int rsgLuaFeed(rsgLua *lua, const rsgMsg *msgs, int n) {
+int rsgLuaFeed(rsgLua *lua, const rsgMsg *msgs, int n, const long *deliveries) {
     /* lua/rsghost/handover.lua reads the structs through the FFI, in code
      * LuaJIT compiles: cheaper than a C API call per string. */
     lua_State *L = lua->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->feed_ref);
     lua_pushlightuserdata(L, (void *)msgs);
     lua_pushinteger(L, n);
-    return pcallLogged(lua, 2, "pipeline feed");
+    if (deliveries)
+        lua_pushlightuserdata(L, (void *)deliveries);
+    else
+        lua_pushnil(L);
+    return pcallLogged(lua, 3, "pipeline feed");
 }
 
 int rsgLuaTick(rsgLua *lua) {
@@ -497,6 +522,7 @@ void rsgSourceConfigFree(rsgSourceConfig *src) {
     free(src->encoding);
     free(src->heartbeat_channel);
     free(src->checkpoint);
+    free(src->dead_letter);
     memset(src, 0, sizeof(*src));
 }
 

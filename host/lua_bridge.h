@@ -27,6 +27,9 @@ typedef struct rsgHostOps {
     void (*ack)(void *ud, rsgStr stream, int n, const rsgStr *ids);
     /* Preprocess failed on these: they are given up on (not acked). */
     void (*abandon)(void *ud, rsgStr stream, int n, const rsgStr *ids);
+    /* Dead-letter one message (source.dead_letter): append it with err to the
+     * dead-letter stream and ack it, atomically (dead_letter.h). */
+    void (*dead_letter)(void *ud, rsgStr stream, rsgStr id, long deliveries, rsgStr err);
     /* n messages left the pipeline (acked, dropped or left pending). */
     void (*release)(void *ud, long n);
     /* Arms the pipeline's one timer: call rsgLuaTick after delay seconds;
@@ -73,9 +76,12 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen);
  * -1 like rsgLuaFeed. */
 int rsgLuaBegin(rsgLua *lua);
 
-/* Hands n messages to the pipeline in one call. Returns 0, or -1 if the
- * pipeline itself failed (a bug, logged): the host should stop. */
-int rsgLuaFeed(rsgLua *lua, const rsgMsg *msgs, int n);
+/* Hands n messages to the pipeline in one call. deliveries: NULL when every
+ * message is at its first delivery (a live read), else deliveries[i] is
+ * Redis's times-delivered of msgs[i] (replayed or claimed entries). Returns
+ * 0, or -1 if the pipeline itself failed (a bug, logged): the host should
+ * stop. */
+int rsgLuaFeed(rsgLua *lua, const rsgMsg *msgs, int n, const long *deliveries);
 
 /* The pipeline timer fired. Returns 0 or -1 like rsgLuaFeed. */
 int rsgLuaTick(rsgLua *lua);

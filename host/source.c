@@ -72,15 +72,29 @@ int rsgSourceIndex(const rsgSource *s, const char *name, size_t len) {
 
 /* ---- Setup: every key must be of the kind the source reads ---- */
 
+/* Keys checked at setup: the source's, then the dead-letter stream's. */
+static int checkedKeys(const rsgSource *s) {
+    return s->cfg->nstreams + (s->cfg->dead_letter != NULL);
+}
+
 static void onType(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
     redisReply *reply = r;
     if (!reply || s->stopped) return; /* lost: setup runs again on reconnect */
-    int i = s->cfg->nstreams - s->setup_left;
+    int i = checkedKeys(s) - s->setup_left;
     const char *want = s->type->key_type;
-    if (reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "none") != 0 &&
-        strcmp(reply->str, want) != 0) {
+    if (i == s->cfg->nstreams) { /* the dead-letter stream */
+        if (reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "none") != 0 &&
+            strcmp(reply->str, "stream") != 0) {
+            rsgSourceFatal(s,
+                           "source.dead_letter: key '%s' holds a %s, not a stream (WRONGTYPE); "
+                           "nothing was read",
+                           s->cfg->dead_letter, reply->str);
+            return;
+        }
+    } else if (reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "none") != 0 &&
+               strcmp(reply->str, want) != 0) {
         rsgSourceFatal(s, "source.%ss: key '%s' holds a %s, not a %s (WRONGTYPE); nothing was read",
                        want, s->cfg->streams[i], reply->str, want);
         return;
@@ -101,9 +115,10 @@ void rsgSourceOnReady(rsgSource *s) {
     s->requested = 0;
     s->phase = RSG_SRC_SETUP;
     /* TYPE replies come back in order, so the i-th reply is the i-th key. */
-    s->setup_left = s->cfg->nstreams;
-    for (int i = 0; i < s->cfg->nstreams; i++) {
-        const char *argv[] = {"TYPE", s->cfg->streams[i]};
+    s->setup_left = checkedKeys(s);
+    for (int i = 0; i < checkedKeys(s); i++) {
+        const char *argv[] = {"TYPE",
+                              i < s->cfg->nstreams ? s->cfg->streams[i] : s->cfg->dead_letter};
         if (rsgConnCommand(s->conn, onType, s, 2, argv, NULL) != 0) return;
     }
 }
@@ -118,6 +133,9 @@ int rsgSourceReserve(rsgSource *s, size_t n, size_t nfv) {
         rsgMsg *m = realloc(s->msgs, cap * sizeof(*m));
         if (!m) return -1;
         s->msgs = m;
+        long *d = realloc(s->deliv, cap * sizeof(*d));
+        if (!d) return -1;
+        s->deliv = d;
         s->msgs_cap = cap;
     }
     if (nfv > s->fv_cap) {
@@ -220,14 +238,23 @@ int rsgSourceBeginRead(rsgSource *s, const redisReply *reply, const char *cmd, s
         return -1;
     }
     rsgDecoderReset(&s->dec);
+    s->counted = 0;
     return 0;
 }
 
 void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *list, int *n,
-                      size_t *fvused) {
+                      size_t *fvused, const long *counts) {
+    if (counts && !s->counted) {
+        /* The first counts of this read: messages of the streams collected
+         * before, without counts, are at their first delivery. */
+        for (int i = 0; i < *n; i++)
+            s->deliv[i] = 1;
+        s->counted = 1;
+    }
     for (size_t j = 0; j < list->elements; j++) {
         rsgMsg *m = &s->msgs[*n];
         if (convertEntry(s, stream, list->element[j], m, s->fv + *fvused)) {
+            if (s->counted) s->deliv[*n] = counts ? counts[j] : 1;
             *fvused += (size_t)m->nfields * 2;
             (*n)++;
         }
@@ -249,12 +276,17 @@ void rsgSourceDeliver(rsgSource *s, int n, int kick) {
          * it now, so Redis works on the next read while Lua runs. */
         if (s->reading) rsgConnFlush(s->conn);
     }
-    if (n && s->hooks.deliver(s->hooks.ud, s->msgs, n) != 0)
+    const long *deliv = s->counted ? s->deliv : NULL;
+    s->counted = 0;
+    if (n && s->hooks.deliver(s->hooks.ud, s->msgs, n, deliv) != 0)
         s->hooks.fatal(s->hooks.ud, "the pipeline failed");
 }
 
-int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *entries) {
+int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *entries,
+                         const redisReply *counts) {
     if (entries->type != REDIS_REPLY_ARRAY) return 0;
+    if (counts && (counts->type != REDIS_REPLY_ARRAY || counts->elements != entries->elements))
+        return -1;
     size_t strings = 0;
     for (size_t j = 0; j < entries->elements; j++) {
         const redisReply *e = entries->element[j];
@@ -265,13 +297,23 @@ int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *ent
     }
     if (rsgSourceReserve(s, entries->elements, strings) != 0) return -1;
     rsgDecoderReset(&s->dec);
+    s->counted = 0;
     redisReply name = {0};
     name.type = REDIS_REPLY_STRING;
     name.str = (char *)stream;
     name.len = strlen(stream);
+    long *cnt = NULL;
+    if (counts) {
+        if (!(cnt = malloc(sizeof(long) * (entries->elements ? entries->elements : 1)))) return -1;
+        for (size_t j = 0; j < entries->elements; j++)
+            cnt[j] = counts->element[j]->type == REDIS_REPLY_INTEGER
+                         ? (long)counts->element[j]->integer
+                         : 1;
+    }
     int n = 0;
     size_t fvused = 0;
-    rsgSourceCollect(s, &name, entries, &n, &fvused);
+    rsgSourceCollect(s, &name, entries, &n, &fvused, cnt);
+    free(cnt);
     rsgSourceDeliver(s, n, 0);
     return n;
 }
@@ -430,6 +472,7 @@ void rsgSourceFree(rsgSource *s) {
             free(s->cursor[i]);
     free(s->cursor);
     free(s->msgs);
+    free(s->deliv);
     free(s->fv);
     free(s->reads);
     rsgDecoderFree(&s->dec);

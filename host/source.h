@@ -75,8 +75,10 @@ typedef struct rsgSourceType {
 const rsgSourceType *rsgSourceTypeOf(rsgSourceKind kind);
 
 typedef struct rsgSourceHooks {
-    /* n valid messages, in read order; returns 0, or -1 to stop the host. */
-    int (*deliver)(void *ud, const rsgMsg *msgs, int n);
+    /* n valid messages, in read order; deliveries NULL (all at their first
+     * delivery) or Redis's times-delivered of each. Returns 0, or -1 to stop
+     * the host. */
+    int (*deliver)(void *ud, const rsgMsg *msgs, int n, const long *deliveries);
     /* Something no retry can mend (e.g. the key is not a stream). */
     void (*fatal)(void *ud, const char *reason);
     void *ud;
@@ -116,6 +118,8 @@ struct rsgSource {
     size_t reads_cap, reads_head, nreads;
     char **cursor; /* per key: last id seen (NULL = none yet) */
     rsgMsg *msgs;  /* scratch for one read */
+    long *deliv;   /* scratch: times-delivered of msgs[i], when counted */
+    int counted;   /* deliv holds this read's counts (rsgSourceCollect with counts) */
     size_t msgs_cap;
     rsgStr *fv; /* scratch field/value pairs */
     size_t fv_cap;
@@ -159,9 +163,11 @@ long rsgSourceRoom(const rsgSource *s);
 void rsgSourcePause(rsgSource *s, int flag);
 
 /* Feeds entries claimed from a dead peer (an XCLAIM reply: [[id, [f, v...]]...])
- * through the same checks as read ones. Returns how many went to the
+ * through the same checks as read ones. counts: NULL, or an array of
+ * integers, each entry's times-delivered (claim.c's script). Returns how many went to the
  * pipeline, or -1 on a malformed reply or a pipeline failure. */
-int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *entries);
+int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *entries,
+                         const redisReply *counts);
 
 /* The reader reconnected to another server (a failover): a group source
  * replays all of this consumer's pending entries from the start, not only

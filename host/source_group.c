@@ -7,7 +7,13 @@
  * After a reconnect it goes through SETUP and REPLAY again, replaying only
  * after the last id it saw on each stream, so entries Redis delivered into a
  * read whose reply was lost are not stranded, and nothing in flight is read
- * twice. */
+ * twice.
+ *
+ * Delivery counts: a live read's entries are at their first delivery, and
+ * go to Lua without counts (the hot path costs nothing). Before each replay
+ * read, one XPENDING per stream over the same range (pipelined on the reader
+ * connection, whose replies come in order) gives the times-delivered of the
+ * entries that read will return; the read adds one to each. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,16 +21,41 @@
 #include "log.h"
 #include "source_kind.h"
 
+/* XPENDING of one stream for the replay read in flight: ids and counts in
+ * id order, copied (a reply lives only during its callback). */
+typedef struct pendingCounts {
+    rsgSource *s; /* back pointer: privdata of the XPENDING */
+    int stream;   /* index into cfg->streams */
+    char **ids;   /* pending ids, NULL when none asked or the reply failed */
+    long *counts; /* their times-delivered before the read */
+    size_t n;     /* how many */
+} pendingCounts;
+
 /* The group's own state (s->state). */
 typedef struct groupState {
-    long asked[2]; /* what each read in flight may bring, oldest first */
-    long replayed; /* pending entries re-read, for the log */
+    long asked[2];       /* what each read in flight may bring, oldest first */
+    long replayed;       /* pending entries re-read, for the log */
+    pendingCounts *pend; /* per stream, for the replay read in flight */
 } groupState;
+
+static void pendingClear(pendingCounts *p) {
+    for (size_t i = 0; i < p->n; i++)
+        free(p->ids[i]);
+    free(p->ids);
+    free(p->counts);
+    p->ids = NULL;
+    p->counts = NULL;
+    p->n = 0;
+}
 
 /* Groups: "0" is the start of our pending entries. Without replay there is
  * no history to read until we have seen something ourselves. */
 static int groupInit(rsgSource *s) {
-    if (!(s->state = calloc(1, sizeof(groupState)))) return -1;
+    groupState *g;
+    if (!(s->state = g = calloc(1, sizeof(groupState)))) return -1;
+    if (!(g->pend = calloc((size_t)s->cfg->nstreams, sizeof(*g->pend)))) return -1;
+    for (int i = 0; i < s->cfg->nstreams; i++)
+        g->pend[i] = (pendingCounts){.s = s, .stream = i};
     if (s->cfg->replay_pending)
         for (int i = 0; i < s->cfg->nstreams; i++)
             if (!(s->cursor[i] = strdup("0"))) return -1;
@@ -32,6 +63,12 @@ static int groupInit(rsgSource *s) {
 }
 
 static void groupFree(rsgSource *s) {
+    groupState *g = s->state;
+    if (g && g->pend) {
+        for (int i = 0; i < s->cfg->nstreams; i++)
+            pendingClear(&g->pend[i]);
+        free(g->pend);
+    }
     free(s->state);
     s->state = NULL;
 }
@@ -64,6 +101,58 @@ static void groupSetup(rsgSource *s) {
     }
 }
 
+/* XPENDING stream group IDLE 0 (cursor + count consumer: [[id, consumer,
+ * idle, count]...]), sent just before a replay read. A failed reply leaves
+ * no counts: those entries then go to Lua as at their first delivery. */
+static void onPending(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    pendingCounts *p = privdata;
+    redisReply *reply = r;
+    pendingClear(p);
+    if (!reply || p->s->stopped) return;
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        if (reply->type == REDIS_REPLY_ERROR)
+            rsgWarn("XPENDING of stream '%s' failed (%s): its replayed messages' delivery counts "
+                    "are unknown",
+                    p->s->cfg->streams[p->stream], reply->str);
+        return;
+    }
+    size_t n = reply->elements;
+    if (n == 0) return;
+    p->ids = calloc(n, sizeof(char *));
+    p->counts = calloc(n, sizeof(long));
+    if (!p->ids || !p->counts) {
+        pendingClear(p);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *e = reply->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
+            e->element[0]->type != REDIS_REPLY_STRING || e->element[3]->type != REDIS_REPLY_INTEGER)
+            break;
+        if (!(p->ids[i] = strndup(e->element[0]->str, e->element[0]->len))) break;
+        p->counts[i] = (long)e->element[3]->integer;
+        p->n = i + 1;
+    }
+}
+
+/* The times-delivered of the replayed entries in list (one stream of a
+ * replay read) into counts[], from that stream's XPENDING: its count plus
+ * this read. Both list the same entries in id order; one unknown is 1. */
+static void replayCounts(const pendingCounts *p, const redisReply *list, long *counts) {
+    size_t k = 0;
+    for (size_t j = 0; j < list->elements; j++) {
+        const redisReply *id = list->element[j]->element[0];
+        counts[j] = 1;
+        for (size_t q = k; q < p->n; q++)
+            if (strlen(p->ids[q]) == id->len && memcmp(p->ids[q], id->str, id->len) == 0) {
+                counts[j] = p->counts[q] + 1;
+                k = q + 1;
+                break;
+            }
+    }
+}
+
 static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
@@ -87,11 +176,16 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     if (rsgSourceBeginRead(s, reply, "XREADGROUP", &entries) != 0) return;
     int n = 0;
     size_t fvused = 0;
+    int replay = s->phase == RSG_SRC_REPLAY;
     for (size_t i = 0; i < reply->elements; i++) {
         const redisReply *st = reply->element[i];
         const redisReply *list = st->element[1];
-        rsgSourceCollect(s, st->element[0], list, &n, &fvused);
         int si = rsgSourceIndex(s, st->element[0]->str, st->element[0]->len);
+        long *counts = NULL;
+        if (replay && si >= 0 && list->elements && (counts = malloc(sizeof(long) * list->elements)))
+            replayCounts(&g->pend[si], list, counts);
+        rsgSourceCollect(s, st->element[0], list, &n, &fvused, counts);
+        free(counts);
         if (list->elements && si >= 0) {
             const redisReply *last = list->element[list->elements - 1]->element[0];
             rsgSourceSetCursor(s, si, last->str, last->len);
@@ -143,6 +237,18 @@ static void groupRead(rsgSource *s) {
             argv[argc++] = ">";
         else if (s->cursor[i])
             argv[argc++] = s->cursor[i];
+    if (!live) {
+        /* The delivery counts of what this replay read will return. */
+        groupState *g = s->state;
+        for (int i = 0; i < cfg->nstreams; i++) {
+            if (!s->cursor[i]) continue;
+            char start[160];
+            snprintf(start, sizeof(start), "(%s", s->cursor[i]);
+            const char *pargv[] = {"XPENDING", cfg->streams[i], cfg->group, "IDLE", "0", start,
+                                   "+",        countbuf,        s->consumer};
+            rsgConnCommand(s->conn, onPending, &g->pend[i], 9, pargv, NULL);
+        }
+    }
     if (rsgConnCommand(s->conn, onRead, s, argc, argv, NULL) == 0) {
         ((groupState *)s->state)->asked[s->reading++] = count * keys;
         s->requested += count * keys;

@@ -28,12 +28,15 @@ int rsgSourceBeginRead(rsgSource *s, const redisReply *reply, const char *cmd, s
 /* Converts the entries of one stream into s->msgs[*n...], advancing *n and
  * *fvused; entries deleted while pending are acked, those with invalid
  * bytes logged (rsgBadFieldLine, with type->keeps_pending) and abandoned. The scratch arrays must
- * have room (rsgSourceBeginRead or rsgSourceReserve). */
+ * have room (rsgSourceBeginRead or rsgSourceReserve). counts: NULL, or
+ * counts[j] the times-delivered of list's entry j, kept in s->deliv for
+ * the next rsgSourceDeliver (which then passes them on). */
 void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *list, int *n,
-                      size_t *fvused);
+                      size_t *fvused, const long *counts);
 
-/* Feeds s->msgs[0..n) to the pipeline, counting them (and their bytes) in
- * flight; on failure stops the host. With `kick` the next read is sent and
+/* Feeds s->msgs[0..n) to the pipeline (with s->deliv when a collect had
+ * counts), counting them (and their bytes) in flight; on failure stops the
+ * host. With `kick` the next read is sent and
  * written out first, so Redis works on it while Lua runs. */
 void rsgSourceDeliver(rsgSource *s, int n, int kick);
 

@@ -184,7 +184,7 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
                     return;
                 }
             }
-        rsgSourceCollect(s, st->element[0], list, &n, &fvused);
+        rsgSourceCollect(s, st->element[0], list, &n, &fvused, NULL);
         const redisReply *last = list->element[list->elements - 1]->element[0];
         rsgSourceSetCursor(s, si, last->str, last->len);
     }

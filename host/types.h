@@ -53,6 +53,10 @@ typedef struct rsgSourceConfig {
     char *heartbeat_channel;    /* pub/sub channel, NULL when heartbeats are off */
     char *checkpoint;           /* hash key for XREAD checkpoints, or NULL */
     int reliable;               /* lists: use a processing list */
+    char *dead_letter;          /* groups: the dead-letter stream, or NULL (none) */
+    long dead_letter_maxlen;    /* XADD MAXLEN ~ of that stream, 0 = no trimming */
+    long max_deliveries;        /* more deliveries than this: dead-lettered (0 = no limit;
+                                   applied by pipeline.lua, kept here for --check) */
 } rsgSourceConfig;
 
 #endif

@@ -21,19 +21,42 @@ typedef struct rsg_msg {
 
 local cast, str = ffi.cast, ffi.string
 local msg_ptr = ffi.typeof("const rsg_msg *")
+local long_ptr = ffi.typeof("const long *")
 local ok, new_table = pcall(require, "table.new")
 if not ok then new_table = function() return {} end end
 
 local M = {}
 
--- Returns feed(ptr, n): converts n messages at ptr and feeds them to p.
--- The flat array is reused from one read to the next: pipeline.feed copies
--- what it keeps.
+-- Returns feed(ptr, n, dptr): converts n messages at ptr and feeds them to
+-- p. dptr: nil for a live read (every message at its first delivery), else
+-- a `const long *` of their times-delivered (replays, claims). The flat
+-- array is reused from one read to the next: pipeline.feed copies what it
+-- keeps. Each message's fields in order ({ {name, value}, ... }, duplicates
+-- kept) are built only for a preprocess that declares a 4th parameter.
 function M.feeder(p)
   local flat = new_table(3 * 1024, 0)
   local feed = p.feed
-  return function(ptr, n)
+  local wants_info = p.wants_info
+  return function(ptr, n, dptr)
     local m = cast(msg_ptr, ptr)
+    local deliveries, fields
+    if dptr ~= nil then
+      local d = cast(long_ptr, dptr)
+      deliveries = new_table(n, 0)
+      for i = 0, n - 1 do deliveries[i + 1] = tonumber(d[i]) end
+    end
+    if wants_info then
+      fields = new_table(n, 0)
+      for i = 0, n - 1 do
+        local e = m[i]
+        local nf, fv = e.nfields, e.fv
+        local f = new_table(nf > 0 and nf or 0, 0)
+        for k = 0, nf - 1 do
+          f[k + 1] = { str(fv[2 * k].p, fv[2 * k].len), str(fv[2 * k + 1].p, fv[2 * k + 1].len) }
+        end
+        fields[i + 1] = f
+      end
+    end
     for i = 0, n - 1 do
       local e = m[i]
       local nf, fv = e.nfields, e.fv
@@ -57,7 +80,7 @@ function M.feeder(p)
       flat[j + 2] = str(e.id.p, e.id.len)
       flat[j + 3] = data
     end
-    return feed(p, flat, n)
+    return feed(p, flat, n, deliveries, fields)
   end
 end
 

@@ -1,7 +1,7 @@
 -- The pipeline runner: messages in (p:feed), preprocess, batches, sinks,
 -- acknowledgements out. The C host and the test kit both drive this file
 -- through a `host` table (now, send, ack, abandon, release, set_timer,
--- pause, ready, finished, log, and the flag debug: host/lua_bridge.c builds
+-- pause, ready, finished, log, dead_letter, and the flag debug: host/lua_bridge.c builds
 -- the C host's, rsghost.testing's make_host the kit's), so there is one
 -- implementation of the pipeline's semantics.
 --
@@ -11,6 +11,12 @@
 -- returned: host.ack + host.release. A sink that raises holds its batch (and
 -- the queue behind it): reading pauses and only the failed sinks are re-run
 -- after a capped exponential backoff.
+--
+-- With source.dead_letter, a message preprocess raises on, or one Redis has
+-- delivered more than source.max_deliveries times, goes to
+-- host.dead_letter(stream, id, deliveries, err) instead of staying pending:
+-- the host appends it to the dead-letter stream and acks it in one
+-- server-side script (host/dead_letter.c; the kit records it).
 --
 -- feed is the hot path: one xpcall per message and three array stores; the
 -- error handler and every per-batch table are built outside the loop.
@@ -382,37 +388,62 @@ end
 -- the host acks with (the item's raw bytes) and msgs[3i+3] the item as
 -- preprocess sees it (converted from source.encoding); a false item means
 -- the token is the item.
-function P:feed(msgs, n)
+-- deliveries: nil (every message at its first delivery: a live read), or
+-- deliveries[i+1] Redis's times-delivered of message i (replayed or claimed
+-- entries). fields: nil, or fields[i+1] message i's { {name, value}, ... }
+-- in Redis's order; the host gives it only when p.wants_info (preprocess
+-- declares a 4th parameter). So a live read to a 3-parameter preprocess
+-- costs what it did before: one nil test per message.
+function P:feed(msgs, n, deliveries, fields)
   if self.stopping then error("rsghost.pipeline: feed after stop", 2) end
   n = n or #msgs / 3
   local host = self.host
   local prev_host = state.host
   state.host = host
   local preprocess, handler, batch, lists = self.preprocess, self.handler, self.batch, self.lists
+  local max, wants_info = self.max_deliveries, self.wants_info
   local add = batch.add
   local released, drops, failed = 0, nil, nil
   for i = 1, 3 * n, 3 do
     local stream, id, data = msgs[i], msgs[i + 1], msgs[i + 2]
     local ok, out
-    if lists then
-      ok, out = xpcall(preprocess, handler, stream, data or id)
-    else
-      ok, out = xpcall(preprocess, handler, stream, id, data)
-    end
-    if ok then
-      if out ~= nil then
-        local full = add(batch, out, stream, id)
-        if full then self:enqueue(full, "size") end
-      else
-        -- Dropped by preprocess: it has left the pipeline.
-        drops = group_id(drops, stream, id)
-        released = released + 1
-      end
-    else
-      -- Left pending in Redis (not acked), so it is not lost.
+    local d -- nil: a live read's first delivery
+    if deliveries then d = deliveries[(i + 2) / 3] end
+    if max and d and d > max then
+      -- Delivered max times already and never acked: not preprocessed again.
+      local why = format("delivered %d times without being acknowledged", max)
+      self:log("error", format("message %s from %s was %s; dead-lettered to '%s'",
+        tostring(id), tostring(stream), why, self.dead_letter_key))
+      self:dead_letter(stream, id, d, why)
       released = released + 1
-      failed = group_id(failed, stream, id)
-      self:preprocess_failed(stream, id, out)
+    else
+      if lists then
+        ok, out = xpcall(preprocess, handler, stream, data or id)
+      elseif wants_info then
+        local f = fields and fields[(i + 2) / 3] or M.pairs_of(data)
+        ok, out = xpcall(preprocess, handler, stream, id, data, { deliveries = d or 1, fields = f })
+      else
+        ok, out = xpcall(preprocess, handler, stream, id, data)
+      end
+      if ok then
+        if out ~= nil then
+          local full = add(batch, out, stream, id)
+          if full then self:enqueue(full, "size") end
+        else
+          -- Dropped by preprocess: it has left the pipeline.
+          drops = group_id(drops, stream, id)
+          released = released + 1
+        end
+      elseif self.dead_letter_key then
+        released = released + 1
+        self:preprocess_failed(stream, id, out)
+        self:dead_letter(stream, id, d or 1, out)
+      else
+        -- Left pending in Redis (not acked), so it is not lost.
+        released = released + 1
+        failed = group_id(failed, stream, id)
+        self:preprocess_failed(stream, id, out)
+      end
     end
   end
   if drops then host.ack(drops) end
@@ -424,6 +455,23 @@ function P:feed(msgs, n)
   if last then self:enqueue(last, "end of read") end
   self:arm()
   state.host = prev_host
+end
+
+-- A data table's fields as { {name, value}, ... } (name order), for a host
+-- that did not pass them in Redis's order.
+function M.pairs_of(data)
+  local names, out = {}, {}
+  if type(data) ~= "table" then return out end
+  for name in pairs(data) do names[#names + 1] = name end
+  table.sort(names)
+  for i, name in ipairs(names) do out[i] = { name, data[name] } end
+  return out
+end
+
+-- Hands one message to the host's dead-letter stream (host.dead_letter
+-- appends it and acks it in one server-side script); err is why.
+function P:dead_letter(stream, id, deliveries, err)
+  self.host.dead_letter(stream, id, deliveries, tostring(err))
 end
 
 function P:preprocess_failed(stream, id, msg)
@@ -510,6 +558,12 @@ function M.new(cfg, host)
     -- streams keep no pending list, reliable lists keep it in theirs.
     fate = FATE[cfg.source and cfg.source.kind or "group"]
       or (cfg.source.reliable and "left in the processing list (not acked)" or "dropped"),
+    -- source.dead_letter: preprocess errors and messages delivered more than
+    -- max_deliveries times go to host.dead_letter instead of staying pending.
+    dead_letter_key = cfg.source and cfg.source.dead_letter and cfg.source.dead_letter.key,
+    max_deliveries = cfg.source and cfg.source.max_deliveries,
+    -- preprocess(stream, id, data, info) gets info only when it declares it.
+    wants_info = false,
     given_up = GIVEN_UP[cfg.source and (cfg.source.reliable and "reliable" or cfg.source.kind) or "group"],
     -- Read through host.now on each use, so a host may swap its clock.
     batch = batching.new(cfg.batch.size, cfg.batch.timeout, function() return host.now() end),
@@ -523,6 +577,11 @@ function M.new(cfg, host)
     stopping = false,
     done = false,
   }, P)
+  if self.dead_letter_key then self.fate = format("dead-lettered to '%s'", self.dead_letter_key) end
+  do
+    local info = debug.getinfo(cfg.preprocess, "u")
+    self.wants_info = not self.lists and (info.nparams >= 4 or info.isvararg) or false
+  end
   self.all_sinks = {}
   for i = 1, #cfg.sinks do self.all_sinks[i] = i end
   if path == nil then

@@ -323,7 +323,39 @@ local SOURCE_KEYS = {
   heartbeat_channel = { group = true },
   checkpoint = { streams = true },
   reliable = { lists = true },
+  dead_letter = { group = true },
+  max_deliveries = { group = true },
 }
+
+-- Source keys of part A of poison messages: only a consumer group has them
+-- so far (plain streams and lists: part B).
+local NOT_YET = { dead_letter = true, max_deliveries = true }
+
+-- source.dead_letter: a stream key, or { key = "...", maxlen = N }.
+-- Returns { key =, maxlen = } (maxlen nil: no trimming) or nil.
+local function dead_letter(ctx, v, streams)
+  if v == nil then return nil end
+  local out
+  if type(v) == "string" then
+    out = { key = nonempty_string(ctx, "source", "dead_letter", v) }
+  elseif type(v) == "table" then
+    check_keys(ctx, "source.dead_letter", v, { key = true, maxlen = true })
+    if v.key == nil then bad(ctx, "source", "dead_letter", nil, "needs a key (the dead-letter stream)") end
+    out = {
+      key = nonempty_string(ctx, "dead_letter", "key", v.key),
+      maxlen = positive_integer(ctx, "dead_letter", "maxlen", v.maxlen),
+    }
+  else
+    bad(ctx, "source", "dead_letter", nil, "must be a stream key or { key = \"...\", maxlen = N }, got %s", got(v))
+  end
+  for _, st in ipairs(streams) do
+    if st.name == out.key then
+      bad(ctx, "source", "dead_letter", nil, "%q is one of the source's streams: dead letters would be "
+        .. "read again", out.key)
+    end
+  end
+  return out
+end
 
 local KIND_NAMES = {
   group = "consumer-group source",
@@ -355,7 +387,10 @@ local function check_source(ctx, src)
 
   for k in pairs(src) do
     local kinds = SOURCE_KEYS[k]
-    if kinds and not kinds[kind] then
+    if kinds and not kinds[kind] and NOT_YET[k] then
+      bad(ctx, "source", k, nil, "is not supported for a %s yet (only for a consumer-group source)",
+        KIND_NAMES[kind])
+    elseif kinds and not kinds[kind] then
       bad(ctx, "source", k, nil, "does not apply to a %s", KIND_NAMES[kind])
     end
   end
@@ -427,6 +462,12 @@ local function check_source(ctx, src)
     out.claim_timeout = claim or (hb and 10 * hb)
     out.heartbeat_channel = nonempty_string(ctx, "source", "heartbeat_channel", src.heartbeat_channel)
       or out.group
+    out.dead_letter = dead_letter(ctx, src.dead_letter, out.streams)
+    out.max_deliveries = positive_integer(ctx, "source", "max_deliveries", src.max_deliveries)
+    if out.max_deliveries and not out.dead_letter then
+      bad(ctx, "source", "max_deliveries", nil, "needs source.dead_letter (where a message delivered "
+        .. "that many times goes): set dead_letter, or remove max_deliveries")
+    end
   elseif kind == "streams" then
     out.checkpoint = nonempty_string(ctx, "source", "checkpoint", src.checkpoint)
   else

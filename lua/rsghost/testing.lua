@@ -37,6 +37,9 @@
 --   k:feed(stream, data)         the id is generated ("<ms>-<seq>", as XADD *)
 --   k:feed(list, item)           lists source: one item
 --   k:feed_many({ {stream, id, data}, {stream, data}, ... })   returns the ids
+--   k:feed(stream, id, data, { deliveries = n }), or a field deliveries = n
+--                                in a feed_many entry: Redis's times-delivered
+--                                of a replayed or claimed entry (default 1)
 -- data is { field = value } or { "field", "value", ... }; numbers become
 -- strings, as the host always passes strings. As in the host: a message whose
 -- fields are not valid UTF-8 (source.encoding "utf-8" with convert) is logged
@@ -80,9 +83,13 @@
 --   k:logs([level])   { { level =, msg = }, ... }
 --   k:logged(pattern [, level])  the first message matching a Lua pattern
 --   k:sent()          every command the sinks sent (arrays), failed ones too
+--   k:dead_letters()  with source.dead_letter: { stream =, id =, error =,
+--                     deliveries =, fields = { {name, value}, ... } }, in
+--                     order; dead-lettered messages are not k:pending()
 --   k:host_calls()    every call the pipeline made to the host: { "ack", acks },
 --                     { "abandon", ids }, { "release", n }, { "set_timer", delay },
---                     { "pause", flag }, { "ready" }, { "finished", unsunk }
+--                     { "pause", flag }, { "ready" }, { "finished", unsunk },
+--                     { "dead_letter", stream, id, deliveries, err }
 --   k.redis           the fake or real client, for setup and inspection
 --   k.cfg, k.pipeline the normalized configuration and the pipeline
 --
@@ -222,6 +229,22 @@ local function make_host(k)
     end
   end
 
+  -- The C host's dead-letter script appends the entry's fields as Redis has
+  -- them and acks it; the kit records the same from what was fed.
+  function host.dead_letter(stream, id, deliveries, err)
+    k._host_calls[#k._host_calls + 1] = { "dead_letter", stream, id, deliveries, err }
+    local flat = k._fields[stream .. "\0" .. id] or {}
+    local fields = {}
+    for i = 1, #flat, 2 do fields[#fields + 1] = { flat[i], flat[i + 1] } end
+    k._dead[#k._dead + 1] = { stream = stream, id = id, error = err, deliveries = deliveries, fields = fields }
+    local list = k._dead_ids[stream]
+    if list == nil then
+      list = {}
+      k._dead_ids[stream] = list
+    end
+    list[#list + 1] = id
+  end
+
   function host.release(n)
     k._host_calls[#k._host_calls + 1] = { "release", n }
     k._released = k._released + n
@@ -306,7 +329,7 @@ function M.load(source, opts)
     timer = nil, -- virtual time at which the host's timer fires, or nil
     epoch = opts.epoch or M.EPOCH,
     verbose = opts.verbose or os.getenv("RSGHOST_TESTING_VERBOSE") ~= nil,
-    _sent = {}, _host_calls = {}, _acked = {}, _abandoned = {}, _logs = {},
+    _sent = {}, _host_calls = {}, _acked = {}, _abandoned = {}, _dead = {}, _dead_ids = {}, _fields = {}, _logs = {},
     _released = 0, _paused = false, _finished = false, _stopped = false,
     _fed = {}, _fed_count = 0,
     _last_id = {}, -- stream -> { ms, seq } of the last generated id
@@ -404,7 +427,14 @@ end
 -- One message of a feed as { stream, id, data, fields }: fields is the flat
 -- { f, v, ... } list in the order the host would check it.
 function Kit:_message(entry, where)
-  local stream, id, data = entry[1], entry[2], entry[3]
+  local stream, id, data, opts = entry[1], entry[2], entry[3], entry[4]
+  if type(id) == "table" and type(data) == "table" and opts == nil and #data == 0 and data.deliveries then
+    id, data, opts = nil, id, data -- k:feed(stream, data, opts)
+  end
+  local deliveries = entry.deliveries or (type(opts) == "table" and opts.deliveries) or nil
+  if deliveries ~= nil and (type(deliveries) ~= "number" or deliveries < 1 or deliveries ~= floor(deliveries)) then
+    error(format("%s: deliveries must be a positive integer, got %s", where, tostring(deliveries)), 3)
+  end
   if type(stream) ~= "string" then
     error(format("%s: stream must be a string, got %s", where, type(stream)), 3)
   end
@@ -443,7 +473,7 @@ function Kit:_message(entry, where)
     end
   end
   if #fields == 0 then error(format("%s: a stream message has at least one field", where), 3) end
-  return { stream, id, map, fields }
+  return { stream, id, map, fields, deliveries }
 end
 
 -- What the host does with one read: check it is a read the host could make,
@@ -487,6 +517,12 @@ function Kit:_read(msgs, where)
   end
 
   local flat, n = {}, 0
+  -- As the host: delivery counts only when some message is not at its first
+  -- (a replay or a claim), fields in order only for a preprocess that asks.
+  local deliveries, fields = nil, self.pipeline.wants_info and {} or nil
+  for _, m in ipairs(msgs) do
+    if m[5] then deliveries = {} end
+  end
   for _, m in ipairs(msgs) do
     local ok = true
     if self._check_utf8 and src.kind == "lists" then
@@ -515,17 +551,26 @@ function Kit:_read(msgs, where)
     if ok then
       flat[3 * n + 1], flat[3 * n + 2], flat[3 * n + 3] = m[1], m[2], m[3]
       n = n + 1
+      if deliveries then deliveries[n] = m[5] or 1 end
+      if m[4] then
+        if self.pipeline.dead_letter_key then self._fields[m[1] .. "\0" .. m[2]] = m[4] end
+        if fields then
+          local f = {}
+          for i = 1, #m[4], 2 do f[#f + 1] = { m[4][i], m[4][i + 1] } end
+          fields[n] = f
+        end
+      end
       self._fed[#self._fed + 1] = { m[1], m[2] }
     end
   end
   if n == 0 then return end
   self._fed_count = self._fed_count + n
-  self.pipeline:feed(flat, n)
+  self.pipeline:feed(flat, n, deliveries, fields)
 end
 
 -- One read holding one message. Returns its id (the item for lists).
-function Kit:feed(stream, id, data)
-  local m = self:_message({ stream, id, data }, "k:feed")
+function Kit:feed(stream, id, data, opts)
+  local m = self:_message({ stream, id, data, opts }, "k:feed")
   self:_read({ m }, "k:feed")
   return m[2]
 end
@@ -633,6 +678,7 @@ function Kit:pending()
     end
   end
   settled(self._acked)
+  settled(self._dead_ids) -- dead-lettered: acked by the same script
   -- A plain-streams source keeps no pending list: its checkpoint moves past
   -- what preprocess failed on.
   if self.cfg.source.kind == "streams" then settled(self._abandoned) end
@@ -652,6 +698,10 @@ function Kit:pending()
   end
   return out
 end
+
+-- What was dead-lettered, in order: { stream =, id =, error =, deliveries =,
+-- fields = { {name, value}, ... } } (the fields as fed).
+function Kit:dead_letters() return deep_copy(self._dead) end
 
 function Kit:in_flight() return self._fed_count - self._released end
 function Kit:ready() return self._ready == true end
