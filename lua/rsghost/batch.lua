@@ -4,7 +4,8 @@
 -- allocates nothing:
 --   { items = { out1, ... }, streams = { name1, ... }, ids = { id1, ... }, n = k }
 -- items are preprocess outputs in arrival order; streams/ids say which message
--- each came from, to acknowledge it once the batch is sunk.
+-- each came from, to acknowledge it once the batch is sunk. A batch holding
+-- replayed or claimed messages also has deliveries = { [i] = d } (Batch:mark).
 --
 -- Time comes from an injected clock (seconds, monotonic), read only when a
 -- batch gets its first item: the host's clock in production, a virtual one
@@ -41,7 +42,8 @@ end
 function Batch:take()
   local n = self.n
   if n == 0 then return nil end
-  local b = { items = self.items, streams = self.streams, ids = self.ids, n = n }
+  local b = { items = self.items, streams = self.streams, ids = self.ids, n = n, deliveries = self.deliveries }
+  self.deliveries = nil
   local hint = n < self.size and n or self.size
   self.items, self.streams, self.ids = new_table(hint, 0), new_table(hint, 0), new_table(hint, 0)
   self.n, self.started, self.hint = 0, nil, hint
@@ -57,6 +59,18 @@ function Batch:add(item, stream, id)
   if n == 1 and self.timed then self.started = self.clock() end
   if n >= self.size then return self:take() end
   return nil
+end
+
+-- The next item added came from a message Redis delivered d times (d > 1: a
+-- replay or a claim), kept for a dead letter of it. Live reads never call it,
+-- so their batches carry no deliveries table: b.deliveries[i] or 1.
+function Batch:mark(d)
+  local t = self.deliveries
+  if t == nil then
+    t = {}
+    self.deliveries = t
+  end
+  t[self.n + 1] = d
 end
 
 -- The time at which the current batch is due by timeout, or nil (empty, or

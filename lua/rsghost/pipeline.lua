@@ -18,6 +18,13 @@
 -- the host appends it to the dead-letter stream and acks it in one
 -- server-side script (host/dead_letter.c; the kit records it).
 --
+-- With retry.max_attempts (which needs dead_letter), a batch a sink still
+-- rejects after that many attempts is bisected: its halves are sunk one at a
+-- time, a half that fails is halved again, and an item that fails alone is
+-- dead-lettered with the sink's error; the rest are acked together at the
+-- end. Errors of Redis going away (TRANSIENT) never count as attempts: an
+-- outage is waited out, never turned into dead letters.
+--
 -- feed is the hot path: one xpcall per message and three array stores; the
 -- error handler and every per-batch table are built outside the loop.
 
@@ -26,7 +33,7 @@ local batching = require "rsghost.batch"
 local script = require "rsghost.script"
 
 local xpcall, type, tostring, setmetatable, pcall = xpcall, type, tostring, setmetatable, pcall
-local format, min = string.format, math.min
+local format, min, floor = string.format, math.min, math.floor
 local create, resume, status = coroutine.create, coroutine.resume, coroutine.status
 local where, acks_of = script.where, batching.acks
 
@@ -157,9 +164,10 @@ end
 
 local finish -- forward: a sink task's end (defined below)
 
--- Run the sinks listed in `which` (indexes into p.sinks) on the active flush.
+-- Run the sinks listed in `which` (indexes into p.sinks) on the active
+-- flush's items (its batch's, or the part being bisected).
 local function run_sinks(p, flush, which)
-  local items = flush.batch.items
+  local items = flush.items
   local n = #which
   flush.running = n
   flush.failed = {}
@@ -172,16 +180,36 @@ end
 
 -- A batch is sunk: acknowledge it, resume reading if a failure paused it, and
 -- start the next batch.
+-- After a bisection the dead-lettered items (acked by their dead letter)
+-- are left out of the ack.
 local function settle(p, flush)
   local host, b = p.host, flush.batch
   p.active = nil
-  if p.debug then p:log("debug", format("batch of %d message(s) sunk on attempt %d; acking them", b.n, flush.attempt)) end
-  host.ack(acks_of(b))
+  local dead = flush.dead
+  if dead then
+    local kept = { streams = {}, ids = {}, n = 0 }
+    for i = 1, b.n do
+      if not dead[i] then
+        local k = kept.n + 1
+        kept.streams[k], kept.ids[k], kept.n = b.streams[i], b.ids[i], k
+      end
+    end
+    if kept.n > 0 then host.ack(acks_of(kept)) end
+    p:log("info", format("batch of %d messages bisected: %d dead-lettered, %d sunk and acked",
+      b.n, flush.ndead, kept.n))
+  else
+    if p.debug then p:log("debug", format("batch of %d message(s) sunk on attempt %d; acking them", b.n, flush.attempt)) end
+    host.ack(acks_of(b))
+  end
   host.release(b.n)
   if p.paused then
     p.paused = false
     host.pause(false)
-    p:log("info", format("a batch of %d messages was sunk on attempt %d; reading resumes", b.n, flush.attempt))
+    if dead then
+      p:log("info", "bisection done; reading resumes")
+    else
+      p:log("info", format("a batch of %d messages was sunk on attempt %d; reading resumes", b.n, flush.attempt))
+    end
   end
   p:pump()
 end
@@ -200,7 +228,7 @@ local GIVEN_UP = {
 -- failed batch and every batch queued behind it: nothing of them is acked.
 -- host.finished(n) tells the host how many messages were not sunk.
 local function give_up(p, flush)
-  local held = flush.batch.n
+  local held = flush.batch.n - (flush.ndead or 0) -- dead letters are acked already
   for i = p.head, p.tail do
     held = held + p.queue[i].n
     p.queue[i] = nil
@@ -214,10 +242,114 @@ local function give_up(p, flush)
   p.host.finished(held)
 end
 
+-- The host's errors for Redis going away (host/lua_bridge.c: a command sent
+-- while reconnecting, a reply lost with the connection) and a server still
+-- loading its data: a sink failing with these is retried for ever and its
+-- attempts are not counted, so an outage never ends in dead letters. Matched
+-- anywhere in the error, which `where` prefixes with the script's file:line.
+local TRANSIENT = {
+  "connection to redis lost before the reply came",
+  "not connected to redis (reconnecting)",
+}
+
+local function transient(err)
+  err = tostring(err)
+  for i = 1, #TRANSIENT do
+    if err:find(TRANSIENT[i], 1, true) then return true end
+  end
+  return err:find("^LOADING ") ~= nil or err:find(": LOADING ") ~= nil
+end
+
+-- The first error among the failed sinks that is not transient, or nil.
+local function lasting_error(flush)
+  local failed = flush.failed
+  for i = 1, #failed do
+    local err = flush.errors[failed[i]]
+    if not transient(err) then return err, failed[i] end
+  end
+  return nil
+end
+
+-- Bisection: take the next part off flush.parts (a stack, left half on top)
+-- and run its sinks on its items; settle the batch when none is left. A
+-- part sunk synchronously comes back here from inside run_sinks: that call
+-- only marks `again` and the outer loop carries on, so the stack does not
+-- grow with the number of parts.
+local function next_part(p, flush)
+  if flush.stepping then
+    flush.again = true
+    return
+  end
+  flush.stepping = true
+  repeat
+    flush.again = false
+    local parts = flush.parts
+    local part = parts[#parts]
+    if part == nil then
+      flush.stepping = false
+      return settle(p, flush)
+    end
+    parts[#parts] = nil
+    local items, all = {}, flush.batch.items
+    for i = part.lo, part.hi do items[#items + 1] = all[i] end
+    flush.part, flush.items, flush.attempt, flush.errors = part, items, 1, {}
+    run_sinks(p, flush, part.sinks)
+  until not flush.again or p.active ~= flush
+  flush.stepping = false
+end
+
+-- The current part failed for a lasting reason: an item alone is
+-- dead-lettered with its sink's error; a longer part is halved, each half
+-- to be run by the sinks that failed on it (the others are done with it).
+local function split(p, flush, err, index)
+  local part, b = flush.part, flush.batch
+  local lo, hi = part.lo, part.hi
+  if lo == hi then
+    local stream, id = b.streams[lo], b.ids[lo]
+    local d = b.deliveries and b.deliveries[lo] or 1
+    p:log("error", format("message %s from %s rejected by sink %d on its own; dead-lettered to '%s': %s",
+      tostring(id), tostring(stream), index, p.dead_letter_key, err))
+    flush.dead[lo] = true
+    flush.ndead = flush.ndead + 1
+    p:dead_letter(stream, id, d, err)
+  else
+    local mid = lo + floor((hi - lo) / 2)
+    local parts, sinks = flush.parts, flush.failed
+    parts[#parts + 1] = { lo = mid + 1, hi = hi, sinks = sinks }
+    parts[#parts + 1] = { lo = lo, hi = mid, sinks = sinks }
+  end
+  next_part(p, flush)
+end
+
+-- retry.max_attempts are used up on the whole batch: bisect it with the
+-- sinks that failed (those that succeeded have the whole batch already).
+local function bisect(p, flush, err)
+  local b = flush.batch
+  p:log("error", format("sink %s failed %d attempts on a batch of %d messages; bisecting it to find "
+    .. "the messages it rejects (they go to '%s'): %s",
+    table.concat(flush.failed, ", "), flush.fails, b.n, p.dead_letter_key, err))
+  flush.parts, flush.dead, flush.ndead = {}, {}, 0
+  flush.part = { lo = 1, hi = b.n, sinks = flush.failed }
+  flush.stepping = false
+  local _, index = lasting_error(flush)
+  split(p, flush, err, index)
+end
+
 -- Some sinks failed: log each, pause reading, retry them after the backoff.
--- While stopping there is no next attempt: the stop gives up instead.
+-- While stopping there is no next attempt: the stop gives up instead. A
+-- lasting error counts an attempt; while bisecting it splits the part at
+-- once, and on the whole batch, once retry.max_attempts are used up, it
+-- starts the bisection.
 local function backoff(p, flush)
   if p.stopping then return give_up(p, flush) end
+  if p.max_attempts then
+    local err, index = lasting_error(flush)
+    if err ~= nil then
+      if flush.parts then return split(p, flush, err, index) end
+      flush.fails = flush.fails + 1
+      if flush.fails >= p.max_attempts then return bisect(p, flush, err) end
+    end
+  end
   local retry = p.retry
   local attempt = flush.attempt
   local delay = min(retry.initial * 2 ^ (attempt - 1), retry.max)
@@ -225,7 +357,7 @@ local function backoff(p, flush)
   for i = 1, #failed do
     local index = failed[i]
     p:log("error", format("sink %d of %d failed on a batch of %d messages (attempt %d), retrying in %gs: %s",
-      index, nsinks, flush.batch.n, attempt, delay, flush.errors[index]))
+      index, nsinks, #flush.items, attempt, delay, flush.errors[index]))
   end
   flush.retry_sinks = failed
   flush.retry_at = p.host.now() + delay
@@ -246,6 +378,7 @@ function finish(task, err)
   flush.running = running
   if running > 0 then return end
   if #flush.failed == 0 then
+    if flush.parts then return next_part(task.p, flush) end
     settle(task.p, flush)
   else
     backoff(task.p, flush)
@@ -266,7 +399,7 @@ function P:pump()
     local b = queue[self.head]
     queue[self.head] = nil
     self.head = self.head + 1
-    local flush = { batch = b, attempt = 1, running = 0, failed = nil, errors = {} }
+    local flush = { batch = b, items = b.items, attempt = 1, fails = 0, running = 0, failed = nil, errors = {} }
     self.active = flush
     run_sinks(self, flush, self.all_sinks)
   end
@@ -427,6 +560,7 @@ function P:feed(msgs, n, deliveries, fields)
       end
       if ok then
         if out ~= nil then
+          if d and d > 1 then batch:mark(d) end
           local full = add(batch, out, stream, id)
           if full then self:enqueue(full, "size") end
         else
@@ -553,6 +687,8 @@ function M.new(cfg, host)
     tasks = 0, -- init and timer runs going on
     ready = false, -- init has returned: reading may start
     retry = cfg.retry or { initial = 0.5, max = 30 },
+    -- retry.max_attempts: lasting sink errors before a batch is bisected.
+    max_attempts = cfg.retry and cfg.retry.max_attempts,
     lists = cfg.source and cfg.source.kind == "lists",
     -- What becomes of a message preprocess fails on, for the log: plain
     -- streams keep no pending list, reliable lists keep it in theirs.
@@ -570,7 +706,10 @@ function M.new(cfg, host)
     -- Debug lines are built only when the host logs them (host.debug).
     debug = host.debug and true or false,
     queue = {}, head = 1, tail = 0, -- batches waiting for the sinks
-    active = nil, -- the batch being sunk: { batch, attempt, running, failed, errors, retry_at, retry_sinks }
+    -- the batch being sunk: { batch, items, attempt, fails (lasting errors),
+    -- running, failed, errors, retry_at, retry_sinks }, and while bisecting
+    -- parts (a stack of { lo, hi, sinks }), part, dead ({ [i] = true }), ndead
+    active = nil,
     pumping = false,
     paused = false,
     timer_at = nil, -- when the host's timer is armed for

@@ -525,10 +525,12 @@ end
 local function check_retry(ctx, r)
   if r == nil then return { initial = 0.5, max = 30 } end
   if type(r) ~= "table" then bad(ctx, nil, "retry", nil, "must be a table, got %s", got(r)) end
-  check_keys(ctx, "retry", r, { initial = true, max = true })
+  check_keys(ctx, "retry", r, { initial = true, max = true, max_attempts = true })
   local out = {
     initial = positive_seconds(ctx, "retry", "initial", r.initial) or 0.5,
     max = positive_seconds(ctx, "retry", "max", r.max) or 30,
+    -- nil: a sink's error is retried for ever (an outage's always is).
+    max_attempts = positive_integer(ctx, "retry", "max_attempts", r.max_attempts),
   }
   if out.max < out.initial then
     bad(ctx, "retry", "max", nil, "(%s) must not be less than retry.initial (%s)", got(out.max), got(out.initial))
@@ -559,6 +561,13 @@ function M.validate(t, path)
   cfg.batch = check_batch(ctx, t.batch)
   cfg.sinks = check_sinks(ctx, t.sink)
   cfg.retry = check_retry(ctx, t.retry)
+  -- Used-up attempts end in bisection and dead letters; with nowhere to put
+  -- a rejected message they could only be retried on, as without the
+  -- setting, so a max_attempts that cannot take effect is refused here.
+  if cfg.retry.max_attempts and not cfg.source.dead_letter then
+    bad(ctx, "retry", "max_attempts", nil, "needs source.dead_letter (where the messages a sink keeps "
+      .. "rejecting go): set dead_letter, or remove max_attempts")
+  end
 
   local src, size = cfg.source, cfg.batch.size
   -- Without source.count a read still asks for about a batch, not all the
