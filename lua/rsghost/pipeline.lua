@@ -717,6 +717,9 @@ function M.new(cfg, host)
     done = false,
   }, P)
   if self.dead_letter_key then self.fate = format("dead-lettered to '%s'", self.dead_letter_key) end
+  -- rsghost.script refuses max_attempts without dead_letter; a cfg built by
+  -- hand gets today's retry-for-ever rather than dead letters with no home.
+  if not self.dead_letter_key then self.max_attempts = nil end
   do
     local info = debug.getinfo(cfg.preprocess, "u")
     self.wants_info = not self.lists and (info.nparams >= 4 or info.isvararg) or false

@@ -85,7 +85,10 @@
 --   k:sent()          every command the sinks sent (arrays), failed ones too
 --   k:dead_letters()  with source.dead_letter: { stream =, id =, error =,
 --                     deliveries =, fields = { {name, value}, ... } }, in
---                     order; dead-lettered messages are not k:pending()
+--                     order; dead-lettered messages are not k:pending().
+--                     With retry.max_attempts, items a sink rejected on
+--                     their own after bisection are here too (error: the
+--                     sink's); k:batches() then lists the parts that were sunk
 --   k:host_calls()    every call the pipeline made to the host: { "ack", acks },
 --                     { "abandon", ids }, { "release", n }, { "set_timer", delay },
 --                     { "pause", flag }, { "ready" }, { "finished", unsunk },

@@ -583,4 +583,18 @@ describe("rsghost.pipeline", function()
       assert.equal(1, #r.batches)
     end)
   end)
+
+  describe("retry.max_attempts", function()
+    it("without a dead-letter stream (a cfg built by hand) retries for ever, as before", function()
+      local h = fake_host()
+      local calls = 0
+      local p = pipeline.new(config { sinks = { function() calls = calls + 1; error("nope") end }, timeout = 0,
+        retry = { initial = 0.1, max = 0.1, max_attempts = 1 } }, h)
+      feed(p, { "s", "1-0", "a" })
+      h.advance(p, 5)
+      assert.is_true(calls > 10)
+      assert.same({}, h.acked)
+      assert.equal(0, h.released)
+    end)
+  end)
 end)
