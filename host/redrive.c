@@ -153,7 +153,14 @@ static redisContext *connectTo(const rsgRedisUrl *u, char *err, size_t errlen) {
         goto fail;
     }
     if (u->tls && rsgTlsAttach(c, u->host, why, sizeof(why)) != 0) {
-        snprintf(err, errlen, "cannot connect to %s: %s", where, why);
+        /* The handshake ran inside rsgTlsAttach (a blocking context): the
+         * line rsgTlsFailure writes says which certificate was refused and
+         * what to do, as a run's log does; otherwise hiredis's reason. */
+        char line[512];
+        if (rsgTlsFailure(c, where, line, sizeof(line)) != RSG_TLS_NONE)
+            snprintf(err, errlen, "%s", line);
+        else
+            snprintf(err, errlen, "cannot connect to %s: %s", where, why);
         goto fail;
     }
     if (u->password) {
