@@ -136,49 +136,60 @@ static redisReply *call(redisContext *c, int argc, const char **argv, const size
     return r;
 }
 
-/* Connects to url (not Sentinel), with TLS, AUTH and SELECT as it says.
- * Returns the connection, or NULL with a reason in err. */
-static redisContext *connectTo(const rsgRedisUrl *u, char *err, size_t errlen) {
-    char where[256], why[512];
-    rsgUrlFormat(u, where, sizeof(where));
+/* Where to connect, and as whom: the master of a URL, or one sentinel. */
+typedef struct dialTarget {
+    const char *host;     /* TCP host, NULL with path */
+    int port;             /* TCP port */
+    const char *path;     /* unix socket, or NULL */
+    int tls;              /* TLS on the connection */
+    const char *user;     /* AUTH user, or NULL */
+    const char *password; /* AUTH password, or NULL: no AUTH */
+    int db;               /* SELECT db when not 0 */
+    const char *where;    /* its name in error messages (no password) */
+} dialTarget;
+
+/* Connects to d, with TLS, AUTH and SELECT as it says. Returns the
+ * connection, or NULL with a reason in err. */
+static redisContext *dial(const dialTarget *d, char *err, size_t errlen) {
+    char why[512];
     struct timeval tv = {10, 0};
-    redisContext *c = u->path ? redisConnectUnixWithTimeout(u->path, tv)
-                              : redisConnectWithTimeout(u->host, u->port, tv);
+    redisContext *c = d->path ? redisConnectUnixWithTimeout(d->path, tv)
+                              : redisConnectWithTimeout(d->host, d->port, tv);
     if (!c) {
-        snprintf(err, errlen, "cannot connect to %s: out of memory", where);
+        snprintf(err, errlen, "cannot connect to %s: out of memory", d->where);
         return NULL;
     }
     if (c->err) {
-        snprintf(err, errlen, "cannot connect to %s: %s", where, c->errstr);
+        snprintf(err, errlen, "cannot connect to %s: %s", d->where, c->errstr);
         goto fail;
     }
-    if (u->tls && rsgTlsAttach(c, u->host, why, sizeof(why)) != 0) {
+    if (d->tls && rsgTlsAttach(c, d->host, why, sizeof(why)) != 0) {
         /* The handshake ran inside rsgTlsAttach (a blocking context): the
          * line rsgTlsFailure writes says which certificate was refused and
          * what to do, as a run's log does; otherwise hiredis's reason. */
         char line[512];
-        if (rsgTlsFailure(c, where, line, sizeof(line)) != RSG_TLS_NONE)
+        if (rsgTlsFailure(c, d->where, line, sizeof(line)) != RSG_TLS_NONE)
             snprintf(err, errlen, "%s", line);
         else
-            snprintf(err, errlen, "cannot connect to %s: %s", where, why);
+            snprintf(err, errlen, "cannot connect to %s: %s", d->where, why);
         goto fail;
     }
-    if (u->password) {
-        const char *argv[3] = {"AUTH", u->user ? u->user : u->password, u->password};
-        redisReply *r = call(c, u->user ? 3 : 2, argv, NULL, why, sizeof(why));
+    if (d->password) {
+        const char *argv[3] = {"AUTH", d->user ? d->user : d->password, d->password};
+        redisReply *r = call(c, d->user ? 3 : 2, argv, NULL, why, sizeof(why));
         if (!r) {
-            snprintf(err, errlen, "AUTH at %s failed: %s", where, why);
+            snprintf(err, errlen, "AUTH at %s failed: %s", d->where, why);
             goto fail;
         }
         freeReplyObject(r);
     }
-    if (u->db) {
+    if (d->db) {
         char db[16];
-        snprintf(db, sizeof(db), "%d", u->db);
+        snprintf(db, sizeof(db), "%d", d->db);
         const char *argv[2] = {"SELECT", db};
         redisReply *r = call(c, 2, argv, NULL, why, sizeof(why));
         if (!r) {
-            snprintf(err, errlen, "SELECT %s at %s failed: %s", db, where, why);
+            snprintf(err, errlen, "SELECT %s at %s failed: %s", db, d->where, why);
             goto fail;
         }
         freeReplyObject(r);
@@ -187,6 +198,65 @@ static redisContext *connectTo(const rsgRedisUrl *u, char *err, size_t errlen) {
 fail:
     redisFree(c);
     return NULL;
+}
+
+/* Asks u's sentinels, in order, where the master is, as sentinel.c does
+ * for a run (their own credentials, TLS with rediss+sentinel://). Returns 0
+ * with the master's address in host (hostlen bytes) and *port, or -1 with
+ * every sentinel's reason in err. */
+static int askSentinels(const rsgRedisUrl *u, char *host, size_t hostlen, int *port, char *err,
+                        size_t errlen) {
+    size_t used = 0;
+    err[0] = '\0';
+    for (int i = 0; i < u->nsentinels; i++) {
+        char where[300], why[768];
+        snprintf(where, sizeof(where), "sentinel %s:%d", u->sentinels[i].host,
+                 u->sentinels[i].port);
+        dialTarget d = {u->sentinels[i].host, u->sentinels[i].port, NULL, u->tls,
+                        u->sentinel_user,     u->sentinel_password, 0,    where};
+        redisContext *c = dial(&d, why, sizeof(why));
+        if (c) {
+            const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", u->master};
+            redisReply *r = call(c, 3, argv, NULL, why, sizeof(why));
+            if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                r->element[0]->type == REDIS_REPLY_STRING &&
+                r->element[1]->type == REDIS_REPLY_STRING) {
+                snprintf(host, hostlen, "%s", r->element[0]->str);
+                *port = atoi(r->element[1]->str);
+                freeReplyObject(r);
+                redisFree(c);
+                return 0;
+            }
+            if (r) {
+                snprintf(why, sizeof(why), "%s does not know master '%s'", where, u->master);
+                freeReplyObject(r);
+            }
+            redisFree(c);
+        }
+        int n = snprintf(err + used, errlen - used, "%s%s", used ? "; " : "", why);
+        if (n > 0) used += (size_t)n < errlen - used ? (size_t)n : errlen - used - 1;
+    }
+    return -1;
+}
+
+/* Connects to url's master (asking the sentinels first for a Sentinel
+ * URL). Returns the connection, or NULL with a reason in err. */
+static redisContext *connectTo(const rsgRedisUrl *u, char *err, size_t errlen) {
+    char where[512], host[256];
+    rsgUrlFormat(u, where, sizeof(where));
+    dialTarget d = {u->host, u->port, u->path, u->tls, u->user, u->password, u->db, where};
+    if (u->nsentinels) {
+        char why[1024];
+        if (askSentinels(u, host, sizeof(host), &d.port, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "no sentinel of %s told where master '%s' is: %s", where,
+                     u->master, why);
+            return NULL;
+        }
+        d.host = host;
+        size_t l = strlen(where);
+        snprintf(where + l, sizeof(where) - l, " (master at %s:%d)", host, d.port);
+    }
+    return dial(&d, err, errlen);
 }
 
 /* XRANGE of the dead-letter stream: the count oldest entries, or all.
@@ -345,13 +415,6 @@ int rsgRedriveMain(const rsgOptions *opts, const rsgRedisUrl *url, const rsgSour
         fprintf(stderr,
                 "rsghost: %s: %s has no source.dead_letter, so there are no dead letters to %s\n",
                 what, opts->script, opts->command == RSG_CMD_REDRIVE ? "move" : "list");
-        return 2;
-    }
-    if (url->nsentinels) {
-        fprintf(stderr,
-                "rsghost: %s: Sentinel URLs are not supported here yet: give the "
-                "master's redis:// URL\n",
-                what);
         return 2;
     }
     char err[1024];

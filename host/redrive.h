@@ -4,8 +4,8 @@
  *
  * They talk to Redis with hiredis's blocking API on one connection of their
  * own (TCP or unix socket, TLS when the URL is rediss://, AUTH and SELECT as
- * the URL says): a command that runs once and exits has no loop to keep
- * responsive. Sentinel URLs are refused for now.
+ * the URL says; for a Sentinel URL, the master its sentinels name): a
+ * command that runs once and exits has no loop to keep responsive.
  *
  * Redrive moves each entry with one server-side script, so the move is
  * atomic per entry: the entry is read again inside the script, its original
@@ -22,8 +22,7 @@
 /* Runs opts->command (RSG_CMD_DEAD_LETTERS or RSG_CMD_REDRIVE) against the
  * Redis at url for src's dead-letter stream: results on stdout, errors on
  * stderr. Returns the exit status: 0 ok, 1 a Redis error or an entry that
- * could not be moved, 2 a usage error (no source.dead_letter, a Sentinel
- * URL). */
+ * could not be moved, 2 a usage error (no source.dead_letter). */
 int rsgRedriveMain(const rsgOptions *opts, const rsgRedisUrl *url, const rsgSourceConfig *src);
 
 #endif

@@ -177,7 +177,19 @@ return {
     end
   end)
 
-  it("refuses options of the wrong command, and Sentinel URLs, with exit 2", function()
+  it("exits 1 naming the server when Redis cannot be reached", function()
+    local t = H.context()
+    local path = H.script(t, SCRIPT)
+    local code, out, err = H.run({ "dead-letters", "--redis", "redis://:s3cret@127.0.0.1:1/0", path })
+    assert.equal(1, code, out)
+    assert.matches("cannot connect to redis://:%*%*%*@127%.0%.0%.1:1/0", err)
+    code, out, err = H.run({ "redrive", "--redis", "redis+sentinel://127.0.0.1:1/mymaster", path })
+    assert.equal(1, code, out)
+    assert.matches("no sentinel of .* told where master 'mymaster' is: cannot connect to sentinel "
+      .. "127%.0%.0%.1:1", err)
+  end)
+
+  it("refuses options of the wrong command with exit 2", function()
     local t = H.context()
     local path = H.script(t, SCRIPT)
     local code, _, err = H.run({ "--json", path, "c1" })
@@ -189,9 +201,6 @@ return {
     code, _, err = cmd(t, { "dead-letters", path, "extra" })
     assert.equal(2, code)
     assert.matches("unexpected argument 'extra'", err)
-    code, _, err = H.run({ "redrive", "--redis", "redis+sentinel://127.0.0.1:1/m", path })
-    assert.equal(2, code)
-    assert.matches("Sentinel URLs are not supported here yet", err)
     code, _, err = cmd(t, { "redrive", "--count", "1", path, "1-1" })
     assert.equal(2, code)
     assert.matches("either %-%-count or ENTRY%-IDs", err)
