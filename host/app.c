@@ -20,6 +20,7 @@
 #include "log.h"
 #include "lua_bridge.h"
 #include "paths.h"
+#include "redrive.h"
 #include "sentinel.h"
 #include "source.h"
 #include "tls.h"
@@ -518,6 +519,12 @@ int rsgAppRun(const rsgOptions *opts) {
         goto out;
     }
     app.type = rsgSourceTypeOf(app.src.kind);
+    if (opts->command != RSG_CMD_RUN) {
+        /* dead-letters, redrive: the script loaded and checked as for a run;
+         * what it says about its source is all they need. */
+        code = rsgRedriveMain(opts, &app.url, &app.src);
+        goto out;
+    }
     if (opts->check) {
         printCheck(&app);
         code = 0;

@@ -44,6 +44,10 @@ static const optSpec specs[] = {
      FIELD(log_level)},
     {"check", NULL, NULL, NULL, "load and check SCRIPT, print its source settings, exit", OPT_FLAG,
      FIELD(check)},
+    {"json", NULL, NULL, NULL, "dead-letters: one JSON object per line instead of a table",
+     OPT_FLAG, FIELD(json)},
+    {"count", "N", NULL, NULL, "dead-letters, redrive: at most the N oldest dead letters",
+     OPT_STRING, FIELD(count_arg)},
     {"help", NULL, NULL, NULL, "show this help and exit", OPT_FLAG, FIELD(help)},
     {"version", NULL, NULL, NULL, "print the version and exit", OPT_FLAG, FIELD(version)},
 };
@@ -55,6 +59,12 @@ void rsgOptionsUsage(FILE *out) {
                  "Runs the Lua pipeline SCRIPT as consumer CONSUMER-NAME of the consumer group\n"
                  "the script names: reads Redis Streams, preprocesses, batches, sinks, and\n"
                  "acknowledges each message only after it has left the pipeline.\n\n"
+                 "       rsghost dead-letters [options] SCRIPT\n"
+                 "       rsghost redrive [options] SCRIPT [ENTRY-ID...]\n\n"
+                 "List the entries of the script's source.dead_letter stream, or move them\n"
+                 "back to their streams (all, the --count oldest, or the ENTRY-IDs named).\n"
+                 "A subcommand is the first word only: run a script named like one as\n"
+                 "./dead-letters.\n\n"
                  "options:\n");
     for (size_t i = 0; i < NSPECS; i++) {
         const optSpec *s = &specs[i];
@@ -67,7 +77,56 @@ void rsgOptionsUsage(FILE *out) {
                     s->dflt ? s->dflt : "");
     }
     fprintf(out, "\nexit status: 0 after a clean stop (SIGINT/SIGTERM), 1 on a runtime failure,\n"
+                 "2 on a usage or script error. dead-letters and redrive: 0 when everything\n"
+                 "was listed or moved, 1 on a Redis error or an entry that could not be moved,\n"
                  "2 on a usage or script error.\n");
+}
+
+/* The usage line of o's command, for error messages. */
+static const char *usageOf(const rsgOptions *o) {
+    switch (o->command) {
+        case RSG_CMD_DEAD_LETTERS:
+            return "rsghost dead-letters [options] SCRIPT";
+        case RSG_CMD_REDRIVE:
+            return "rsghost redrive [options] SCRIPT [ENTRY-ID...]";
+        default:
+            return "rsghost [options] SCRIPT [CONSUMER-NAME]";
+    }
+}
+
+/* Checks what only some commands take, and turns --count into a number.
+ * Returns 0, or -1 with a reason in err. */
+static int checkCommandOptions(rsgOptions *o, char *err, size_t errlen) {
+    if (o->command == RSG_CMD_RUN) {
+        const char *bad = o->json ? "--json" : o->count_arg ? "--count" : NULL;
+        if (bad) {
+            snprintf(err, errlen,
+                     "%s is for 'rsghost dead-letters' and 'rsghost redrive' (see --help)", bad);
+            return -1;
+        }
+        return 0;
+    }
+    if (o->check) {
+        snprintf(err, errlen, "--check is for a run, not for a subcommand (usage: %s)", usageOf(o));
+        return -1;
+    }
+    if (o->json && o->command != RSG_CMD_DEAD_LETTERS) {
+        snprintf(err, errlen, "--json is for 'rsghost dead-letters'");
+        return -1;
+    }
+    if (o->count_arg) {
+        char *end;
+        o->count = strtol(o->count_arg, &end, 10);
+        if (end == o->count_arg || *end || o->count <= 0) {
+            snprintf(err, errlen, "--count needs a whole number above 0, not '%s'", o->count_arg);
+            return -1;
+        }
+        if (o->nids) {
+            snprintf(err, errlen, "give either --count or ENTRY-IDs, not both");
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int rsgOptionsParse(rsgOptions *o, int argc, char **argv, char *err, size_t errlen) {
@@ -77,6 +136,17 @@ int rsgOptionsParse(rsgOptions *o, int argc, char **argv, char *err, size_t errl
         if (s->kind != OPT_STRING) continue;
         const char *v = s->env ? getenv(s->env) : NULL;
         *(const char **)((char *)o + s->offset) = v && *v ? v : s->dflt;
+    }
+    /* A subcommand is the first word only: anything later is an operand,
+     * so a script may still be called "redrive" (as ./redrive). The rest
+     * parses as if it were the whole command line. */
+    if (argc > 1 && strcmp(argv[1], "dead-letters") == 0)
+        o->command = RSG_CMD_DEAD_LETTERS;
+    else if (argc > 1 && strcmp(argv[1], "redrive") == 0)
+        o->command = RSG_CMD_REDRIVE;
+    if (o->command != RSG_CMD_RUN) {
+        argc--;
+        argv++;
     }
     /* getopt_long, driven by the same table: long options from specs[], plus
      * -h and -V. A leading ':' reports a missing value apart from an
@@ -126,19 +196,19 @@ int rsgOptionsParse(rsgOptions *o, int argc, char **argv, char *err, size_t errl
         const char *a = argv[i];
         if (!o->script)
             o->script = a;
-        else if (!o->consumer)
+        else if (o->command == RSG_CMD_RUN && !o->consumer)
             o->consumer = a;
-        else {
-            snprintf(err, errlen,
-                     "unexpected argument '%s' (usage: rsghost [options] SCRIPT "
-                     "[CONSUMER-NAME])",
-                     a);
+        else if (o->command == RSG_CMD_REDRIVE) {
+            if (!o->ids) o->ids = argv + i;
+            o->nids++;
+        } else {
+            snprintf(err, errlen, "unexpected argument '%s' (usage: %s)", a, usageOf(o));
             return -1;
         }
     }
     if (!o->help && !o->version && !o->script) {
-        snprintf(err, errlen, "missing SCRIPT (usage: rsghost [options] SCRIPT [CONSUMER-NAME])");
+        snprintf(err, errlen, "missing SCRIPT (usage: %s)", usageOf(o));
         return -1;
     }
-    return 0;
+    return checkCommandOptions(o, err, errlen);
 }

@@ -1,7 +1,11 @@
 /* config.h - the command line.
  *
  *   rsghost [options] SCRIPT [CONSUMER-NAME]
+ *   rsghost dead-letters [options] SCRIPT
+ *   rsghost redrive [options] SCRIPT [ENTRY-ID...]
  *
+ * A subcommand is the first word only, so a script file named like one is
+ * run as ./dead-letters.
  * One declarative table (config.c) lists every option with its environment
  * variable, default and help text; the same table drives parsing and --help. */
 #ifndef RSG_CONFIG_H
@@ -10,7 +14,15 @@
 #include <stddef.h>
 #include <stdio.h>
 
+/* What the invocation asks for: the first word of argv, or a run. */
+typedef enum {
+    RSG_CMD_RUN = 0,      /* rsghost SCRIPT: run a consumer */
+    RSG_CMD_DEAD_LETTERS, /* rsghost dead-letters SCRIPT: list them (redrive.h) */
+    RSG_CMD_REDRIVE,      /* rsghost redrive SCRIPT [ENTRY-ID...]: move them back */
+} rsgCommand;
+
 typedef struct rsgOptions {
+    rsgCommand command;          /* the subcommand, RSG_CMD_RUN without one */
     const char *redis_url;       /* --redis / RSGHOST_REDIS_URL */
     const char *log_level;       /* --log-level / RSGHOST_LOG_LEVEL */
     int check;                   /* --check: load the script, print, exit */
@@ -22,6 +34,11 @@ typedef struct rsgOptions {
     const char *tls_cert;        /* --tls-cert / RSGHOST_TLS_CERT, or NULL */
     const char *tls_key;         /* --tls-key / RSGHOST_TLS_KEY, or NULL */
     const char *tls_server_name; /* --tls-server-name / RSGHOST_TLS_SERVER_NAME, or NULL */
+    int json;                    /* --json (dead-letters): JSON lines instead of a table */
+    const char *count_arg;       /* --count N as typed, or NULL */
+    long count;                  /* --count N (subcommands): at most N entries, 0 = all */
+    char **ids;                  /* redrive's ENTRY-IDs (inside argv), nids of them */
+    int nids;
 } rsgOptions;
 
 /* Parses argv (environment variables first, then options). Returns 0, or -1

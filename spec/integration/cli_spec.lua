@@ -36,6 +36,27 @@ describe("rsghost command line", function()
     assert.matches("%-%-version", text)
   end)
 
+  it("names the subcommands and their options in --help", function()
+    local code, out, err = H.run { "--help" }
+    assert.equal(0, code, err)
+    assert.matches("rsghost dead%-letters %[options%] SCRIPT", out)
+    assert.matches("rsghost redrive %[options%] SCRIPT %[ENTRY%-ID%.%.%.%]", out)
+    assert.matches("%-%-json", out)
+    assert.matches("%-%-count N", out)
+  end)
+
+  it("runs a script file named like a subcommand when it is not the first word", function()
+    local t = H.context()
+    local path = H.script(t, GOOD, nil, "redrive")
+    assert.matches("/redrive$", path)
+    local code, out, err = H.run { "--check", path, "c1" }
+    assert.equal(0, code, err)
+    assert.matches("redrive: ok %(group source", out)
+    code, out, err = H.run { path, "c1", "--check" }
+    assert.equal(0, code, err)
+    assert.matches("redrive: ok %(group source", out)
+  end)
+
   it("prints its version and exits 0 on --version", function()
     local code, out, err = H.run { "--version" }
     assert.equal(0, code, err)

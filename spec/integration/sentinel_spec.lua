@@ -65,6 +65,33 @@ describe("with redis+sentinel:// URLs", function()
   teardown(function() if s then s.stop() end end)
   after_each(function() H.cleanup() end)
 
+  it("lists and redrives dead letters on the master the sentinels name", function()
+    local m = s.master()
+    local t = H.context { server = m }
+    local P = t.prefix
+    local path = H.script(t, [[
+return {
+  source = { streams = "{{P}}:s", group = "{{P}}:g", dead_letter = "{{P}}:dlq" },
+  preprocess = function(stream, id, data) return id end,
+  sink = function(items) end,
+}
+]])
+    local r = s.client()
+    local entry = r:call("XADD", P .. ":dlq", "*", "rsghost:stream", P .. ":s", "rsghost:id", "1-1",
+      "rsghost:group", P .. ":g", "rsghost:consumer", "c1", "rsghost:deliveries", "1",
+      "rsghost:error", "boom", "rsghost:failed_at", "1700000000000", "n", "1")
+    -- Nothing listens on the first address: the command asks the next one.
+    local url = s.url:gsub("^redis%+sentinel://", "redis+sentinel://127.0.0.1:" .. server.free_port() .. ",")
+    local code, out, err = H.run { "dead-letters", "--redis", url, path }
+    assert.equal(0, code, out .. err)
+    assert.matches(entry:gsub("%-", "%%-") .. "%s+" .. (P .. ":s"):gsub("%p", "%%%0") .. "%s+1%-1%s+1%s+boom", out)
+    code, out, err = H.run { "redrive", "--redis", url, path, entry }
+    assert.equal(0, code, out .. err)
+    local new = out:match(" %-> %S+ (%S+)\n")
+    assert.same({ { new, { "n", "1" } } }, r:call("XRANGE", P .. ":s", "-", "+"))
+    assert.equal(0, r:call("XLEN", P .. ":dlq"))
+  end)
+
   it("finds the master through the sentinels, skipping one that is down, and runs the pipeline", function()
     local m = s.master()
     local t = H.context { server = m }

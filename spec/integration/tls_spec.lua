@@ -175,6 +175,56 @@ describe("rediss:// (TLS)", function()
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("lists and redrives dead letters over TLS, with a password and with a client certificate", function()
+    for _, srv in ipairs { open_srv, mutual_srv } do
+      local t = H.context { server = srv }
+      local P = t.prefix
+      local path = H.script(t, [[
+return {
+  source = { streams = "{{P}}:s", group = "{{P}}:g", dead_letter = "{{P}}:dlq" },
+  preprocess = function(stream, id, data) return id end,
+  sink = function(items) end,
+}
+]])
+      -- A dead letter as the host writes it: the rsghost: header, then the fields.
+      local entry = t.redis:call("XADD", P .. ":dlq", "*", "rsghost:stream", P .. ":s",
+        "rsghost:id", "1-1", "rsghost:group", P .. ":g", "rsghost:consumer", "c1",
+        "rsghost:deliveries", "2", "rsghost:error", "boom", "rsghost:failed_at", "1700000000000",
+        "n", "7", "n", "8")
+      local args = { "--redis", t.url, "--tls-ca-cert", pki.ca_crt }
+      if srv == mutual_srv then
+        for _, a in ipairs { "--tls-cert", pki.client_crt, "--tls-key", pki.client_key } do
+          args[#args + 1] = a
+        end
+      end
+      local function run(sub, extra)
+        local argv = { sub }
+        for _, a in ipairs(args) do argv[#argv + 1] = a end
+        for _, a in ipairs(extra) do argv[#argv + 1] = a end
+        argv[#argv + 1] = path
+        return H.run(argv)
+      end
+      local code, out, err = run("dead-letters", { "--json" })
+      assert.equal(0, code, out .. err)
+      assert.matches('"entry":"' .. entry:gsub("%-", "%%-") .. '"', out)
+      assert.matches('"error":"boom"', out)
+      code, out, err = run("redrive", {})
+      assert.equal(0, code, out .. err)
+      local new = out:match(" %-> %S+ (%S+)\n")
+      assert.truthy(new, out)
+      assert.same({ { new, { "n", "7", "n", "8" } } }, t.redis:call("XRANGE", P .. ":s", "-", "+"))
+      assert.equal(0, t.redis:call("XLEN", P .. ":dlq"))
+      assert.is_nil((out .. err):find(PASSWORD, 1, true), "the password was printed")
+      -- A certificate it cannot verify: exit 1, saying so.
+      args[4] = pki.other_ca_crt
+      code, out, err = run("dead-letters", {})
+      assert.equal(1, code, out .. err)
+      assert.matches("TLS certificate verification of the server rediss://", err)
+      assert.equal(1, select(2, err:gsub("\n", "")), err)
+      assert.matches("%-%-tls%-ca%-cert", err)
+    end
+  end)
+
   it("stops at once (exit 1) on a server certificate another CA signed, naming verification and the server", function()
     local t = H.context { server = open_srv }
     local code, log = run_until_exit(t, { "--tls-ca-cert", pki.other_ca_crt })
