@@ -186,6 +186,14 @@ return {
     end, 30, function() return h:describe() .. "\n" .. h2:describe() end)
     assert.not_equal(name, name2)
     assert.truthy(name:find("-" .. h:pid() .. "-", 1, true), name .. " does not hold the pid " .. h:pid())
+    -- Both read (a blocking XREADGROUP makes its consumer in the group)
+    -- before the messages come: on a loaded machine one host's first read can
+    -- come after the other has sunk everything, and its name would then be
+    -- in the group only later.
+    H.eventually(function()
+      local m = H.consumers(t.redis, P .. ":s", P .. ":g")
+      return m[name] and m[name2]
+    end, 30, function() return h:describe() .. "\n" .. h2:describe() end)
 
     local ids = H.xadd_many(t.redis, P .. ":s", 40)
     H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g", hosts = { h, h2 } })
