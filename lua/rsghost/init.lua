@@ -77,12 +77,12 @@ local PIPELINE_TX = "use rsghost.redis.pipeline({ {\"MULTI\"}, ..., {\"EXEC\"} }
 local MODE = "it puts the shared connection in a mode where it runs nothing else; "
   .. "open your own connection for it outside rsghost"
 local BLOCKING = "it blocks the connection the host's acks use; use its non-blocking form"
+local WATCHING = "WATCH holds state on the shared connection; do check-and-set atomically in a script (EVAL)"
+local DATABASE = "the host's connection stays on the database of --redis; put the database in that URL"
 local REFUSED = {
   MULTI = PIPELINE_TX, EXEC = PIPELINE_TX, DISCARD = PIPELINE_TX,
-  WATCH = "WATCH holds state on the shared connection; do check-and-set atomically in a script (EVAL)",
-  UNWATCH = "WATCH holds state on the shared connection; do check-and-set atomically in a script (EVAL)",
-  SELECT = "the host's connection stays on the database of --redis; put the database in that URL",
-  SWAPDB = false,
+  WATCH = WATCHING, UNWATCH = WATCHING,
+  SELECT = DATABASE, SWAPDB = DATABASE,
   SUBSCRIBE = MODE, PSUBSCRIBE = MODE, SSUBSCRIBE = MODE,
   UNSUBSCRIBE = MODE, PUNSUBSCRIBE = MODE, SUNSUBSCRIBE = MODE, MONITOR = MODE,
   SYNC = MODE, PSYNC = MODE,
@@ -95,7 +95,6 @@ local REFUSED = {
   BRPOPLPUSH = BLOCKING .. " (LMOVE)", BLMPOP = BLOCKING .. " (LMPOP)",
   BZPOPMIN = BLOCKING .. " (ZPOPMIN)", BZPOPMAX = BLOCKING .. " (ZPOPMAX)", BZMPOP = BLOCKING .. " (ZMPOP)",
 }
-REFUSED.SWAPDB = REFUSED.SELECT
 
 -- Why argv may not run on the shared connection, or nil when it may. The
 -- subcommand and option forms that do harm are caught too: CLIENT REPLY
