@@ -67,7 +67,7 @@ return {
       assert.matches("rejecting%.lua:%d+: sink rejects BAD " .. f["rsghost:id"]:gsub("%-", "%%-") .. "$",
         f["rsghost:error"])
     end
-    table.sort(got)
+    table.sort(got, H.id_less)
     assert.same(bad, got)
     assert.equal(0, H.xpending(t.redis, P .. ":s", P .. ":g").count)
     assert.is_true(#h:log_lines("bisecting it") >= 1, h:describe())

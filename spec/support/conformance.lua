@@ -88,17 +88,7 @@ M.parse_line = parse_line
 ----------------------------------------------------------------------------
 -- Small helpers
 
--- Stream ids "ms-seq" in order; other strings (list items) as strings.
-local function id_less(a, b)
-  local am, as = a:match("^(%d+)%-(%d+)$")
-  local bm, bs = b:match("^(%d+)%-(%d+)$")
-  if am and bm then
-    am, bm = tonumber(am), tonumber(bm)
-    if am ~= bm then return am < bm end
-    return tonumber(as) < tonumber(bs)
-  end
-  return a < b
-end
+local id_less = H.id_less
 
 local function sorted(list)
   local out = {}

@@ -254,6 +254,19 @@ function M.xadd_many(r, stream, n, fields)
 end
 
 -- The whole list at key.
+-- Stream ids "ms-seq" in stream order (a plain string sort puts "1-488"
+-- before "1-5"); other strings (list items) as strings.
+function M.id_less(a, b)
+  local am, as = a:match("^(%d+)%-(%d+)$")
+  local bm, bs = b:match("^(%d+)%-(%d+)$")
+  if am and bm then
+    am, bm = tonumber(am), tonumber(bm)
+    if am ~= bm then return am < bm end
+    return tonumber(as) < tonumber(bs)
+  end
+  return a < b
+end
+
 function M.list(r, key)
   return r:call("LRANGE", key, 0, -1)
 end
