@@ -12,6 +12,7 @@
 #include <hiredis/hiredis.h>
 #include <stddef.h>
 
+#include "metrics.h"
 #include "types.h"
 
 typedef struct lua_State lua_State;
@@ -42,6 +43,9 @@ typedef struct rsgHostOps {
     /* After rsgLuaStop: everything was flushed and acked (unsunk == 0), or
      * the pipeline gave up on unsunk messages whose sink kept failing. */
     void (*finished)(void *ud, long unsunk);
+    /* Where the pipeline's own events are counted (--metrics), or NULL: the
+     * host table then has no count_* functions and the pipeline skips them. */
+    rsgMetrics *metrics;
 } rsgHostOps;
 
 typedef struct rsgLua {
@@ -57,6 +61,7 @@ typedef struct rsgLua {
     const rsgHostOps *ops; /* set by rsgLuaStart */
     rsgStr *scratch;       /* ids handed to ops->ack */
     size_t scratch_cap;
+    int nsinks; /* the script's sinks, known once it loaded */
 } rsgLua;
 
 /* Creates the state, opens the standard libraries and points require at
@@ -67,6 +72,9 @@ int rsgLuaInit(rsgLua *lua, const char *luadir, char *err, size_t errlen);
  * Touches no Redis. Returns 0, or -1 with the script's "path:LINE: reason". */
 int rsgLuaLoadScript(rsgLua *lua, const char *path, const char *consumer, rsgSourceConfig *src,
                      char *err, size_t errlen);
+
+/* How many sinks the loaded script has (metrics.h labels them 1..n). */
+int rsgLuaSinkCount(const rsgLua *lua);
 
 /* Builds the pipeline with the host's ops. Returns 0 or -1 with err. */
 int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen);
