@@ -1,0 +1,180 @@
+-- --metrics HOST:PORT: what an operator's scraper and probes see.
+--   /metrics  counters equal to what happened (messages added, dropped by
+--             preprocess, failed in it), in an exposition promtool accepts
+--   /livez    200 while the host runs
+--   /readyz   503 while Redis is away, 200 once the host reads again
+-- and a port already in use stops the start, before anything is read.
+-- The endpoint listens on port 0; the host logs the port it got.
+local server = require "support.server"
+local H = require "support.host"
+
+-- Preprocess drops every 7th message (returns nil) and raises on every 5th
+-- one that is not dropped; the rest are sunk to P:out in batches of 10.
+local SRC = [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g" },
+  batch = { size = 10, timeout = 0.05 },
+  preprocess = function(stream, id, data)
+    local n = tonumber(data.n)
+    if n % 7 == 0 then return nil end
+    if n % 5 == 0 then error("no fives") end
+    return data.n
+  end,
+  sink = function(items) rsghost.redis.call("RPUSH", P .. ":out", unpack(items)) end,
+}
+]]
+
+-- Runs a shell command; returns its stdout.
+local function sh(cmd)
+  local f = assert(io.popen(cmd, "r"))
+  local out = f:read("*a")
+  f:close()
+  return out
+end
+
+-- GET path from the host's endpoint: status (a number; 0 when nothing
+-- answered) and body.
+local function get(port, path)
+  local out = sh(string.format("curl -s --max-time 10 -w '\\n%%{http_code}' http://127.0.0.1:%d%s",
+    port, path))
+  local body, code = out:match("^(.*)\n(%d+)$")
+  return tonumber(code) or 0, body or out
+end
+
+-- The port the host logged ("metrics on http://127.0.0.1:PORT/metrics").
+local function port_of(h)
+  local port
+  H.eventually(function()
+    port = tonumber(h:log():match("metrics on http://127%.0%.0%.1:(%d+)/metrics"))
+    return port
+  end, nil, function() return h:describe() end)
+  return port
+end
+
+-- The sample `name` (with its labels written exactly as in the text, e.g.
+-- 'rsghost_batches_flushed_total{reason="size"}') as a number, or nil.
+local function sample(text, name)
+  for line in text:gmatch("[^\n]+") do
+    if line:sub(1, #name + 1) == name .. " " then return tonumber(line:sub(#name + 2)) end
+  end
+  return nil
+end
+
+local function have(cmd)
+  return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == 0
+end
+
+describe("rsghost --metrics", function()
+  after_each(function() H.cleanup() end)
+
+  it("counts what happened, in an exposition promtool accepts", function()
+    assert(have("curl"), "curl is missing: run scripts/deps")
+    assert(have("promtool"), "promtool is missing: run scripts/deps (Debian package prometheus)")
+    local t = H.context()
+    local h = H.start(t, { script = H.script(t, SRC), args = { "--metrics", "127.0.0.1:0" } })
+    local port = port_of(h)
+    local n = 200
+    H.xadd_many(t.redis, t.prefix .. ":s", n)
+    local dropped, failed = 0, 0
+    for i = 1, n do
+      if i % 7 == 0 then dropped = dropped + 1 elseif i % 5 == 0 then failed = failed + 1 end
+    end
+    local sunk = n - dropped - failed
+    H.eventually(function() return #H.list(t.redis, t.prefix .. ":out") == sunk end, nil,
+      function() return h:describe() end)
+
+    -- Acks are confirmed a moment after the sink returned: wait for them.
+    local text
+    H.eventually(function()
+      local code
+      code, text = get(port, "/metrics")
+      return code == 200 and sample(text, "rsghost_messages_acked_total") == n - failed
+    end, nil, function() return text end)
+    assert.equal(n, sample(text, "rsghost_messages_read_total"))
+    assert.equal(dropped, sample(text, "rsghost_messages_dropped_total"))
+    assert.equal(failed, sample(text, "rsghost_messages_failed_total"))
+    assert.equal(0, sample(text, "rsghost_messages_dead_lettered_total"))
+    assert.equal(0, sample(text, "rsghost_messages_in_flight"))
+    -- Every batch went to the one sink once (no failures), and each was
+    -- closed for a reason; every sunk message was acked after a read.
+    local calls = sample(text, 'rsghost_sink_calls_total{sink="1"}')
+    local flushed = 0
+    for _, reason in ipairs { "size", "timeout", "end_of_read", "stop" } do
+      flushed = flushed + sample(text, 'rsghost_batches_flushed_total{reason="' .. reason .. '"}')
+    end
+    assert.is_true(calls >= math.ceil(sunk / 10), text)
+    assert.equal(calls, flushed)
+    assert.equal(0, sample(text, 'rsghost_sink_errors_total{sink="1"}'))
+    assert.equal(calls, sample(text, 'rsghost_sink_duration_seconds_count{sink="1"}'))
+    assert.equal(sunk, sample(text, "rsghost_read_to_ack_seconds_count"))
+    assert.truthy(sample(text, "process_resident_memory_bytes") > 0)
+    assert.truthy(sample(text, "process_open_fds") > 0)
+
+    -- The group's pending count comes from XINFO GROUPS every few seconds:
+    -- the failed messages stay pending.
+    H.eventually(function()
+      local _
+      _, text = get(port, "/metrics")
+      return sample(text, 'rsghost_group_pending{stream="' .. t.prefix .. ':s"}') == failed
+    end, nil, function() return text end)
+
+    local file = t.dir .. "/metrics.txt"
+    local f = assert(io.open(file, "wb"))
+    f:write(text)
+    f:close()
+    local out = sh("promtool check metrics < " .. file .. " 2>&1; echo \"rc=$?\"")
+    assert.equal("rc=0", out:match("rc=%d+"), out)
+
+    assert.equal(200, (get(port, "/livez")))
+    assert.equal(404, (get(port, "/nothing")))
+    assert.equal(0, h:stop())
+  end)
+
+  it("says not ready while Redis is away, and ready once it is back", function()
+    assert(have("curl"), "curl is missing: run scripts/deps")
+    local srv = server.start()
+    local t = H.context { server = srv }
+    local h = H.start(t, { script = H.script(t, SRC), args = { "--metrics", "127.0.0.1:0" } })
+    local port = port_of(h)
+    H.eventually(function() return get(port, "/readyz") == 200 end, nil,
+      function() return h:describe() end)
+
+    srv.kill()
+    local body
+    H.eventually(function()
+      local code
+      code, body = get(port, "/readyz")
+      return code == 503
+    end, nil, function() return h:describe() end)
+    assert.matches("not connected to redis", body)
+    -- The loop still turns while Redis is away.
+    assert.equal(200, (get(port, "/livez")))
+
+    srv.restart()
+    H.eventually(function() return get(port, "/readyz") == 200 end, nil,
+      function() return h:describe() end)
+    -- It reads again: a message added now is sunk.
+    H.xadd_many(t.redis, t.prefix .. ":s", 1)
+    H.eventually(function() return #H.list(t.redis, t.prefix .. ":out") == 1 end, nil,
+      function() return h:describe() end)
+    local _, text = get(port, "/metrics")
+    assert.is_true(sample(text, "rsghost_redis_reconnects_total") >= 2, text)
+    assert.equal(0, h:stop())
+    srv.stop()
+  end)
+
+  it("refuses a port in use before reading anything", function()
+    local t = H.context()
+    H.xadd_many(t.redis, t.prefix .. ":s", 3)
+    -- redis-server itself listens on t.srv.port.
+    local h = H.start(t, { script = H.script(t, SRC),
+      args = { "--metrics", "127.0.0.1:" .. t.srv.port } })
+    assert.equal(1, h:wait())
+    assert.matches("%-%-metrics 127%.0%.0%.1:" .. t.srv.port .. ": cannot bind: Address already in use",
+      h:log())
+    -- Nothing was read: no group was even made.
+    assert.is_nil(H.group_info(t.redis, t.prefix .. ":s", t.prefix .. ":g"))
+  end)
+end)
