@@ -165,6 +165,44 @@ describe("rsghost --metrics", function()
     srv.stop()
   end)
 
+  it("says not ready while stopping", function()
+    assert(have("curl"), "curl is missing: run scripts/deps")
+    -- The stop's flush waits in the sink until the spec sets P:go (WAIT with
+    -- no replica blocks for its timeout: a gentle poll).
+    local t = H.context()
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g" },
+  batch = { size = 100, timeout = 600 },
+  preprocess = function(stream, id, data) return data.n end,
+  sink = function(items)
+    while not rsghost.redis.call("GET", P .. ":go") do rsghost.redis.call("WAIT", 1, 50) end
+    rsghost.redis.call("RPUSH", P .. ":out", unpack(items))
+  end,
+}
+]])
+    local h = H.start(t, { script = path, args = { "--metrics", "127.0.0.1:0" } })
+    local port = port_of(h)
+    H.xadd_many(t.redis, t.prefix .. ":s", 3)
+    H.eventually(function()
+      local _, text = get(port, "/metrics")
+      return sample(text, "rsghost_messages_in_flight") == 3
+    end, nil, function() return h:describe() end)
+    assert.equal(200, (get(port, "/readyz")))
+    h:signal("TERM")
+    local code, body
+    H.eventually(function()
+      code, body = get(port, "/readyz")
+      return code == 503
+    end, nil, function() return h:describe() end)
+    assert.equal("stopping\n", body)
+    t.redis:call("SET", t.prefix .. ":go", "1")
+    assert.equal(0, h:wait())
+    assert.equal(3, #H.list(t.redis, t.prefix .. ":out"))
+  end)
+
   it("refuses a port in use before reading anything", function()
     local t = H.context()
     H.xadd_many(t.redis, t.prefix .. ":s", 3)
