@@ -210,8 +210,10 @@ static void processMetrics(rsgBuf *b) {
 int rsgMetricsRender(const rsgMetrics *m, rsgBuf *b) {
     counter(b, "rsghost_messages_read_total",
             "Messages handed to the pipeline (read, replayed or claimed).", m->read);
-    counter(b, "rsghost_messages_acked_total",
-            "Acknowledgements Redis confirmed (consumer groups only).", m->acked);
+    counter(
+        b, "rsghost_messages_acked_total",
+        "Messages whose XACK Redis confirmed (consumer groups; dead letters are counted apart).",
+        m->acked);
     counter(b, "rsghost_messages_dropped_total", "Messages preprocess returned nil for.",
             m->dropped);
     counter(b, "rsghost_messages_failed_total", "Messages preprocess raised an error on.",

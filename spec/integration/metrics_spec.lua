@@ -132,6 +132,41 @@ describe("rsghost --metrics", function()
     assert.equal(0, h:stop())
   end)
 
+  it("counts dead letters, and shows the age of the consumer's own heartbeat", function()
+    assert(have("curl"), "curl is missing: run scripts/deps")
+    local t = H.context()
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g", dead_letter = P .. ":dead",
+             heartbeat_interval = 0.2 },
+  batch = { size = 10, timeout = 0.05 },
+  preprocess = function(stream, id, data)
+    if tonumber(data.n) % 5 == 0 then error("no fives") end
+    return data.n
+  end,
+  sink = function(items) rsghost.redis.call("RPUSH", P .. ":out", unpack(items)) end,
+}
+]])
+    local h = H.start(t, { script = path, args = { "--metrics", "127.0.0.1:0" } })
+    local port = port_of(h)
+    H.xadd_many(t.redis, t.prefix .. ":s", 20)
+    local text
+    H.eventually(function()
+      local _
+      _, text = get(port, "/metrics")
+      -- A dead letter is acked by its own script: counted there, not here.
+      return sample(text, "rsghost_messages_acked_total") == 16
+        and sample(text, "rsghost_heartbeat_age_seconds") ~= nil
+    end, nil, function() return (text or "") .. h:describe() end)
+    assert.equal(4, sample(text, "rsghost_messages_dead_lettered_total"))
+    assert.equal(4, sample(text, "rsghost_messages_failed_total"))
+    assert.equal(4, t.redis:call("XLEN", t.prefix .. ":dead"))
+    assert.is_true(sample(text, "rsghost_heartbeat_age_seconds") >= 0)
+    assert.equal(0, h:stop())
+  end)
+
   it("says not ready while Redis is away, and ready once it is back", function()
     assert(have("curl"), "curl is missing: run scripts/deps")
     local srv = server.start()
