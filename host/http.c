@@ -87,6 +87,7 @@ int rsgHttpListen(rsgHttp *h, const char *hostport, char *err, size_t errlen) {
     }
     /* Where we are, with a port 0 resolved: the log says it. */
     struct sockaddr_storage sa;
+    memset(&sa, 0, sizeof(sa));
     socklen_t salen = sizeof(sa);
     char nhost[NI_MAXHOST] = "?", nport[NI_MAXSERV] = "?";
     if (getsockname(h->fd, (struct sockaddr *)&sa, &salen) == 0)
