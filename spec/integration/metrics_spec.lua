@@ -167,6 +167,40 @@ return {
     assert.equal(0, h:stop())
   end)
 
+  it("counts the messages it claims from a dead consumer", function()
+    assert(have("curl"), "curl is missing: run scripts/deps")
+    local t = H.context()
+    local P, r = t.prefix, t.redis
+    -- A consumer that read 12 messages and vanished: no liveness key, never
+    -- heard, so dead once it has been seen for claim_timeout.
+    r:call("XGROUP", "CREATE", P .. ":s", P .. ":g", "0", "MKSTREAM")
+    H.xadd_many(r, P .. ":s", 12)
+    r:call("XREADGROUP", "GROUP", P .. ":g", "gone", "COUNT", 12, "STREAMS", P .. ":s", ">")
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g", heartbeat_interval = 0.1, claim_timeout = 0.5 },
+  batch = { size = 10, timeout = 0.05 },
+  preprocess = function(stream, id, data) return data.n end,
+  sink = function(items) rsghost.redis.call("RPUSH", P .. ":out", unpack(items)) end,
+}
+]])
+    local h = H.start(t, { script = path, args = { "--metrics", "127.0.0.1:0" } })
+    local port = port_of(h)
+    H.eventually(function() return #H.list(r, P .. ":out") == 12 end, nil,
+      function() return h:describe() end)
+    local text
+    H.eventually(function()
+      local _
+      _, text = get(port, "/metrics")
+      return sample(text, "rsghost_messages_acked_total") == 12
+    end, nil, function() return text end)
+    assert.equal(12, sample(text, "rsghost_messages_claimed_total"))
+    assert.equal(12, sample(text, "rsghost_messages_read_total"))
+    assert.equal(0, h:stop())
+  end)
+
   it("says not ready while Redis is away, and ready once it is back", function()
     assert(have("curl"), "curl is missing: run scripts/deps")
     local srv = server.start()
