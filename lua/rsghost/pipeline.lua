@@ -115,7 +115,11 @@ local function drive(task, a, b, c)
     -- second call of the same callback, is ignored (task.seq has moved on).
     local seq = task.seq + 1
     task.seq, task.sync, task.got = seq, true, false
-    if n == nil then
+    if n == nil or type(n) == "string" then
+      -- One request: a Redis command (host.send), or for a string n another
+      -- host operation, host[n](req, cb) (the file sink's "file_write"), with
+      -- the same contract: cb(result, err) exactly once, maybe synchronously.
+      local op = n == nil and host.send or host[n]
       local cb = function(reply, err)
         if task.seq ~= seq then return end
         task.seq = seq + 1
@@ -125,8 +129,13 @@ local function drive(task, a, b, c)
           drive(task, reply, err)
         end
       end
-      local sent, err = pcall(host.send, req, cb)
-      if not sent and task.seq == seq then cb(nil, "host.send failed: " .. tostring(err)) end
+      local sent, err
+      if op == nil then
+        sent, err = false, "this host has no operation " .. tostring(n)
+      else
+        sent, err = pcall(op, req, cb)
+      end
+      if not sent and task.seq == seq then cb(nil, "host." .. (n or "send") .. " failed: " .. tostring(err)) end
     else
       -- A pipeline: n commands, one callback each, resumed once all answered.
       local replies, left, first_err, first_at = {}, n, nil, nil
@@ -164,17 +173,27 @@ end
 
 local finish -- forward: a sink task's end (defined below)
 
+-- A sink's second argument: where its items came from, item i from message
+-- ids[i] of stream streams[i] (for a lists source: streams[i] is the list
+-- and ids[i] the item as popped, its raw bytes, the only identity a list
+-- item has). The batch's own arrays, not copies: a sink must not change
+-- them (they are what gets acked). group is the consumer group (nil for
+-- the other sources).
+local function meta_of(p, ids, streams, n)
+  return { ids = ids, streams = streams, n = n, group = p.group }
+end
+
 -- Run the sinks listed in `which` (indexes into p.sinks) on the active
--- flush's items (its batch's, or the part being bisected).
+-- flush's items (its batch's, or the part being bisected): sink(items, meta).
 local function run_sinks(p, flush, which)
-  local items = flush.items
+  local items, meta = flush.items, flush.meta
   local n = #which
   flush.running = n
   flush.failed = {}
   for i = 1, n do
     local index = which[i]
     local task = { p = p, flush = flush, index = index, co = create(p.sinks[index]), seq = 0, done = finish }
-    drive(task, items)
+    drive(task, items, meta)
   end
 end
 
@@ -290,9 +309,15 @@ local function next_part(p, flush)
       return settle(p, flush)
     end
     parts[#parts] = nil
-    local items, all = {}, flush.batch.items
-    for i = part.lo, part.hi do items[#items + 1] = all[i] end
+    local b = flush.batch
+    local items, ids, streams, all, all_ids, all_streams = {}, {}, {}, b.items, b.ids, b.streams
+    local k = 0
+    for i = part.lo, part.hi do
+      k = k + 1
+      items[k], ids[k], streams[k] = all[i], all_ids[i], all_streams[i]
+    end
     flush.part, flush.items, flush.attempt, flush.errors = part, items, 1, {}
+    flush.meta = meta_of(p, ids, streams, k)
     run_sinks(p, flush, part.sinks)
   until not flush.again or p.active ~= flush
   flush.stepping = false
@@ -399,7 +424,8 @@ function P:pump()
     local b = queue[self.head]
     queue[self.head] = nil
     self.head = self.head + 1
-    local flush = { batch = b, items = b.items, attempt = 1, fails = 0, running = 0, failed = nil, errors = {} }
+    local flush = { batch = b, items = b.items, meta = meta_of(self, b.ids, b.streams, b.n),
+      attempt = 1, fails = 0, running = 0, failed = nil, errors = {} }
     self.active = flush
     run_sinks(self, flush, self.all_sinks)
   end
@@ -690,6 +716,8 @@ function M.new(cfg, host)
     -- retry.max_attempts: lasting sink errors before a batch is bisected.
     max_attempts = cfg.retry and cfg.retry.max_attempts,
     lists = cfg.source and cfg.source.kind == "lists",
+    -- meta.group of every sink call (consumer-group sources only).
+    group = cfg.source and (cfg.source.kind or "group") == "group" and cfg.source.group or nil,
     -- What becomes of a message preprocess fails on, for the log: plain
     -- streams keep no pending list, reliable lists keep it in theirs.
     fate = FATE[cfg.source and cfg.source.kind or "group"]

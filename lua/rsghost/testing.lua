@@ -69,6 +69,8 @@
 -- Looking.
 --   k:sink_calls(i)   every call of sink i (default 1), retries included: an
 --                     array of item arrays
+--   k:sink_metas(i)   the meta of each of those calls: { ids =, streams =,
+--                     n =, group = } (copies), call for call
 --   k:batches()       the batches every sink took (acked), in order
 --   k:sunk()          their items, flattened
 --   k:acked([stream]) { [stream] = { id, ... } } acknowledged, in order (or
@@ -293,9 +295,11 @@ end
 -- Sinks, wrapped to record what they get and to fail on demand
 
 local function wrap_sink(k, index, sink)
-  return function(items)
+  return function(items, meta)
     local calls = k._sink_calls[index]
     calls[#calls + 1] = copy(items)
+    local metas = k._sink_metas[index]
+    metas[#metas + 1] = { ids = copy(meta.ids), streams = copy(meta.streams), n = meta.n, group = meta.group }
     local fault = k._sink_faults[index]
     if fault then
       if fault.times then
@@ -304,7 +308,7 @@ local function wrap_sink(k, index, sink)
       end
       if fault.fn then fault.fn(items) else error(fault.err, 0) end
     end
-    sink(items)
+    sink(items, meta)
     -- Every sink done with this batch: the pipeline acks it now.
     local done = k._sink_done[items]
     if done == nil then
@@ -336,7 +340,7 @@ function M.load(source, opts)
     _released = 0, _paused = false, _finished = false, _stopped = false,
     _fed = {}, _fed_count = 0,
     _last_id = {}, -- stream -> { ms, seq } of the last generated id
-    _sink_calls = {}, _sink_faults = {}, _sink_done = setmetatable({}, { __mode = "k" }),
+    _sink_calls = {}, _sink_metas = {}, _sink_faults = {}, _sink_done = setmetatable({}, { __mode = "k" }),
     _batches = {},
     _redis_faults = {},
   }, Kit)
@@ -387,6 +391,7 @@ function M.load(source, opts)
   run_cfg.sinks = {}
   for i, sink in ipairs(cfg.sinks) do
     k._sink_calls[i] = {}
+    k._sink_metas[i] = {}
     run_cfg.sinks[i] = wrap_sink(k, i, sink)
   end
   k.pipeline = pipeline.new(run_cfg, host)
@@ -654,6 +659,15 @@ function Kit:sink_calls(i)
   local calls = self._sink_calls[i]
   if calls == nil then error(format("k:sink_calls: the script has no sink %s", tostring(i)), 2) end
   return deep_copy(calls)
+end
+
+-- The meta (ids, streams, n, group) of every call of sink i, matching
+-- k:sink_calls(i) call for call.
+function Kit:sink_metas(i)
+  i = i or 1
+  local metas = self._sink_metas[i]
+  if metas == nil then error(format("k:sink_metas: the script has no sink %s", tostring(i)), 2) end
+  return deep_copy(metas)
 end
 
 function Kit:batches() return deep_copy(self._batches) end
