@@ -197,7 +197,7 @@ local function run_sinks(p, flush, which)
   end
 end
 
--- A batch is sunk: acknowledge it, resume reading if a failure paused it, and
+-- A batch is sunk: acknowledge it (unless an atomic sink did), resume reading if a failure paused it, and
 -- start the next batch.
 -- After a bisection the dead-lettered items (acked by their dead letter)
 -- are left out of the ack.
@@ -213,12 +213,12 @@ local function settle(p, flush)
         kept.streams[k], kept.ids[k], kept.n = b.streams[i], b.ids[i], k
       end
     end
-    if kept.n > 0 then host.ack(acks_of(kept)) end
+    if kept.n > 0 and not p.sink_acks then host.ack(acks_of(kept)) end
     p:log("info", format("batch of %d messages bisected: %d dead-lettered, %d sunk and acked",
       b.n, flush.ndead, kept.n))
   else
     if p.debug then p:log("debug", format("batch of %d message(s) sunk on attempt %d; acking them", b.n, flush.attempt)) end
-    host.ack(acks_of(b))
+    if not p.sink_acks then host.ack(acks_of(b)) end
   end
   host.release(b.n)
   if p.paused then
@@ -716,6 +716,10 @@ function M.new(cfg, host)
     -- retry.max_attempts: lasting sink errors before a batch is bisected.
     max_attempts = cfg.retry and cfg.retry.max_attempts,
     lists = cfg.source and cfg.source.kind == "lists",
+    -- The script's sink is atomic (rsghost.sink's atomic = true): it XACKs
+    -- each batch in the script that writes it, so the pipeline does not
+    -- (a second XACK would be harmless, but costs a round trip a batch).
+    sink_acks = cfg.sink_acks or false,
     -- meta.group of every sink call (consumer-group sources only).
     group = cfg.source and (cfg.source.kind or "group") == "group" and cfg.source.group or nil,
     -- What becomes of a message preprocess fails on, for the log: plain

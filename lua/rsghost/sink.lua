@@ -16,6 +16,72 @@ if not ok then new_table = function() return {} end end
 
 local M = {}
 
+-- The atomic sinks made so far (function -> its name for messages):
+-- rsghost.script checks at load that such a sink can be atomic (a
+-- consumer-group source, the script's only sink), and the pipeline then
+-- leaves the batch's XACK to it.
+M._atomic = setmetatable({}, { __mode = "k" })
+
+----------------------------------------------------------------------------
+-- Atomic sinks: the batch's writes and its XACK in one server-side script.
+--
+-- Each message is XACKed on its own and its item written only when that
+-- XACK removed a pending entry (returned 1). A message is pending once, so
+-- it is written once: a batch whose script ran is acked and never replayed
+-- after a crash; a batch whose script did not run is still pending and is
+-- replayed whole; a message another consumer claimed and already wrote is
+-- acked already and skipped here. Redis runs the script whole, and a
+-- script is not rolled back on an error half-way, so everything that could
+-- fail (the target's type) is checked before the first XACK.
+--
+-- KEYS[1] the target, KEYS[1 + i] the stream of item i; ARGV[1] the group,
+-- then per item: the message id, the number of values k, the k values. For
+-- a list the values are the item (k = 1); for a stream its fields and
+-- values, after ARGV[2] (the count h of XADD options) and ARGV[3..2+h].
+-- Returns the number of items written.
+
+local ATOMIC_LIST = [[
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'none' and t ~= 'list' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. t .. ', not a list; nothing written or acked')
+end
+local group, a, out, n = ARGV[1], 2, {}, 0
+for i = 2, #KEYS do
+  if redis.call('XACK', KEYS[i], group, ARGV[a]) == 1 then
+    n = n + 1
+    out[n] = ARGV[a + 2]
+  end
+  a = a + 2 + tonumber(ARGV[a + 1])
+  if #out == 1000 then
+    redis.call(']] .. "%s" .. [[', KEYS[1], unpack(out))
+    out = {}
+  end
+end
+if #out > 0 then redis.call(']] .. "%s" .. [[', KEYS[1], unpack(out)) end
+return n
+]]
+
+local ATOMIC_STREAM = [[
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'none' and t ~= 'stream' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. t .. ', not a stream; nothing written or acked')
+end
+local group, h, n = ARGV[1], tonumber(ARGV[2]), 0
+local a = 3 + h
+for i = 2, #KEYS do
+  local k = tonumber(ARGV[a + 1])
+  if redis.call('XACK', KEYS[i], group, ARGV[a]) == 1 then
+    local argv = { 'XADD', KEYS[1] }
+    for j = 1, h do argv[2 + j] = ARGV[2 + j] end
+    for j = 1, k do argv[2 + h + j] = ARGV[a + 1 + j] end
+    redis.call(unpack(argv))
+    n = n + 1
+  end
+  a = a + 2 + k
+end
+return n
+]]
+
 -- "path:LINE" of the script line calling the constructor (level 3: the
 -- constructor's caller).
 local function created_at()
@@ -42,13 +108,43 @@ function M.redis_list(key, opts)
   if type(key) ~= "string" or key == "" then
     error("rsghost.sink.redis_list: key must be a non-empty string", 2)
   end
-  opts = check_opts("rsghost.sink.redis_list", opts, { right = true })
+  opts = check_opts("rsghost.sink.redis_list", opts, { right = true, atomic = true })
   if opts.right ~= nil and type(opts.right) ~= "boolean" then
     error("rsghost.sink.redis_list: right must be true or false", 2)
+  end
+  if opts.atomic ~= nil and type(opts.atomic) ~= "boolean" then
+    error("rsghost.sink.redis_list: atomic must be true or false", 2)
   end
   local cmd = opts.right == false and "LPUSH" or "RPUSH"
   local where = created_at()
   local command = rsghost._command
+  if opts.atomic then
+    name = format("rsghost.sink.redis_list(%q, { atomic = true })", key)
+    local body = format(ATOMIC_LIST, cmd, cmd)
+    local fn = function(items, meta)
+      local n = #items
+      local streams, ids = meta.streams, meta.ids
+      local argv = new_table(5 + 4 * n, 0)
+      argv[1], argv[2], argv[3], argv[4] = "EVAL", body, n + 1, key
+      for i = 1, n do argv[4 + i] = streams[i] end
+      local a = 5 + n
+      argv[a] = meta.group
+      for i = 1, n do
+        local item = items[i]
+        local t = type(item)
+        if t ~= "string" and t ~= "number" then
+          error(format("%s: %s: item %d must be a string or a number, got %s", where, name, i, t), 0)
+        end
+        argv[a + 1], argv[a + 2], argv[a + 3] = ids[i], "1", item
+        a = a + 3
+      end
+      local reply, err = command(argv)
+      if err ~= nil then error(format("%s: %s: %s", where, name, err), 0) end
+      return reply
+    end
+    M._atomic[fn] = name
+    return fn
+  end
   return function(items)
     local n = #items
     local argv = new_table(n + 2, 0)
@@ -76,7 +172,10 @@ function M.redis_stream(key, opts)
   if type(key) ~= "string" or key == "" then
     error("rsghost.sink.redis_stream: key must be a non-empty string", 2)
   end
-  opts = check_opts("rsghost.sink.redis_stream", opts, { maxlen = true, approximate = true })
+  opts = check_opts("rsghost.sink.redis_stream", opts, { maxlen = true, approximate = true, atomic = true })
+  if opts.atomic ~= nil and type(opts.atomic) ~= "boolean" then
+    error("rsghost.sink.redis_stream: atomic must be true or false", 2)
+  end
   local maxlen, approximate = opts.maxlen, opts.approximate
   if maxlen ~= nil and (type(maxlen) ~= "number" or maxlen < 0 or maxlen ~= math.floor(maxlen)) then
     error("rsghost.sink.redis_stream: maxlen must be an integer >= 0", 2)
@@ -95,6 +194,48 @@ function M.redis_stream(key, opts)
   local nhead = #head
   local where = created_at()
   local pipeline = rsghost._pipeline
+  if opts.atomic then
+    name = format("rsghost.sink.redis_stream(%q, { atomic = true })", key)
+    local command = rsghost._command
+    local fn = function(items, meta)
+      local n = #items
+      local streams, ids = meta.streams, meta.ids
+      local argv = new_table(8 + 6 * n, 0)
+      argv[1], argv[2], argv[3], argv[4] = "EVAL", ATOMIC_STREAM, n + 1, key
+      for i = 1, n do argv[4 + i] = streams[i] end
+      local a = 5 + n
+      -- ARGV[2..]: XADD's arguments between the key and the fields ("*" last).
+      argv[a], argv[a + 1] = meta.group, nhead - 2
+      a = a + 1
+      for j = 3, nhead do
+        a = a + 1
+        argv[a] = head[j]
+      end
+      for i = 1, n do
+        local item = items[i]
+        argv[a + 1] = ids[i]
+        local at = a + 2
+        local k = at
+        if type(item) == "table" then
+          for field, value in pairs(item) do
+            argv[k + 1], argv[k + 2] = field, value
+            k = k + 2
+          end
+          if k == at then error(format("%s: %s: item %d is an empty table", where, name, i), 0) end
+        else
+          argv[k + 1], argv[k + 2] = "data", item
+          k = k + 2
+        end
+        argv[at] = k - at
+        a = k
+      end
+      local reply, err = command(argv)
+      if err ~= nil then error(format("%s: %s: %s", where, name, err), 0) end
+      return reply
+    end
+    M._atomic[fn] = name
+    return fn
+  end
   return function(items)
     local n = #items
     local cmds = new_table(n, 0)

@@ -140,4 +140,76 @@ describe("rsghost.sink", function()
         "rsghost.sink.redis_stream: maxlen must be an integer >= 0")
     end)
   end)
+
+  describe("atomic", function()
+    local script = require "rsghost.script"
+    local HERE = debug.getinfo(1, "S").source:sub(2)
+
+    local function load_error(t)
+      local ok, err = pcall(script.validate, t, HERE)
+      assert(not ok, "script loaded, but should have failed")
+      return err
+    end
+
+    it("needs a consumer-group source, and says why", function()
+      local err = load_error({ source = { lists = "l" }, preprocess = function() end,
+        sink = sink.redis_list("out", { atomic = true }) })
+      assert.matches('rsghost.sink.redis_list("out", { atomic = true }), which acks each message with XACK',
+        err, 1, true)
+      assert.matches("needs a consumer-group source (source.group), and a lists source has nothing to XACK",
+        err, 1, true)
+      err = load_error({ source = { streams = "s" }, preprocess = function() end,
+        sink = sink.redis_stream("out", { atomic = true }) })
+      assert.matches("a streams source without a group has nothing to XACK", err, 1, true)
+    end)
+
+    it("must be the only sink, and says why", function()
+      local err = load_error({ source = { streams = "s", group = "g" }, preprocess = function() end,
+        sink = { function() end, sink.redis_list("out", { atomic = true }) } })
+      assert.matches("sink[2] is rsghost.sink.redis_list", err, 1, true)
+      assert.matches("must be the script's only sink: it acks the batch as it writes it", err, 1, true)
+    end)
+
+    it("checks its option", function()
+      assert.has_error(function() sink.redis_list("k", { atomic = 1 }) end,
+        "rsghost.sink.redis_list: atomic must be true or false")
+      assert.has_error(function() sink.redis_stream("k", { atomic = "yes" }) end,
+        "rsghost.sink.redis_stream: atomic must be true or false")
+    end)
+
+    -- The batch as one EVAL (its XACKs inside), and no XACK by the pipeline.
+    local function run_atomic(fn, items)
+      local cfg = script.validate({ source = { streams = { "a", "b" }, group = "g" },
+        preprocess = function(stream, id, data) return data.item end, sink = fn,
+        batch = { size = 100000, timeout = 0 } }, HERE)
+      assert.is_true(cfg.sink_acks)
+      local h = fake_host()
+      h.reply = function() return #items end
+      local p = pipeline.new(cfg, h)
+      local msgs = {}
+      for i, item in ipairs(items) do
+        msgs[3 * i - 2], msgs[3 * i - 1], msgs[3 * i] = i % 2 == 1 and "a" or "b", i .. "-0", { item = item }
+      end
+      p:feed(msgs, #items)
+      return h
+    end
+
+    it("sends a list batch as one EVAL: the target and each item's stream as keys", function()
+      local h = run_atomic(sink.redis_list("out", { atomic = true }), { "x", "y", "z" })
+      assert.equal(1, #h.sent)
+      local argv = h.sent[1]
+      assert.equal("EVAL", argv[1])
+      assert.same({ "4", "out", "a", "b", "a", "g", "1-0", "1", "x", "2-0", "1", "y", "3-0", "1", "z" },
+        { unpack(argv, 3) })
+      assert.same({}, h.acked, "the pipeline acked what the atomic sink acks")
+    end)
+
+    it("sends a stream batch as one EVAL with each item's fields", function()
+      local h = run_atomic(sink.redis_stream("out", { atomic = true, maxlen = 10 }), { "x", "y" })
+      assert.equal(1, #h.sent)
+      assert.same({ "3", "out", "a", "b", "g", "4", "MAXLEN", "~", "10", "*", "1-0", "2", "data", "x",
+        "2-0", "2", "data", "y" }, { unpack(h.sent[1], 3) })
+      assert.same({}, h.acked)
+    end)
+  end)
 end)
