@@ -261,4 +261,47 @@ function M.redis_stream(key, opts)
   end
 end
 
+-- Each item appended to the file at `path` as one line (the batch in one
+-- write), created if missing. The write, and the fsync (unless opts.fsync
+-- is false), run on libuv's threadpool, never on the loop, and the sink
+-- returns (so its batch is acked) only after they did: a batch that was
+-- acked is on disk. The host reopens the file on SIGHUP and when the path
+-- names another file than the one open (moved away by log rotation).
+-- Items must be strings (or numbers); a table is an error that says to
+-- encode it. A write that fails raises: the batch is retried whole (so its
+-- lines may be written twice after a failure half-way: at least once).
+function M.file(path, opts)
+  if type(path) ~= "string" or path == "" then
+    error("rsghost.sink.file: path must be a non-empty string", 2)
+  end
+  local name = format("rsghost.sink.file(%q)", path)
+  opts = check_opts("rsghost.sink.file", opts, { fsync = true })
+  if opts.fsync ~= nil and type(opts.fsync) ~= "boolean" then
+    error("rsghost.sink.file: fsync must be true or false", 2)
+  end
+  local req_fsync = opts.fsync ~= false
+  local where = created_at()
+  local request, concat = rsghost._request, table.concat
+  return function(items)
+    local n = #items
+    if n == 0 then return end
+    local lines = new_table(n + 1, 0)
+    for i = 1, n do
+      local item = items[i]
+      local t = type(item)
+      if t == "number" then
+        item = tostring(item)
+      elseif t ~= "string" then
+        error(format("%s: %s: item %d is a %s, but each item becomes a line of text: return a string "
+          .. "from preprocess (cjson.encode(t) for a table)", where, name, i, t), 0)
+      end
+      lines[i] = item
+    end
+    lines[n + 1] = ""
+    local ok, err = request("rsghost.sink.file", "file_append",
+      { path = path, data = concat(lines, "\n"), fsync = req_fsync })
+    if not ok then error(format("%s: %s: %s", where, name, tostring(err)), 0) end
+  end
+end
+
 return M

@@ -94,7 +94,9 @@
 --   k:host_calls()    every call the pipeline made to the host: { "ack", acks },
 --                     { "abandon", ids }, { "release", n }, { "set_timer", delay },
 --                     { "pause", flag }, { "ready" }, { "finished", unsunk },
---                     { "dead_letter", stream, id, deliveries, err }
+--                     { "dead_letter", stream, id, deliveries, err },
+--                     { "file_append", path, data, fsync } (rsghost.sink.file:
+--                     the kit appends to the real file at once)
 --   k.redis           the fake or real client, for setup and inspection
 --   k.cfg, k.pipeline the normalized configuration and the pipeline
 --
@@ -180,6 +182,24 @@ end
 
 ----------------------------------------------------------------------------
 -- The host table
+
+-- fsync(2) of the file at path, as the host's file sink does after a write.
+local declared = false
+local function fsync_path(path)
+  local ffi = require "ffi"
+  if not declared then
+    -- One at a time: another module may have declared some of them already.
+    pcall(ffi.cdef, "int open(const char *path, int flags, ...);")
+    pcall(ffi.cdef, "int fsync(int fd);")
+    pcall(ffi.cdef, "int close(int fd);")
+    declared = true
+  end
+  local fd = ffi.C.open(path, 1) -- O_WRONLY
+  if fd >= 0 then
+    ffi.C.fsync(fd)
+    ffi.C.close(fd)
+  end
+end
 
 local function make_host(k)
   local host = {}
@@ -280,6 +300,22 @@ local function make_host(k)
   function host.ready()
     k._host_calls[#k._host_calls + 1] = { "ready" }
     k._ready = true
+  end
+
+  -- rsghost.sink.file: the C host appends on libuv's threadpool and
+  -- answers later; the kit appends and fsyncs at once (the pipeline takes a
+  -- synchronous answer the same way). Reopened each time, so a rotation
+  -- needs nothing more.
+  function host.file_append(req, cb)
+    k._host_calls[#k._host_calls + 1] = { "file_append", req.path, req.data, req.fsync }
+    local f, err = io.open(req.path, "ab")
+    if not f then return cb(nil, format("cannot open '%s': %s", req.path, tostring(err))) end
+    local ok, werr = f:write(req.data)
+    if ok then ok, werr = f:flush() end
+    f:close()
+    if not ok then return cb(nil, format("cannot write to '%s': %s", req.path, tostring(werr))) end
+    if req.fsync then fsync_path(req.path) end
+    cb(true)
   end
 
   function host.finished(unsunk)

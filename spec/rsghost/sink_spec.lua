@@ -212,4 +212,72 @@ describe("rsghost.sink", function()
       assert.same({}, h.acked)
     end)
   end)
+
+  describe("file", function()
+    local testing = require "rsghost.testing"
+
+    local function tmpname()
+      local path = os.tmpname()
+      os.remove(path)
+      return path
+    end
+
+    local function read(path)
+      local f = io.open(path, "rb")
+      if not f then return nil end
+      local text = f:read("*a")
+      f:close()
+      return text
+    end
+
+    it("appends each item as a line, a batch at a time, and acks after", function()
+      local path = tmpname()
+      local k = testing.load({
+        source = { streams = "s", group = "g" },
+        preprocess = function(_, _, data) return data.v end,
+        batch = { size = 2, timeout = false },
+        sink = sink.file(path),
+      })
+      k:feed_many({ { "s", "1-0", { v = "one" } }, { "s", "2-0", { v = "two" } }, { "s", "3-0", { v = "3" } } })
+      assert.equal("one\ntwo\n", read(path))
+      assert.same({ s = { "1-0", "2-0" } }, k:acked())
+      k:stop()
+      assert.equal("one\ntwo\n3\n", read(path))
+      local calls = {}
+      for _, c in ipairs(k:host_calls()) do if c[1] == "file_append" then calls[#calls + 1] = c end end
+      assert.same({ "file_append", path, "one\ntwo\n", true }, calls[1])
+      os.remove(path)
+    end)
+
+    it("fails on an item that is not a string, saying what to do", function()
+      local path = tmpname()
+      local k = testing.load({
+        source = { streams = "s", group = "g" },
+        preprocess = function(_, _, data) return data end,
+        sink = sink.file(path, { fsync = false }),
+      })
+      k:feed("s", "1-0", { v = "x" })
+      local line = k:logged("sink 1 of 1 failed")
+      assert.matches('rsghost.sink.file("' .. path .. '"): item 1 is a table, but each item becomes a line '
+        .. "of text: return a string from preprocess (cjson.encode(t) for a table)", line, 1, true)
+      assert.is_nil(read(path))
+      assert.same({ s = { "1-0" } }, k:pending())
+    end)
+
+    it("fails when the file cannot be written, naming it", function()
+      local k = testing.load({
+        source = { streams = "s", group = "g" },
+        preprocess = function(_, _, data) return data.v end,
+        sink = sink.file("/nonexistent-dir/out.log"),
+      })
+      k:feed("s", "1-0", { v = "x" })
+      assert.matches("cannot open '/nonexistent-dir/out.log'", k:logged("sink 1 of 1 failed"), 1, true)
+    end)
+
+    it("checks its arguments where the script calls it", function()
+      assert.has_error(function() sink.file("") end, "rsghost.sink.file: path must be a non-empty string")
+      assert.has_error(function() sink.file("x", { fsync = 1 }) end, "rsghost.sink.file: fsync must be true or false")
+      assert.has_error(function() sink.file("x", { sync = true }) end, 'rsghost.sink.file: unknown option "sync"')
+    end)
+  end)
 end)
