@@ -100,6 +100,42 @@ local function check_opts(name, opts, known)
   return opts
 end
 
+-- For rsghost.testing, which plays the atomic script's part itself (its
+-- fed messages are in no pending list): an atomic sink's EVAL taken apart,
+-- { cmd = "RPUSH" | "LPUSH" | "XADD", key =, head = { XADD options },
+-- entries = { { stream =, id =, values = { ... } }, ... } }, or nil for any
+-- other command. argv as sent (strings).
+function M._atomic_parse(argv)
+  if argv[1] ~= "EVAL" then return nil end
+  local body, cmd = argv[2], nil
+  if body == ATOMIC_STREAM then
+    cmd = "XADD"
+  elseif body == format(ATOMIC_LIST, "RPUSH", "RPUSH") then
+    cmd = "RPUSH"
+  elseif body == format(ATOMIC_LIST, "LPUSH", "LPUSH") then
+    cmd = "LPUSH"
+  else
+    return nil
+  end
+  local nkeys = tonumber(argv[3])
+  local base = 3 + nkeys -- ARGV[i] is argv[base + i]
+  local out = { cmd = cmd, key = argv[4], head = {}, entries = {} }
+  local a = 2
+  if cmd == "XADD" then
+    local h = tonumber(argv[base + 2])
+    for j = 1, h do out.head[j] = argv[base + 2 + j] end
+    a = 3 + h
+  end
+  for i = 2, nkeys do
+    local k = tonumber(argv[base + a + 1])
+    local values = {}
+    for j = 1, k do values[j] = argv[base + a + 1 + j] end
+    out.entries[i - 1] = { stream = argv[3 + i], id = argv[base + a], values = values }
+    a = a + 2 + k
+  end
+  return out
+end
+
 -- All items of a batch pushed onto the list `key` with ONE command: RPUSH
 -- (arrival order at the tail), or LPUSH with opts.right = false. Items must
 -- be strings or numbers.

@@ -113,6 +113,9 @@
 --
 -- Limits: one rsghost module serves every kit of a busted run, so
 -- rsghost.consumer and rsghost.group are those of the last script loaded.
+-- An atomic sink (rsghost.sink.redis_list/redis_stream, atomic = true) has
+-- its script played by the kit: it acks (k:acked) and writes each item whose
+-- message is still pending, as Redis would.
 -- The kit answers Redis synchronously, so a sink never waits; what is acked
 -- and when is the same as with the host. Time does not pass for a real
 -- server: its keys expire on its own clock, and XADD * takes its ids from it.
@@ -122,6 +125,7 @@ local native = require "rsghost.native" -- the host's own rules, through the FFI
 local script = require "rsghost.script"
 local pipeline = require "rsghost.pipeline"
 local fakeredis = require "rsghost.fakeredis"
+local sinks = require "rsghost.sink"
 
 local type, pairs, ipairs, tostring, error, setmetatable = type, pairs, ipairs, tostring, error, setmetatable
 local format, floor, concat = string.format, math.floor, table.concat
@@ -218,6 +222,8 @@ local function make_host(k)
         return cb(nil, rule.err)
       end
     end
+    local atomic = sinks._atomic_parse(cmd)
+    if atomic then return cb(k:_atomic(atomic)) end
     local reply, err
     local r = k.redis
     if r.command then
@@ -750,6 +756,51 @@ function Kit:pending()
     end
   end
   return out
+end
+
+-- An atomic sink's script (rsghost.sink, atomic = true), played by the kit
+-- as Redis runs it: each message that is still pending (fed, not acked) is
+-- acked and its item written, in order; the others are skipped. The
+-- target's type is checked first, as the script does. Returns the number
+-- written, or nil and the error.
+function Kit:_atomic(a)
+  local r = self.redis
+  local function run(argv)
+    if r.command then return r:command(argv) end
+    return r:pcall(unpack(argv))
+  end
+  local want = a.cmd == "XADD" and "stream" or "list"
+  local t = run({ "TYPE", a.key })
+  if type(t) == "table" then t = t.ok end
+  if t ~= "none" and t ~= want then
+    return nil, format("WRONGTYPE %s holds a %s, not a %s; nothing written or acked", a.key, tostring(t), want)
+  end
+  local left = {}
+  for stream, ids in pairs(self:pending()) do
+    local counts = {}
+    for _, id in ipairs(ids) do counts[id] = (counts[id] or 0) + 1 end
+    left[stream] = counts
+  end
+  local n = 0
+  for _, e in ipairs(a.entries) do
+    local counts = left[e.stream]
+    if counts and (counts[e.id] or 0) > 0 then
+      counts[e.id] = counts[e.id] - 1
+      local list = self._acked[e.stream]
+      if list == nil then
+        list = {}
+        self._acked[e.stream] = list
+      end
+      list[#list + 1] = e.id
+      local argv = { a.cmd, a.key }
+      for _, x in ipairs(a.head) do argv[#argv + 1] = x end
+      for _, x in ipairs(e.values) do argv[#argv + 1] = x end
+      local _, err = run(argv)
+      if err ~= nil then return nil, err end
+      n = n + 1
+    end
+  end
+  return n
 end
 
 -- What was dead-lettered, in order: { stream =, id =, error =, deliveries =,

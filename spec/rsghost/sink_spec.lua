@@ -204,6 +204,37 @@ describe("rsghost.sink", function()
       assert.same({}, h.acked, "the pipeline acked what the atomic sink acks")
     end)
 
+    it("runs in the test kit, which plays the script: writes and acks, no ack by the pipeline", function()
+      local testing = require "rsghost.testing"
+      local k = testing.load({
+        source = { streams = "s", group = "g" },
+        preprocess = function(_, id, data) return { v = data.v, id = id } end,
+        batch = { size = 2, timeout = false },
+        sink = sink.redis_stream("out", { atomic = true }),
+      })
+      k:feed_many({ { "s", "1-0", { v = "a" } }, { "s", "2-0", { v = "b" } } })
+      assert.same({ s = { "1-0", "2-0" } }, k:acked())
+      assert.same({}, k:pending())
+      local entries = k.redis:call("XRANGE", "out", "-", "+")
+      assert.equal(2, #entries)
+      for _, c in ipairs(k:host_calls()) do assert.not_equal("ack", c[1]) end
+
+      local k2 = testing.load({
+        source = { streams = "s", group = "g" },
+        preprocess = function(_, id) return id end,
+        sink = sink.redis_list("out", { atomic = true }),
+      })
+      k2.redis:call("SET", "out", "x")
+      k2:feed("s", "1-0", { v = "a" })
+      assert.matches("WRONGTYPE out holds a string, not a list; nothing written or acked",
+        k2:logged("sink 1 of 1 failed"), 1, true)
+      assert.same({ s = { "1-0" } }, k2:pending())
+      k2.redis:call("DEL", "out")
+      k2:drain()
+      assert.same({ "1-0" }, k2.redis:call("LRANGE", "out", 0, -1))
+      assert.same({}, k2:pending())
+    end)
+
     it("sends a stream batch as one EVAL with each item's fields", function()
       local h = run_atomic(sink.redis_stream("out", { atomic = true, maxlen = 10 }), { "x", "y" })
       assert.equal(1, #h.sent)
