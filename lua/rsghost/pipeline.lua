@@ -1,7 +1,8 @@
 -- The pipeline runner: messages in (p:feed), preprocess, batches, sinks,
 -- acknowledgements out. The C host and the test kit both drive this file
 -- through a `host` table (now, send, ack, abandon, release, set_timer,
--- pause, ready, finished, log, dead_letter, and the flag debug: host/lua_bridge.c builds
+-- pause, ready, finished, log, dead_letter, the operations sinks yield
+-- for by name (file_append), and the flag debug: host/lua_bridge.c builds
 -- the C host's, rsghost.testing's make_host the kit's), so there is one
 -- implementation of the pipeline's semantics.
 --
@@ -117,7 +118,7 @@ local function drive(task, a, b, c)
     task.seq, task.sync, task.got = seq, true, false
     if n == nil or type(n) == "string" then
       -- One request: a Redis command (host.send), or for a string n another
-      -- host operation, host[n](req, cb) (the file sink's "file_write"), with
+      -- host operation, host[n](req, cb) (the file sink's "file_append"), with
       -- the same contract: cb(result, err) exactly once, maybe synchronously.
       local op = n == nil and host.send or host[n]
       local cb = function(reply, err)
@@ -178,9 +179,11 @@ local finish -- forward: a sink task's end (defined below)
 -- and ids[i] the item as popped, its raw bytes, the only identity a list
 -- item has). The batch's own arrays, not copies: a sink must not change
 -- them (they are what gets acked). group is the consumer group (nil for
--- the other sources).
-local function meta_of(p, ids, streams, n)
-  return { ids = ids, streams = streams, n = n, group = p.group }
+-- the other sources). deliveries: nil while every item is at its first
+-- delivery, else deliveries[i] is Redis's times-delivered of item i (nil
+-- meaning 1): a sink may look for an earlier write of a replayed item.
+local function meta_of(p, ids, streams, n, deliveries)
+  return { ids = ids, streams = streams, n = n, group = p.group, deliveries = deliveries }
 end
 
 -- Run the sinks listed in `which` (indexes into p.sinks) on the active
@@ -311,13 +314,17 @@ local function next_part(p, flush)
     parts[#parts] = nil
     local b = flush.batch
     local items, ids, streams, all, all_ids, all_streams = {}, {}, {}, b.items, b.ids, b.streams
-    local k = 0
+    local k, all_d, deliveries = 0, b.deliveries, nil
     for i = part.lo, part.hi do
       k = k + 1
       items[k], ids[k], streams[k] = all[i], all_ids[i], all_streams[i]
+      if all_d and all_d[i] then
+        deliveries = deliveries or {}
+        deliveries[k] = all_d[i]
+      end
     end
     flush.part, flush.items, flush.attempt, flush.errors = part, items, 1, {}
-    flush.meta = meta_of(p, ids, streams, k)
+    flush.meta = meta_of(p, ids, streams, k, deliveries)
     run_sinks(p, flush, part.sinks)
   until not flush.again or p.active ~= flush
   flush.stepping = false
@@ -424,7 +431,7 @@ function P:pump()
     local b = queue[self.head]
     queue[self.head] = nil
     self.head = self.head + 1
-    local flush = { batch = b, items = b.items, meta = meta_of(self, b.ids, b.streams, b.n),
+    local flush = { batch = b, items = b.items, meta = meta_of(self, b.ids, b.streams, b.n, b.deliveries),
       attempt = 1, fails = 0, running = 0, failed = nil, errors = {} }
     self.active = flush
     run_sinks(self, flush, self.all_sinks)

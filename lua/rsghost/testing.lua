@@ -70,7 +70,7 @@
 --   k:sink_calls(i)   every call of sink i (default 1), retries included: an
 --                     array of item arrays
 --   k:sink_metas(i)   the meta of each of those calls: { ids =, streams =,
---                     n =, group = } (copies), call for call
+--                     n =, group =, deliveries = } (copies), call for call
 --   k:batches()       the batches every sink took (acked), in order
 --   k:sunk()          their items, flattened
 --   k:acked([stream]) { [stream] = { id, ... } } acknowledged, in order (or
@@ -341,7 +341,8 @@ local function wrap_sink(k, index, sink)
     local calls = k._sink_calls[index]
     calls[#calls + 1] = copy(items)
     local metas = k._sink_metas[index]
-    metas[#metas + 1] = { ids = copy(meta.ids), streams = copy(meta.streams), n = meta.n, group = meta.group }
+    metas[#metas + 1] = { ids = copy(meta.ids), streams = copy(meta.streams), n = meta.n, group = meta.group,
+      deliveries = deep_copy(meta.deliveries) }
     local fault = k._sink_faults[index]
     if fault then
       if fault.times then

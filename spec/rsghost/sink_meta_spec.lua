@@ -39,6 +39,36 @@ describe("sink meta", function()
     assert.same({ { ids = { "1-0", "3-0" }, streams = { "s", "s" }, n = 2, group = "g" } }, k:sink_metas(1))
   end)
 
+  it("gives Redis's times-delivered of replayed items, nothing for first deliveries", function()
+    local k = testing.load({
+      source = { streams = "s", group = "g", dead_letter = "dlq" },
+      preprocess = function(_, _, data) return data.n end,
+      batch = { size = 4, timeout = false },
+      sink = function(items) if items[1] == "bad" then error("rejected") end end,
+      retry = { initial = 0.1, max = 1, max_attempts = 1 },
+    })
+    k:feed_many({ { "s", "1-0", { n = "a" } }, { "s", "2-0", { n = "b" }, deliveries = 3 },
+      { "s", "3-0", { n = "c" } }, { "s", "4-0", { n = "d" } } })
+    k:feed_many({ { "s", "5-0", { n = "bad" } }, { "s", "6-0", { n = "e" }, deliveries = 2 },
+      { "s", "7-0", { n = "f" } }, { "s", "8-0", { n = "g" } } })
+    k:drain()
+    local metas = k:sink_metas(1)
+    assert.same({ [2] = 3 }, metas[1].deliveries)
+    -- The second batch is bisected: each part carries its own items' counts.
+    assert.same({ [2] = 2 }, metas[2].deliveries)
+    for c = 3, #metas do
+      local m = metas[c]
+      for i = 1, m.n do
+        local want = m.ids[i] == "6-0" and 2 or nil
+        assert.equal(want, m.deliveries and m.deliveries[i])
+      end
+    end
+    local all_first = testing.load({ source = { streams = "s", group = "g" },
+      preprocess = function(_, _, data) return data.n end, sink = function() end })
+    all_first:feed("s", "1-0", { n = "a" })
+    assert.is_nil(all_first:sink_metas(1)[1].deliveries)
+  end)
+
   it("for a lists source: the list and the item as popped; no group", function()
     local k = testing.load({
       source = { lists = { "l1", "l2" } },
