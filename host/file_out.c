@@ -32,6 +32,7 @@ struct appendReq {
     size_t len;       /* its length */
     size_t off;       /* bytes already written */
     int fsync;        /* fsync before reporting done */
+    unsigned reopen;  /* the set's reopen count when the open was asked for */
     int cbref;        /* passed back to done */
 };
 
@@ -128,7 +129,9 @@ static void onOpen(uv_fs_t *req) {
     uv_fs_req_cleanup(req);
     if (rc < 0) return fail(r, "open", rc);
     r->file->fd = rc;
-    r->file->reopen = r->files->reopen;
+    /* The count from before the open: a SIGHUP that came while it ran may
+     * have meant a file the open was already past, so it reopens again. */
+    r->file->reopen = r->reopen;
     rc = uv_fs_fstat(r->files->loop, &r->fs, r->file->fd, onFstat);
     if (rc < 0) fail(r, "stat", rc);
 }
@@ -148,6 +151,7 @@ static void onStat(uv_fs_t *req) {
                 f->reopen != r->files->reopen ? "SIGHUP" : "the path names another file now");
         closeFile(f);
     }
+    r->reopen = r->files->reopen;
     rc = uv_fs_open(r->files->loop, &r->fs, f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
                     0644, onOpen);
     if (rc < 0) fail(r, "open", rc);

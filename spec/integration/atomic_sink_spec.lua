@@ -20,10 +20,14 @@ return {
 }
 ]]
 
-local function random_sleep()
-  -- 0..60 ms after a chunk of messages arrived: most kills land while its
-  -- batches are in flight (read, not yet acked).
-  H.sleep(math.random() * 0.06)
+-- Polls every 2 ms (H.eventually backs off to 200 ms: a chunk can be done
+-- by then) until fn() is true; fails after 60 s (scaled).
+local function soon(fn, what)
+  local deadline = os.time() + 60 * H.scale
+  while not fn() do
+    if os.time() > deadline then error("timed out waiting for " .. what(), 2) end
+    H.sleep(0.002)
+  end
 end
 
 describe("atomic redis sinks", function()
@@ -40,10 +44,15 @@ describe("atomic redis sinks", function()
     local h = H.start(t, { script = path, consumer = "c1", log_level = "info" })
     local mid_work, replays = 0, 0
     local started = os.time()
-    for k = 1, kills do
-      -- Messages arrive while the host runs and is killed.
+    for _ = 1, kills do
+      -- Messages arrive while the host runs and is killed: once it has
+      -- written a batch of the new chunk (so it is up and reading, and the
+      -- rest of the chunk is read or being read), at a random moment
+      -- within the next 20 ms.
+      local before = t.redis:call("LLEN", P .. ":out")
       for _, id in ipairs(H.xadd_many(t.redis, P .. ":s", math.floor(n / kills))) do ids[#ids + 1] = id end
-      random_sleep()
+      soon(function() return t.redis:call("LLEN", P .. ":out") > before end, function() return h:describe() end)
+      H.sleep(math.random() * 0.02)
       assert.equal("signal 9", h:kill(), h:describe())
       local pending = H.xpending(t.redis, P .. ":s", P .. ":g").count
       -- Read but not acked when killed: these are replayed by the restart,
@@ -51,13 +60,12 @@ describe("atomic redis sinks", function()
       if pending > 0 then mid_work = mid_work + 1 end
       replays = replays + pending
       h = H.start(t, { script = path, consumer = "c1", log_level = "info" })
-      if k == kills then break end
     end
     local out = H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g",
       hosts = { h }, timeout = 120 })
     H.assert_exactly_once(ids, out, "across kill -9s")
     print(string.format("\natomic list sink: %d messages, %d kill -9s (%d with messages in flight, %d "
-      .. "in-flight messages in all), %d written, 0 lost, 0 duplicates, %d s",
+      .. "messages pending at the kills, summed), %d written, 0 lost, 0 duplicates, %d s",
       #ids, kills, mid_work, replays, #out, os.time() - started))
     -- The run must have crashed the host mid-work, or it proved nothing.
     assert.is_true(mid_work > 0, "no kill landed while messages were in flight")
