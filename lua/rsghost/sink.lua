@@ -1,5 +1,7 @@
 -- Ready-made sinks, mirroring the library's own (rsghost.sink.*). Each
--- constructor returns a function usable as a script's `sink`.
+-- constructor returns a function usable as a script's `sink`: Redis lists
+-- and streams (atomic = true: the batch's writes and its XACK in one
+-- script), and files (written off the loop through host.file_append).
 --
 -- A failing command raises an error that names the sink and the script line
 -- that created it, which is where a user looks first ("script.lua:25:
