@@ -109,6 +109,47 @@ describe("rsghost.sink.file", function()
     end)
   end
 
+  it("waits off the loop: reads and the other sinks go on while the file blocks", function()
+    local t = H.context()
+    local P = t.prefix
+    -- Opening a FIFO for writing blocks until a reader comes: the blocked
+    -- open must sit on libuv's threadpool, not on the event loop.
+    local fifo = t.dir .. "/fifo"
+    local made = os.execute("mkfifo '" .. fifo .. "'")
+    assert.is_true(made == 0 or made == true, "mkfifo failed")
+    local src = [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g", timeout = 0.2 },
+  preprocess = function(stream, id, data) return id end,
+  batch = { size = 10 },
+  sink = { rsghost.sink.file("{{PATH}}"), rsghost.sink.redis_list(P .. ":out") },
+}
+]]
+    local h = H.start(t, { script = H.script(t, src, { PATH = fifo }), log_level = "info" })
+    local ids = H.xadd_many(t.redis, P .. ":s", 50)
+    -- The list sink wrote the first batch (what the first read brought),
+    -- and every message was read, while the file sink still waits for its
+    -- open; the later batches wait behind the first.
+    H.eventually(function()
+      return t.redis:call("LLEN", P .. ":out") > 0 and H.xpending(t.redis, P .. ":s", P .. ":g").count == 50
+    end, 60, function()
+      return string.format("%d in the list, %d pending\n%s", t.redis:call("LLEN", P .. ":out"),
+        H.xpending(t.redis, P .. ":s", P .. ":g").count, h:describe())
+    end)
+    assert.is_true(t.redis:call("LLEN", P .. ":out") <= 10)
+    -- A reader comes: the batches go through, one after the other.
+    local reader = assert(io.open(fifo, "r"))
+    local got = {}
+    for _ = 1, 50 do got[#got + 1] = reader:read("*l") end
+    reader:close()
+    H.assert_exactly_once(ids, got, "lines")
+    H.eventually(function() return H.xpending(t.redis, P .. ":s", P .. ":g").count == 0 end, 60,
+      function() return h:describe() end)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("fails a batch whose item is not a string, saying what to do, and leaves it pending", function()
     local t = H.context()
     local P = t.prefix
