@@ -4,6 +4,10 @@
  * XADDs go out --pipeline at a time (default 1000); the next chunk is written
  * before the previous chunk's replies are read, so Redis is never idle.
  *
+ * With --rate R it is the latency benchmark's producer instead: a steady R
+ * messages per second (what is due is sent every millisecond), each with a
+ * fourth field t=<microseconds since the epoch when it was sent>.
+ *
  * Prints one line on stdout:
  *   loader messages=N seconds=S rate=R last_id=ID
  * and exits 0; any error reply or lost connection exits 1. */
@@ -13,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char *prog = "loader";
 
@@ -31,14 +36,17 @@ static void read_replies(redisContext *c, long n, char *last_id, size_t last_len
     }
 }
 
-/* Appends n XADDs for messages first .. first+n-1 and writes them out. */
-static void send_chunk(redisContext *c, const char *stream, long first, long n) {
-    char user[32];
-    const char *argv[] = {"XADD", stream, "*", "user", user, "event", "click", "payload", payload};
-    size_t argvlen[] = {4, strlen(stream), 1, 4, 0, 5, 5, 7, sizeof(payload) - 1};
+/* Appends n XADDs for messages first .. first+n-1 and writes them out;
+ * with stamp, each carries t=<send time in epoch microseconds>. */
+static void send_chunk(redisContext *c, const char *stream, long first, long n, int stamp) {
+    char user[32], t[32];
+    const char *argv[] = {"XADD",  stream,    "*",     "user", user, "event",
+                          "click", "payload", payload, "t",    t};
+    size_t argvlen[] = {4, strlen(stream), 1, 4, 0, 5, 5, 7, sizeof(payload) - 1, 1, 0};
     for (long i = 0; i < n; i++) {
         argvlen[4] = (size_t)snprintf(user, sizeof(user), "%ld", first + i);
-        if (redisAppendCommandArgv(c, 9, argv, argvlen) != REDIS_OK)
+        if (stamp) argvlen[10] = (size_t)snprintf(t, sizeof(t), "%lld", bench_epoch_ns() / 1000);
+        if (redisAppendCommandArgv(c, stamp ? 11 : 9, argv, argvlen) != REDIS_OK)
             bench_die(prog, "out of memory");
     }
     int done = 0;
@@ -55,26 +63,24 @@ static void usage(FILE *out) {
                  "  --stream NAME    stream to add to (default bench)\n"
                  "  -n, --messages N messages to add (default 1000000)\n"
                  "  --pipeline N     XADDs per round trip (default 1000)\n"
-                 "  --fresh          delete the stream first\n");
+                 "  --fresh          delete the stream first\n"
+                 "  --rate R         a steady R messages per second, each stamped t=<epoch us>\n");
 }
 
 int main(int argc, char **argv) {
     static const struct option opts[] = {
-        {"url", required_argument, NULL, 'u'},
-        {"host", required_argument, NULL, 'h'},
-        {"port", required_argument, NULL, 'p'},
-        {"stream", required_argument, NULL, 's'},
-        {"messages", required_argument, NULL, 'n'},
-        {"pipeline", required_argument, NULL, 'P'},
-        {"fresh", no_argument, NULL, 'f'},
-        {"help", no_argument, NULL, 'H'},
-        {NULL, 0, NULL, 0},
+        {"url", required_argument, NULL, 'u'},      {"host", required_argument, NULL, 'h'},
+        {"port", required_argument, NULL, 'p'},     {"stream", required_argument, NULL, 's'},
+        {"messages", required_argument, NULL, 'n'}, {"pipeline", required_argument, NULL, 'P'},
+        {"fresh", no_argument, NULL, 'f'},          {"rate", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'H'},           {NULL, 0, NULL, 0},
     };
     bench_addr addr;
     char err[512];
     const char *stream = "bench";
     long n = 1000000, pipeline = 1000;
     int fresh = 0;
+    double rate = 0;
     bench_addr_init(&addr);
 
     int ch;
@@ -98,6 +104,10 @@ int main(int argc, char **argv) {
                 break;
             case 'f':
                 fresh = 1;
+                break;
+            case 'r':
+                rate = atof(optarg);
+                if (rate <= 0) bench_die(prog, "--rate wants messages per second > 0");
                 break;
             case 'H':
                 usage(stdout);
@@ -123,9 +133,22 @@ int main(int argc, char **argv) {
     char last_id[64] = "";
     double start = bench_now();
     long sent = 0, in_flight = 0;
+    while (sent < n && rate > 0) {
+        /* What is due by now, at most a pipeline's worth; then a millisecond's nap. */
+        long due = (long)((bench_now() - start) * rate) + 1;
+        if (due > n) due = n;
+        long chunk = due - sent < pipeline ? due - sent : pipeline;
+        if (chunk > 0) {
+            send_chunk(c, stream, sent, chunk, 1);
+            sent += chunk;
+            read_replies(c, chunk, last_id, sizeof(last_id));
+        }
+        struct timespec nap = {0, 1000000};
+        if (sent < n) nanosleep(&nap, NULL);
+    }
     while (sent < n) {
         long chunk = n - sent < pipeline ? n - sent : pipeline;
-        send_chunk(c, stream, sent, chunk);
+        send_chunk(c, stream, sent, chunk, 0);
         sent += chunk;
         read_replies(c, in_flight, last_id, sizeof(last_id));
         in_flight = chunk;
