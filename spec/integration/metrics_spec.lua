@@ -272,6 +272,31 @@ return {
     assert.equal(3, #H.list(t.redis, t.prefix .. ":out"))
   end)
 
+  it("gives each --workers worker its own port, PORT+1 for the second", function()
+    assert(have("curl"), "curl is missing: run scripts/deps")
+    local t = H.context()
+    local port = server.free_port()
+    local h = H.start(t, { script = H.script(t, SRC), consumer = "w",
+      args = { "--workers", "2", "--metrics", "127.0.0.1:" .. port } })
+    for i, p in ipairs { port, port + 1 } do
+      H.eventually(function() return get(p, "/readyz") == 200 end, 60,
+        function() return "worker " .. i .. ", port " .. p .. "\n" .. h:describe() end)
+    end
+    H.xadd_many(t.redis, t.prefix .. ":s", 40)
+    -- 40 less 5 sevens and 7 other fives.
+    H.eventually(function() return #H.list(t.redis, t.prefix .. ":out") == 28 end, nil,
+      function() return h:describe() end)
+    -- Between them the two workers read every message once.
+    local read
+    H.eventually(function()
+      local _, a = get(port, "/metrics")
+      local _, b = get(port + 1, "/metrics")
+      read = (sample(a, "rsghost_messages_read_total") or 0) + (sample(b, "rsghost_messages_read_total") or 0)
+      return read == 40
+    end, nil, function() return tostring(read) end)
+    assert.equal(0, h:stop())
+  end)
+
   it("refuses a port in use before reading anything", function()
     local t = H.context()
     H.xadd_many(t.redis, t.prefix .. ":s", 3)
