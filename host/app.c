@@ -95,13 +95,13 @@ static void opAbandon(void *ud, rsgStr stream, int n, const rsgStr *ids) {
 
 static void opDeadLetter(void *ud, rsgStr stream, rsgStr id, long deliveries, rsgStr err) {
     rsgApp *app = ud;
-    app->metrics.dead_lettered++;
     if (!app->src.dead_letter) {
         /* script.lua makes this impossible; never ack what was not kept. */
         rsgError("internal: dead-letter without source.dead_letter: message %.*s stays pending",
                  (int)id.len, id.p);
         return;
     }
+    app->metrics.dead_lettered++;
     rsgSourceDeadLetter(&app->source, &app->cmds, stream, id, deliveries, err);
 }
 
