@@ -36,6 +36,7 @@ typedef struct groupState {
     long asked[2];       /* what each read in flight may bring, oldest first */
     long replayed;       /* pending entries re-read, for the log */
     pendingCounts *pend; /* per stream, for the replay read in flight */
+    int set_up;          /* the group was set up once in this run */
 } groupState;
 
 static void pendingClear(pendingCounts *p) {
@@ -74,6 +75,7 @@ static void groupFree(rsgSource *s) {
 }
 
 static void startPhaseAfterSetup(rsgSource *s) {
+    ((groupState *)s->state)->set_up = 1;
     int any = 0;
     for (int i = 0; i < s->cfg->nstreams; i++)
         any |= s->cursor[i] != NULL;
@@ -92,12 +94,66 @@ static void onGroupCreated(redisAsyncContext *ac, void *r, void *privdata) {
     if (--s->setup_left == 0) startPhaseAfterSetup(s);
 }
 
+/* Setting up again mid-run (after a reconnect, or NOGROUP on a read), as one
+ * script per stream: a stream that is gone (deleted, or Redis came back
+ * empty) holds nothing old, so it is created again with the group at the
+ * start id. A stream that exists without our group (XGROUP DESTROY, or the
+ * stream deleted and written again meanwhile) is reported: creating the
+ * group at "0" would silently process the whole stream again, at "$" skip
+ * what came meanwhile; only the user knows where it stood. Returns 1
+ * created, 2 the group is there, 0 the group is gone from an existing
+ * stream. KEYS[1] stream; ARGV: group, start id. */
+static const char *resetupScript =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')\n"
+    "  return 1\n"
+    "end\n"
+    "for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do\n"
+    "  if g[2] == ARGV[1] then return 2 end\n"
+    "end\n"
+    "return 0\n";
+
+static void onGroupChecked(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    rsgSource *s = privdata;
+    redisReply *reply = r;
+    if (!reply || s->stopped) return; /* lost: setup runs again on reconnect */
+    /* Replies come in order: this one is for the first stream not yet counted. */
+    const char *stream = s->cfg->streams[s->cfg->nstreams - s->setup_left];
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
+        rsgSourceFatal(s,
+                       "consumer group '%s' of stream '%s' is gone (XGROUP DESTROY, or the stream "
+                       "was deleted and written again) while this consumer was running: stopping "
+                       "rather than creating it again, which would read the stream again from "
+                       "'%s' or skip what came meanwhile. Create it where it stood (XGROUP CREATE "
+                       "%s %s <last processed id>) and start again",
+                       s->cfg->group, stream, s->cfg->starts[s->cfg->nstreams - s->setup_left],
+                       stream, s->cfg->group);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        rsgSourceFatal(s, "cannot check consumer group '%s' of stream '%s': %s", s->cfg->group,
+                       stream, reply->str);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1)
+        rsgWarn("stream '%s' is gone (deleted, or redis lost its data): created it again with "
+                "consumer group '%s' at '%s'",
+                stream, s->cfg->group, s->cfg->starts[s->cfg->nstreams - s->setup_left]);
+    if (--s->setup_left == 0) startPhaseAfterSetup(s);
+}
+
 static void groupSetup(rsgSource *s) {
+    int again = ((groupState *)s->state)->set_up;
     s->setup_left = s->cfg->nstreams;
     for (int i = 0; i < s->cfg->nstreams; i++) {
         const char *argv[] = {"XGROUP",      "CREATE",          s->cfg->streams[i],
                               s->cfg->group, s->cfg->starts[i], "MKSTREAM"};
-        if (rsgConnCommand(s->conn, onGroupCreated, s, 6, argv, NULL) != 0) return;
+        const char *check[] = {"EVAL",        resetupScript,    "1", s->cfg->streams[i],
+                               s->cfg->group, s->cfg->starts[i]};
+        if (again ? rsgConnCommand(s->conn, onGroupChecked, s, 6, check, NULL)
+                  : rsgConnCommand(s->conn, onGroupCreated, s, 6, argv, NULL))
+            return;
     }
 }
 
@@ -166,9 +222,10 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     }
     if (!reply || s->stopped) return; /* lost: OnReady resumes; stopped: pending stays */
     if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOGROUP", 7) == 0) {
-        /* The stream or group vanished (deleted, or Redis restarted
-         * empty): create it again and carry on. */
-        rsgWarn("consumer group '%s' is gone (%s); creating it again", s->cfg->group, reply->str);
+        /* The stream or group vanished: setting up again finds out which,
+         * and stops rather than re-read a stream from its start. */
+        rsgWarn("reading consumer group '%s' failed (%s): checking its streams", s->cfg->group,
+                reply->str);
         rsgSourceOnReady(s);
         return;
     }
