@@ -59,6 +59,8 @@ struct rsgConn {
     int moved;            /* this ready is on another server than the last one (a failover) */
     char ready_host[256]; /* where the last handshake succeeded */
     int ready_port;
+    int failed_over;   /* dropped for -READONLY: the next ready counts as moved */
+    unsigned readonly; /* consecutive -READONLY drops: the backoff of a plain URL */
 };
 
 /* Sets the connection up and starts connecting. The callbacks and data must be

@@ -5,6 +5,7 @@
 -- intervals), and replays what the dead one held.
 local H = require "support.host"
 local cluster = require "support.cluster"
+local proc = require "support.proc"
 
 local function script(t, vars)
   return cluster.script(H, t, vars)
@@ -73,9 +74,12 @@ describe("a consumer name", function()
 
     -- At once: the dead one's owner key still runs, and the restart waits
     -- for it instead of refusing.
+    local killed = proc.now()
     local again = H.start(t, { script = path, consumer = "c1" })
     local out = H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g", hosts = { again } })
     H.assert_exactly_once(ids, out)
+    print(string.format("\nrestart after kill -9 with the same name: all replayed %.2f s after the kill (heartbeat_interval %g s)",
+      proc.now() - killed, cluster.DEFAULTS.HB))
     assert.is_true(again:alive(), again:describe())
     assert.is_nil(again:log():find("in use by a live process", 1, true), again:describe())
     assert.equal(0, again:stop(), again:describe())
@@ -91,6 +95,12 @@ describe("a consumer name", function()
     H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g", hosts = { a, b } })
     assert.equal(0, a:stop(), a:describe())
     local again = H.start(t, { script = path, consumer = "a" })
+    -- The name is the new process's: the owner key holds its host and pid.
+    local owner = "rsghost:owner:" .. P .. ":g:a"
+    H.eventually(function()
+      local v = t.redis:call("GET", owner)
+      return v and v:find(":" .. again:pid() .. ":", 1, true)
+    end, 30, function() return tostring(t.redis:call("GET", owner)) .. "\n" .. again:describe() end)
     local more = H.xadd_many(t.redis, P .. ":s", 30)
     local all = {}
     for _, id in ipairs(ids) do all[#all + 1] = id end
