@@ -37,6 +37,7 @@ typedef struct groupState {
     long replayed;       /* pending entries re-read, for the log */
     pendingCounts *pend; /* per stream, for the replay read in flight */
     int set_up;          /* the group was set up once in this run */
+    char **seen;         /* per stream, the last id a live read brought, or NULL */
 } groupState;
 
 static void pendingClear(pendingCounts *p) {
@@ -55,6 +56,7 @@ static int groupInit(rsgSource *s) {
     groupState *g;
     if (!(s->state = g = calloc(1, sizeof(groupState)))) return -1;
     if (!(g->pend = calloc((size_t)s->cfg->nstreams, sizeof(*g->pend)))) return -1;
+    if (!(g->seen = calloc((size_t)s->cfg->nstreams, sizeof(char *)))) return -1;
     for (int i = 0; i < s->cfg->nstreams; i++)
         g->pend[i] = (pendingCounts){.s = s, .stream = i};
     if (s->cfg->replay_pending)
@@ -69,6 +71,11 @@ static void groupFree(rsgSource *s) {
         for (int i = 0; i < s->cfg->nstreams; i++)
             pendingClear(&g->pend[i]);
         free(g->pend);
+    }
+    if (g && g->seen) {
+        for (int i = 0; i < s->cfg->nstreams; i++)
+            free(g->seen[i]);
+        free(g->seen);
     }
     free(s->state);
     s->state = NULL;
@@ -95,14 +102,17 @@ static void onGroupCreated(redisAsyncContext *ac, void *r, void *privdata) {
 }
 
 /* Setting up again mid-run (after a reconnect, or NOGROUP on a read), as one
- * script per stream: a stream that is gone (deleted, or Redis came back
- * empty) holds nothing old, so it is created again with the group at the
- * start id. A stream that exists without our group (XGROUP DESTROY, or the
- * stream deleted and written again meanwhile) is reported: creating the
- * group at "0" would silently process the whole stream again, at "$" skip
- * what came meanwhile; only the user knows where it stood. Returns 1
- * created, 2 the group is there, 0 the group is gone from an existing
- * stream. KEYS[1] stream; ARGV: group, start id. */
+ * script per stream. The group is there: 2. The stream is gone (deleted, or
+ * Redis came back empty): it holds nothing old, so it is created again with
+ * the group at the start id: 1. The stream is there without the group, and
+ * every entry in it is newer than the last one this consumer read (Redis lost
+ * its data or the stream was deleted, and a producer wrote it again before we
+ * noticed): the same, 3. Otherwise the stream still holds what we processed
+ * and the group was destroyed (XGROUP DESTROY): creating it at "0" would
+ * silently process the whole stream again, at "$" skip what came meanwhile,
+ * and only the user knows where it stood: 0, reported. Without a last id
+ * (nothing read live yet) we cannot tell: 0. KEYS[1] stream; ARGV: group,
+ * start id, the last id read ("" none). */
 static const char *resetupScript =
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')\n"
@@ -111,7 +121,11 @@ static const char *resetupScript =
     "for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do\n"
     "  if g[2] == ARGV[1] then return 2 end\n"
     "end\n"
-    "return 0\n";
+    "if ARGV[3] == '' or #redis.call('XRANGE', KEYS[1], '-', ARGV[3], 'COUNT', 1) > 0 then\n"
+    "  return 0\n"
+    "end\n"
+    "redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2])\n"
+    "return 3\n";
 
 static void onGroupChecked(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
@@ -122,8 +136,8 @@ static void onGroupChecked(redisAsyncContext *ac, void *r, void *privdata) {
     const char *stream = s->cfg->streams[s->cfg->nstreams - s->setup_left];
     if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
         rsgSourceFatal(s,
-                       "consumer group '%s' of stream '%s' is gone (XGROUP DESTROY, or the stream "
-                       "was deleted and written again) while this consumer was running: stopping "
+                       "consumer group '%s' of stream '%s' is gone (XGROUP DESTROY?) while this "
+                       "consumer was running, and the stream still holds what it read: stopping "
                        "rather than creating it again, which would read the stream again from "
                        "'%s' or skip what came meanwhile. Create it where it stood (XGROUP CREATE "
                        "%s %s <last processed id>) and start again",
@@ -140,19 +154,29 @@ static void onGroupChecked(redisAsyncContext *ac, void *r, void *privdata) {
         rsgWarn("stream '%s' is gone (deleted, or redis lost its data): created it again with "
                 "consumer group '%s' at '%s'",
                 stream, s->cfg->group, s->cfg->starts[s->cfg->nstreams - s->setup_left]);
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 3)
+        rsgWarn("stream '%s' was written again from scratch (deleted, or redis lost its data): "
+                "none of its entries is one this consumer read; created consumer group '%s' "
+                "again at '%s'",
+                stream, s->cfg->group, s->cfg->starts[s->cfg->nstreams - s->setup_left]);
     if (--s->setup_left == 0) startPhaseAfterSetup(s);
 }
 
 static void groupSetup(rsgSource *s) {
-    int again = ((groupState *)s->state)->set_up;
+    groupState *g = s->state;
     s->setup_left = s->cfg->nstreams;
     for (int i = 0; i < s->cfg->nstreams; i++) {
         const char *argv[] = {"XGROUP",      "CREATE",          s->cfg->streams[i],
                               s->cfg->group, s->cfg->starts[i], "MKSTREAM"};
-        const char *check[] = {"EVAL",        resetupScript,    "1", s->cfg->streams[i],
-                               s->cfg->group, s->cfg->starts[i]};
-        if (again ? rsgConnCommand(s->conn, onGroupChecked, s, 6, check, NULL)
-                  : rsgConnCommand(s->conn, onGroupCreated, s, 6, argv, NULL))
+        const char *check[] = {"EVAL",
+                               resetupScript,
+                               "1",
+                               s->cfg->streams[i],
+                               s->cfg->group,
+                               s->cfg->starts[i],
+                               g->seen[i] ? g->seen[i] : ""};
+        if (g->set_up ? rsgConnCommand(s->conn, onGroupChecked, s, 7, check, NULL)
+                      : rsgConnCommand(s->conn, onGroupCreated, s, 6, argv, NULL))
             return;
     }
 }
@@ -246,6 +270,11 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
         if (list->elements && si >= 0) {
             const redisReply *last = list->element[list->elements - 1]->element[0];
             rsgSourceSetCursor(s, si, last->str, last->len);
+            char *copy = replay ? NULL : strndup(last->str, last->len);
+            if (copy) { /* out of memory: the older one still tells */
+                free(g->seen[si]);
+                g->seen[si] = copy;
+            }
         }
     }
     if (s->phase == RSG_SRC_REPLAY) {

@@ -1,8 +1,9 @@
 -- The faults users hit, each with the outcome a user can count on:
 --   - the group destroyed mid-run: exit 1 with an error naming stream and
 --     group, never a silent re-read of the stream from 0;
---   - the stream deleted mid-run: created again with the group, logged,
---     and only what is added afterwards is read;
+--   - the stream deleted mid-run (and maybe written again before the host
+--     notices): created again with the group, logged, and only what is new
+--     to the host is read;
 --   - maxmemory reached on a sink write: the OOM error is transient, the
 --     batch is retried until Redis has room;
 --   - SCRIPT FLUSH while running: claiming and dead-lettering still work
@@ -84,6 +85,25 @@ describe("when the group or the stream vanish mid-run", function()
     local out = H.wait_sunk(t.redis, { out = P .. ":out", n = #ids + #more, streams = P .. ":s", group = P .. ":g", hosts = { h } })
     H.assert_exactly_once(concat(ids, more), out)
     assert.is_true(h:alive(), h:describe())
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("creates the group again when the stream is deleted and written again at once, reading only the new entries", function()
+    local t = H.context()
+    local P = t.prefix
+    local h = H.start(t, { script = script(t) })
+    local ids = H.xadd_many(t.redis, P .. ":s", 20)
+    H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g", hosts = { h } })
+
+    -- In one transaction: the host never sees the stream missing, only a
+    -- stream without its group whose entries are all new to it.
+    local replies = t.redis:pipeline { { "MULTI" }, { "DEL", P .. ":s" }, { "XADD", P .. ":s", "*", "n", "1" },
+      { "XADD", P .. ":s", "*", "n", "2" }, { "EXEC" } }
+    local fresh = { replies[5][2], replies[5][3] }
+    H.eventually(function() return h:log():find("stream '" .. P .. ":s' was written again from scratch", 1, true) end, 60,
+      function() return h:describe() end)
+    local out = H.wait_sunk(t.redis, { out = P .. ":out", n = #ids + #fresh, streams = P .. ":s", group = P .. ":g", hosts = { h } })
+    H.assert_exactly_once(concat(ids, fresh), out)
     assert.equal(0, h:stop(), h:describe())
   end)
 end)
