@@ -35,6 +35,7 @@ typedef struct rsgHeart {
     unsigned long seq;  /* beats so far: the owner key's value changes at each */
     char held[400];     /* the owner key's value when another held it, "" none */
     uint64_t last_seen; /* uv_now of the last own heartbeat heard */
+    int stopped;        /* stop() ran: everything is closing */
     int exit_code;
 
     /* Sentinel URLs: moves both connections when the master moves. */
@@ -63,6 +64,8 @@ char *rsgHeartRegistryKey(const char *group) {
 }
 
 static void stop(rsgHeart *h, int code) {
+    if (h->stopped) return; /* closing the connections calls back with NULL */
+    h->stopped = 1;
     h->exit_code = code;
     rsgConnClose(&h->pub);
     rsgConnClose(&h->sub);
@@ -116,7 +119,7 @@ static void onOwnership(redisAsyncContext *ac, void *r, void *privdata) {
     rsgHeart *h = privdata;
     redisReply *reply = r;
     h->asking = 0;
-    if (!reply || h->exit_code) return; /* lost: asked again when reconnected */
+    if (!reply || h->stopped) return; /* lost: asked again when reconnected */
     if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
         if (h->owned) return;
         h->owned = 1;
@@ -168,7 +171,7 @@ static void onOwnership(redisAsyncContext *ac, void *r, void *privdata) {
 }
 
 static void askOwnership(rsgHeart *h) {
-    if (!h->pub.ready || h->asking || h->exit_code) return;
+    if (!h->pub.ready || h->asking || h->stopped) return;
     char seq[24];
     snprintf(seq, sizeof(seq), "%lu", ++h->seq);
     const char *argv[] = {"EVAL", ownScript, "1", h->owner_key, h->owner, h->owner_ms, seq};
@@ -247,6 +250,23 @@ static void onFatal(rsgConn *c, const char *reason) {
     stop(h, 1);
 }
 
+/* Frees the name if it is still ours. KEYS[1] owner key; ARGV[1] our value. */
+static const char *releaseScript = "local me = ARGV[1] .. ':'\n"
+                                   "local v = redis.call('GET', KEYS[1])\n"
+                                   "if v and string.sub(v, 1, #me) == me then\n"
+                                   "  return redis.call('DEL', KEYS[1])\n"
+                                   "end\n"
+                                   "return 0\n";
+
+static void onReleased(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac, (void)r;
+    stop(privdata, 0);
+}
+
+static void onReleaseTimeout(uv_timer_t *t) {
+    stop(t->data, 0);
+}
+
 static void onLifeline(uv_poll_t *p, int status, int events) {
     rsgHeart *h = p->data;
     (void)events;
@@ -255,9 +275,19 @@ static void onLifeline(uv_poll_t *p, int status, int events) {
     ssize_t n =
         status < 0 || uv_fileno((uv_handle_t *)p, &fd) != 0 ? 0 : read(fd, buf, sizeof(buf));
     if (n > 0 || (n < 0 && errno == EAGAIN)) return;
-    /* The main process is gone: so is the consumer we beat for. */
+    /* The main process is gone: so is the consumer we beat for. Its name is
+     * free at once, so that a planned restart need not wait for the owner
+     * key to run out; Redis gets a second to say so (main waits for us). */
     rsgDebug("main process gone; heart stopping");
-    stop(h, 0);
+    uv_poll_stop(p);
+    uv_timer_stop(&h->beat);
+    uv_timer_stop(&h->retry);
+    const char *argv[] = {"EVAL", releaseScript, "1", h->owner_key, h->owner};
+    if (!h->owned || rsgConnCommand(&h->pub, onReleased, h, 5, argv, NULL) != 0) {
+        stop(h, 0);
+        return;
+    }
+    uv_timer_start(&h->retry, onReleaseTimeout, 1000, 0);
 }
 
 static int runHeart(const rsgHeartConfig *cfg, int fd) {

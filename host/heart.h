@@ -23,7 +23,9 @@
  * main process reads nothing before. A key held by another process that
  * renews it is a live duplicate: the heart logs who holds it and exits with
  * RSG_HEART_NAME_IN_USE. A key that is not renewed (its owner was killed) runs
- * out within two of its intervals and is taken. */
+ * out within two of its intervals and is taken. When the main process ends,
+ * the heart deletes the key (if still ours) before it exits, waiting at most a
+ * second for Redis: a planned restart takes the name at once. */
 #ifndef RSG_HEART_H
 #define RSG_HEART_H
 

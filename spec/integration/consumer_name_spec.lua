@@ -85,7 +85,7 @@ describe("a consumer name", function()
     assert.equal(0, again:stop(), again:describe())
   end)
 
-  it("comes back after a clean stop, and two different names run side by side", function()
+  it("is freed by a clean stop and comes back, while two different names run side by side", function()
     local t = H.context()
     local P = t.prefix
     local path = script(t)
@@ -94,9 +94,12 @@ describe("a consumer name", function()
     local ids = H.xadd_many(t.redis, P .. ":s", 30)
     H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g", hosts = { a, b } })
     assert.equal(0, a:stop(), a:describe())
+    -- A clean stop frees the name at once: a planned restart does not wait.
+    local owner = "rsghost:owner:" .. P .. ":g:a"
+    assert.equal(0, t.redis:call("EXISTS", owner), "the owner key outlived a clean stop")
+    assert.equal(1, t.redis:call("EXISTS", "rsghost:owner:" .. P .. ":g:b"))
     local again = H.start(t, { script = path, consumer = "a" })
     -- The name is the new process's: the owner key holds its host and pid.
-    local owner = "rsghost:owner:" .. P .. ":g:a"
     H.eventually(function()
       local v = t.redis:call("GET", owner)
       return v and v:find(":" .. again:pid() .. ":", 1, true)
