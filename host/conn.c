@@ -425,9 +425,13 @@ typedef struct cmdWrap {
     void *privdata;
 } cmdWrap;
 
+/* -UNBLOCKED also ends a blocked read whose stream or group was deleted
+ * ("the stream key no longer exists"): that one is the reader's to handle,
+ * not a sign of a replica. */
 static int saysReplica(const redisReply *r) {
     return r && r->type == REDIS_REPLY_ERROR &&
-           (strncmp(r->str, "READONLY", 8) == 0 || strncmp(r->str, "UNBLOCKED", 9) == 0);
+           (strncmp(r->str, "READONLY", 8) == 0 ||
+            (strncmp(r->str, "UNBLOCKED", 9) == 0 && !strstr(r->str, "no longer exists")));
 }
 
 static void onWrappedReply(redisAsyncContext *ac, void *r, void *privdata) {

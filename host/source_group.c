@@ -245,7 +245,11 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
         g->asked[0] = g->asked[1];
     }
     if (!reply || s->stopped) return; /* lost: OnReady resumes; stopped: pending stays */
-    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOGROUP", 7) == 0) {
+    /* Redis 7 ends a blocked read on a deleted stream with -UNBLOCKED ... no
+     * longer exists, a read of a missing stream or group with -NOGROUP. */
+    if (reply->type == REDIS_REPLY_ERROR &&
+        (strncmp(reply->str, "NOGROUP", 7) == 0 ||
+         (strncmp(reply->str, "UNBLOCKED", 9) == 0 && strstr(reply->str, "no longer exists")))) {
         /* The stream or group vanished: setting up again finds out which,
          * and stops rather than re-read a stream from its start. */
         rsgWarn("reading consumer group '%s' failed (%s): checking its streams", s->cfg->group,
