@@ -2,7 +2,8 @@
 -- started with a name a live one uses refuses to start, naming the other's
 -- host and pid, and reads nothing; a restart after kill -9 takes the name
 -- over as soon as the dead one's owner key runs out (two heartbeat
--- intervals), and replays what the dead one held.
+-- intervals), and replays what the dead one held; a clean stop frees the
+-- name at once.
 local H = require "support.host"
 local cluster = require "support.cluster"
 local proc = require "support.proc"
