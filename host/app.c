@@ -17,9 +17,11 @@
 #include "dead_letter.h"
 #include "conn.h"
 #include "heart.h"
+#include "http_client.h"
 #include "log.h"
 #include "lua_bridge.h"
 #include "paths.h"
+#include "pg.h"
 #include "redrive.h"
 #include "sentinel.h"
 #include "source.h"
@@ -40,6 +42,8 @@ typedef struct rsgApp {
     rsgSource source;          /* the group reader */
     rsgAck ack;                /* acks waiting for confirmation */
     rsgHostOps ops;            /* what Lua may ask of us */
+    rsgHttp http;              /* the sinks' HTTP requests (rsghost.http) */
+    rsgPg pg;                  /* the sinks' PostgreSQL connections (rsghost.pg) */
     uv_timer_t timer;          /* the pipeline's batch/retry timer */
     uv_signal_t sigint, sigterm;
     rsgClaim claim;      /* dead peers' messages (heartbeats on) */
@@ -74,6 +78,65 @@ static void onScriptReply(redisAsyncContext *ac, void *r, void *privdata) {
 static int opSend(void *ud, int argc, const char **argv, const size_t *lens, int cbref) {
     rsgApp *app = ud;
     return rsgConnCommand(&app->cmds, onScriptReply, (void *)(intptr_t)cbref, argc, argv, lens);
+}
+
+static void onHttpDone(void *ud, const rsgHttpResult *res) {
+    rsgApp *app = ((rsgApp **)ud)[0];
+    int cbref = (int)(intptr_t)((void **)ud)[1];
+    free(ud);
+    rsgLuaHttpDone(&app->lua, cbref, res);
+}
+
+/* The callback's context: the app and the Lua callback's reference. */
+static void *doneContext(rsgApp *app, int cbref) {
+    void **ctx = malloc(2 * sizeof(void *));
+    if (ctx) {
+        ctx[0] = app;
+        ctx[1] = (void *)(intptr_t)cbref;
+    }
+    return ctx;
+}
+
+static int opHttp(void *ud, const rsgHttpRequest *req, int cbref, char *err, size_t errlen) {
+    rsgApp *app = ud;
+    void *ctx = doneContext(app, cbref);
+    if (!ctx) {
+        snprintf(err, errlen, "out of memory starting an HTTP request");
+        return -1;
+    }
+    if (rsgHttpStart(&app->http, req, onHttpDone, ctx, err, errlen) != 0) {
+        free(ctx);
+        return -1;
+    }
+    return 0;
+}
+
+static int opPgOpen(void *ud, const char *conninfo) {
+    rsgApp *app = ud;
+    return rsgPgOpen(&app->pg, conninfo);
+}
+
+static void onPgDone(void *ud, const PGresult *res, const char *err, const char *sqlstate) {
+    rsgApp *app = ((rsgApp **)ud)[0];
+    int cbref = (int)(intptr_t)((void **)ud)[1];
+    free(ud);
+    rsgLuaPgDone(&app->lua, cbref, res, err, sqlstate);
+}
+
+static int opPgQuery(void *ud, int id, const char *sql, int n, const char *const *params,
+                     const int *lens, int cbref, char *err, size_t errlen) {
+    rsgApp *app = ud;
+    void *ctx = doneContext(app, cbref);
+    if (!ctx) {
+        snprintf(err, errlen, "out of memory queueing a postgresql query");
+        return -1;
+    }
+    /* On failure done was not called: ctx is still ours. */
+    if (rsgPgQuery(&app->pg, id, sql, n, params, lens, onPgDone, ctx, err, errlen) != 0) {
+        free(ctx);
+        return -1;
+    }
+    return 0;
 }
 
 static void opAck(void *ud, rsgStr stream, int n, const rsgStr *ids) {
@@ -292,6 +355,8 @@ static void shutdownNow(rsgApp *app, int code) {
     rsgConnClose(&app->reader);
     rsgConnClose(&app->cmds);
     rsgSentinelWatchStop(&app->watch);
+    rsgHttpClose(&app->http);
+    rsgPgClose(&app->pg);
     if (app->heart_pid) closeHandle((uv_handle_t *)&app->lifeline);
     closeHandle((uv_handle_t *)&app->timer);
     closeHandle((uv_handle_t *)&app->sigint);
@@ -538,8 +603,11 @@ int rsgAppRun(const rsgOptions *opts) {
         fprintf(stderr, "rsghost: cannot create the event loop\n");
         goto out;
     }
-    app.ops = (rsgHostOps){&app,      opSend,     opAck,   opAbandon, opDeadLetter,
-                           opRelease, opSetTimer, opPause, opReady,   opFinished};
+    app.ops =
+        (rsgHostOps){&app,    opSend,  opAck,      opAbandon, opDeadLetter, opRelease, opSetTimer,
+                     opPause, opReady, opFinished, opHttp,    opPgOpen,     opPgQuery};
+    rsgHttpInit(&app.http, &app.loop);
+    rsgPgInit(&app.pg, &app.loop);
     rsgSourceHooks hooks = {srcDeliver, srcFatal, &app};
     if (rsgSourceInit(&app.source, &app.reader, &app.ack, &app.src, app.consumer, &hooks, err,
                       sizeof(err)) != 0 ||

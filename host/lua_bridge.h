@@ -12,6 +12,8 @@
 #include <hiredis/hiredis.h>
 #include <stddef.h>
 
+#include "http_client.h"
+#include "pg.h"
 #include "types.h"
 
 typedef struct lua_State lua_State;
@@ -42,6 +44,15 @@ typedef struct rsgHostOps {
     /* After rsgLuaStop: everything was flushed and acked (unsunk == 0), or
      * the pipeline gave up on unsunk messages whose sink kept failing. */
     void (*finished)(void *ud, long unsunk);
+    /* Starts an HTTP request (http_client.h); rsgLuaHttpDone(lua, cbref, res)
+     * follows. Returns 0, or -1 with err when it cannot start. */
+    int (*http)(void *ud, const rsgHttpRequest *req, int cbref, char *err, size_t errlen);
+    /* A PostgreSQL connection for conninfo (pg.h): its id, or -1. */
+    int (*pg_open)(void *ud, const char *conninfo);
+    /* Queues a query on connection id; rsgLuaPgDone(lua, cbref, ...) follows.
+     * Returns 0, or -1 with err when it cannot be queued. */
+    int (*pg_query)(void *ud, int id, const char *sql, int n, const char *const *params,
+                    const int *lens, int cbref, char *err, size_t errlen);
 } rsgHostOps;
 
 typedef struct rsgLua {
@@ -92,6 +103,16 @@ int rsgLuaStop(rsgLua *lua);
 /* Delivers the reply of a command sent through ops->send; reply NULL means
  * the connection was lost before the reply came. */
 void rsgLuaReply(rsgLua *lua, int cbref, const redisReply *reply);
+
+/* Delivers the end of a request started through ops->http: the Lua callback
+ * gets { status, body, headers }, or nil and why no answer came. */
+void rsgLuaHttpDone(rsgLua *lua, int cbref, const rsgHttpResult *res);
+
+/* Delivers the end of a query queued through ops->pg_query: the Lua callback
+ * gets its rows, or nil and "postgresql error SQLSTATE: message" (err alone
+ * when the connection failed: sqlstate NULL). */
+void rsgLuaPgDone(rsgLua *lua, int cbref, const PGresult *res, const char *err,
+                  const char *sqlstate);
 
 /* Frees *src's strings. */
 void rsgSourceConfigFree(rsgSourceConfig *src);

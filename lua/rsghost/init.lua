@@ -206,6 +206,20 @@ function M._command(argv)
   return yield(MARKER, argv)
 end
 
+-- For rsghost.http and rsghost.pg: wait, in the running sink's coroutine,
+-- for an operation that start(host, cb) begins on the pipeline's host; returns
+-- what cb got (value, err). level: where a misuse error points (as error's).
+function M._await(name, start, level)
+  local task = state.task
+  if task == nil or running() ~= task then
+    if task ~= nil then
+      error(name .. " is only available in the sink's own coroutine, not in one it created", level + 1)
+    end
+    error(name .. " is only available inside a sink (or init, or a timer)", level + 1)
+  end
+  return yield(MARKER, start)
+end
+
 -- rsghost.every(seconds, fn): run fn every `seconds`, first `seconds` after
 -- the script's init returned, in a coroutine where rsghost.redis works (to
 -- refresh data a preprocess looks up, say). Runs never overlap; an error is
@@ -241,14 +255,14 @@ M.log = {
   error = function(...) emit("error", ...) end,
 }
 
--- rsghost.sink is loaded on first use: rsghost.sink requires this module, and
--- either may be required first.
+-- rsghost.sink, rsghost.http and rsghost.pg are loaded on first use: they
+-- require this module, and either may be required first.
 return setmetatable(M, {
   __index = function(t, k)
-    if k == "sink" then
-      local sink = require "rsghost.sink"
-      rawset(t, "sink", sink)
-      return sink
+    if k == "sink" or k == "http" or k == "pg" then
+      local mod = require("rsghost." .. k)
+      rawset(t, k, mod)
+      return mod
     end
   end,
 })

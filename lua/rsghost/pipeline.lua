@@ -125,8 +125,15 @@ local function drive(task, a, b, c)
           drive(task, reply, err)
         end
       end
-      local sent, err = pcall(host.send, req, cb)
-      if not sent and task.seq == seq then cb(nil, "host.send failed: " .. tostring(err)) end
+      -- A function is an operation of rsghost.http or rsghost.pg that
+      -- starts itself on the host (rsghost._await); anything else is a
+      -- Redis command.
+      local op = type(req) == "function"
+      local sent, err
+      if op then sent, err = pcall(req, host, cb) else sent, err = pcall(host.send, req, cb) end
+      if not sent and task.seq == seq then
+        cb(nil, (op and "host request failed: " or "host.send failed: ") .. tostring(err))
+      end
     else
       -- A pipeline: n commands, one callback each, resumed once all answered.
       local replies, left, first_err, first_at = {}, n, nil, nil
@@ -247,9 +254,24 @@ end
 -- loading its data: a sink failing with these is retried for ever and its
 -- attempts are not counted, so an outage never ends in dead letters. Matched
 -- anywhere in the error, which `where` prefixes with the script's file:line.
+--
+-- The same goes for the other servers a sink talks to when they cannot be
+-- reached at all: an HTTP server that refuses connections or whose name does
+-- not resolve (host/lua_bridge.c), a PostgreSQL connection that fails or is
+-- lost (host/pg.c), and the SQLSTATEs of a server going away or starting
+-- (class 08 connection exception, 57P01-57P03 shutdown and startup). An
+-- answer, even 500 or a timeout, is the server's verdict on the batch and
+-- counts an attempt: a request that hangs on one item ends in its bisection.
 local TRANSIENT = {
   "connection to redis lost before the reply came",
   "not connected to redis (reconnecting)",
+  "cannot connect to the http server",
+  "connection to postgresql failed",
+  "connection to postgresql lost",
+  "postgresql error 08",
+  "postgresql error 57P01",
+  "postgresql error 57P02",
+  "postgresql error 57P03",
 }
 
 local function transient(err)

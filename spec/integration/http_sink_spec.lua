@@ -1,0 +1,166 @@
+-- rsghost.http and rsghost.sink.http with the real binary, a real
+-- redis-server and the test HTTP server (support.http): a request the server
+-- holds does not block the loop, a 500 is retried, and a 400 for one item
+-- is bisected down to that item, which goes to the dead letters.
+local H = require "support.host"
+local http = require "support.http"
+
+local function dead_letters(r, key)
+  local out = {}
+  for _, e in ipairs(r:call("XRANGE", key, "-", "+")) do
+    local f = {}
+    for i = #e[2] - 1, 1, -2 do f[e[2][i]] = e[2][i + 1] end
+    out[#out + 1] = f
+  end
+  return out
+end
+
+describe("rsghost.sink.http", function()
+  local srv
+  before_each(function() srv = http.start() end)
+  after_each(function()
+    H.cleanup()
+    srv.stop()
+  end)
+
+  it("does not block the loop while the server holds its answer: the Redis sink, reads and heartbeats go on",
+    function()
+    local t = H.context()
+    local P = t.prefix
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g", heartbeat_interval = 0.2, claim_timeout = 5 },
+  preprocess = function(stream, id, data) return id end,
+  batch = { size = 10, timeout = 0.05 },
+  sink = {
+    rsghost.sink.http("{{URL}}/hold/go"),
+    rsghost.sink.redis_list(P .. ":out"),
+  },
+}
+]], { URL = srv.url }, "slow.lua")
+    local first = H.xadd_many(t.redis, P .. ":s", 10)
+    local h = H.start(t, { script = path, consumer = "c1" })
+    -- The server has the first batch and holds its answer.
+    H.eventually(function() return #srv.received() == 1 end, 30, function() return h:describe() end)
+    -- The Redis sink ran beside the held request: its half of the batch is written.
+    H.eventually(function() return #H.list(t.redis, P .. ":out") == 10 end, 30, function() return h:describe() end)
+    -- Reads go on: messages added now are delivered to c1 (pending, held
+    -- in the queue behind the batch the HTTP sink waits on).
+    H.xadd_many(t.redis, P .. ":s", 40)
+    H.eventually(function() return H.xpending(t.redis, P .. ":s", P .. ":g").count == 50 end, 30,
+      function() return h:describe() end)
+    -- Heartbeats keep coming: the liveness key is refreshed (its TTL goes up).
+    local key = "rsghost:alive:" .. P .. ":g:c1"
+    local last = t.redis:call("PTTL", key)
+    H.eventually(function()
+      local now = t.redis:call("PTTL", key)
+      local refreshed = now > last
+      last = now
+      return refreshed
+    end, 30, "the liveness key to be refreshed while the request is held")
+    -- Still the one request outstanding, nothing acked yet.
+    assert.equal(0, #srv.requests())
+    assert.equal(50, H.xpending(t.redis, P .. ":s", P .. ":g").count)
+    srv.release("go")
+    local out = H.wait_sunk(t.redis, { out = P .. ":out", n = 50, streams = P .. ":s", group = P .. ":g",
+      hosts = { h }, timeout = 60 })
+    assert.equal(50, #out)
+    -- Every message reached the HTTP server once, as JSON arrays of the items.
+    local got = {}
+    for _, r in ipairs(srv.requests()) do
+      assert.equal(200, r.status)
+      assert.equal("POST", r.method)
+      for id in r.body:gmatch('"([%d]+%-[%d]+)"') do got[#got + 1] = id end
+    end
+    local want = {}
+    for _, id in ipairs(first) do want[#want + 1] = id end
+    for _, id in ipairs(H.list(t.redis, P .. ":out")) do
+      local seen = false
+      for _, w in ipairs(first) do if w == id then seen = true end end
+      if not seen then want[#want + 1] = id end
+    end
+    H.assert_exactly_once(want, got)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("retries a batch the server answers 500 until it is accepted", function()
+    local t = H.context()
+    local P = t.prefix
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g", dead_letter = P .. ":dlq" },
+  preprocess = function(stream, id, data) return { id = id, n = data.n } end,
+  batch = { size = 20, timeout = 0.05 },
+  retry = { initial = 0.05, max = 0.2, max_attempts = 5 },
+  sink = {
+    rsghost.sink.http("{{URL}}/status/500/2"),
+    function(items)
+      local ids = {}
+      for i, item in ipairs(items) do ids[i] = item.id end
+      rsghost.redis.call("RPUSH", P .. ":out", unpack(ids))
+    end,
+  },
+}
+]], { URL = srv.url }, "retry.lua")
+    local ids = H.xadd_many(t.redis, P .. ":s", 20)
+    local h = H.start(t, { script = path, consumer = "c1" })
+    H.wait_sunk(t.redis, { out = P .. ":out", n = 20, streams = P .. ":s", group = P .. ":g", hosts = { h } })
+    local reqs
+    H.eventually(function()
+      reqs = srv.requests()
+      return #reqs == 3
+    end, 30, function() return h:describe() end)
+    assert.same({ 500, 500, 200 }, { reqs[1].status, reqs[2].status, reqs[3].status })
+    -- The same batch each time.
+    assert.equal(reqs[1].body, reqs[3].body)
+    local got = {}
+    for id in reqs[3].body:gmatch('"id":"([%d]+%-[%d]+)"') do got[#got + 1] = id end
+    H.assert_exactly_once(ids, got)
+    assert.equal(0, #dead_letters(t.redis, P .. ":dlq"))
+    assert.is_true(#h:log_lines("HTTP 500: scripted failure") >= 2, h:describe())
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("bisects a batch the server answers 400 down to the item it rejects, which is dead-lettered", function()
+    local t = H.context()
+    local P = t.prefix
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g", dead_letter = P .. ":dlq" },
+  preprocess = function(stream, id, data) return { id = id, word = data.word } end,
+  batch = { size = 50, timeout = 0.05 },
+  retry = { initial = 0.05, max = 0.2, max_attempts = 2 },
+  sink = rsghost.sink.http("{{URL}}/reject/poison"),
+}
+]], { URL = srv.url }, "reject.lua")
+    local ids = H.xadd_many(t.redis, P .. ":s", 50, function(i)
+      return { "n", i, "word", i == 23 and "poison" or "fine" }
+    end)
+    local h = H.start(t, { script = path, consumer = "c1" })
+    local dead
+    H.eventually(function()
+      dead = dead_letters(t.redis, P .. ":dlq")
+      return #dead == 1 and H.xpending(t.redis, P .. ":s", P .. ":g").count == 0
+    end, 60, function() return h:describe() end)
+    assert.equal(ids[23], dead[1]["rsghost:id"])
+    assert.matches("reject%.lua:%d+: rsghost%.sink%.http%(.*%): HTTP 400: rejected: contains poison",
+      dead[1]["rsghost:error"])
+    -- Every other message was accepted exactly once.
+    local accepted = {}
+    for _, r in ipairs(srv.requests()) do
+      if r.status == 200 then
+        for id in r.body:gmatch('"id":"([%d]+%-[%d]+)"') do accepted[#accepted + 1] = id end
+      end
+    end
+    local want = {}
+    for i, id in ipairs(ids) do if i ~= 23 then want[#want + 1] = id end end
+    H.assert_exactly_once(want, accepted)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+end)
