@@ -163,4 +163,29 @@ return {
     H.assert_exactly_once(want, accepted)
     assert.equal(0, h:stop(), h:describe())
   end)
+  it("is what the test kit sends for real with http = \"real\"", function()
+    local testing = require "rsghost.testing"
+    local rsghost = require "rsghost"
+    local got
+    local k = testing.load({
+      source = { streams = "s", group = "g" },
+      preprocess = function(stream, id, data) return data.n end,
+      batch = { size = 2, timeout = 1 },
+      sink = {
+        rsghost.sink.http(srv.url .. "/status/500/1"),
+        function() got = { rsghost.http.request("GET", srv.url .. "/ok") } end,
+      },
+    }, { http = "real" })
+    k:feed_many { { "s", "1-1", { n = "1" } }, { "s", "1-2", { n = "2" } } }
+    assert.same({}, k:acked()) -- the first answer was 500
+    assert.truthy(k:logged("HTTP 500: scripted failure"))
+    k:advance(1)
+    assert.same({ s = { "1-1", "1-2" } }, k:acked())
+    assert.equal(200, got[1])
+    assert.equal("fine", got[2])
+    assert.equal("yes", got[3]["x-test"])
+    local reqs = srv.requests()
+    assert.equal(3, #reqs) -- sink 1 twice; sink 2 (a GET) once: only a failed sink is retried
+    assert.equal('["1","2"]', reqs[1].body)
+  end)
 end)

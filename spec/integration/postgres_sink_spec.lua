@@ -124,6 +124,25 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("is what the test kit runs for real with pg = \"real\"", function()
+    local testing = require "rsghost.testing"
+    local rsghost = require "rsghost"
+    local t = H.context()
+    local tbl = table_for(t)
+    local k = testing.load({
+      source = { streams = "s", group = "g" },
+      preprocess = function(stream, id, data) return { id = id, source = stream, data = data } end,
+      batch = { size = 2, timeout = 1 },
+      sink = rsghost.sink.postgres(db.conninfo, { table = tbl, columns = { "source", "data" }, id = "id" }),
+    }, { pg = "real" })
+    k:feed_many { { "s", "1-1", { n = "1" } }, { "s", "1-2", { n = "2" } } }
+    k:feed_many { { "s", "1-1", { n = "1" } }, { "s", "1-3", { n = "3" } } } -- 1-1 again: DO NOTHING
+    assert.same({ s = { "1-1", "1-2", "1-1", "1-3" } }, k:acked())
+    assert.same({ "1-1|{\"n\": \"1\"}", "1-2|{\"n\": \"2\"}", "1-3|{\"n\": \"3\"}" },
+      db.sql("SELECT id, data FROM " .. tbl .. " ORDER BY id"))
+    k:close()
+  end)
+
   it("retries a batch while PostgreSQL cannot be reached, dead-letters nothing, and writes it once it is up",
     function()
     local t = H.context()
