@@ -184,7 +184,12 @@ return {
     assert.equal(200, got[1])
     assert.equal("fine", got[2])
     assert.equal("yes", got[3]["x-test"])
-    local reqs = srv.requests()
+    -- The server logs a request just after answering it.
+    local reqs
+    H.eventually(function()
+      reqs = srv.requests()
+      return #reqs >= 3
+    end, 30)
     assert.equal(3, #reqs) -- sink 1 twice; sink 2 (a GET) once: only a failed sink is retried
     assert.equal('["1","2"]', reqs[1].body)
   end)

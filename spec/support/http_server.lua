@@ -13,7 +13,7 @@
 --   anything else           404
 -- Every request is appended to DIR/requests as one line
 --   <status> <method> <path> <idempotency-key or -> <body length> <body>
--- with the body's line breaks as \n, written when its answer was sent; and
+-- with the body's line breaks as \n, written just before its answer; and
 -- DIR/received gets "<method> <path>" as soon as a request is read (before
 -- any hold), so a spec sees what is outstanding.
 local socket = require "posix.sys.socket"
@@ -105,9 +105,11 @@ while true do
         end
         status, reply = 200, "released"
       end
-      answer(c, status, reply)
+      -- Logged before the answer goes out: a client that has its answer
+      -- finds its request in the log.
       append("requests", string.format("%d %s %s %s %d %s", status, method, path,
         headers["idempotency-key"] or "-", #body, (body:gsub("\n", "\\n"))))
+      answer(c, status, reply)
     end
     unistd.close(c)
   end
