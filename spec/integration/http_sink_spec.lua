@@ -193,4 +193,53 @@ return {
     assert.equal(3, #reqs) -- sink 1 twice; sink 2 (a GET) once: only a failed sink is retried
     assert.equal('["1","2"]', reqs[1].body)
   end)
+
+  it("stops after the answer a stop found outstanding; a second signal leaves the batch pending", function()
+    local t = H.context()
+    local P = t.prefix
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g" },
+  preprocess = function(stream, id, data) return id end,
+  batch = { size = 5, timeout = 0.05 },
+  sink = rsghost.sink.http("{{URL}}/hold/{{GATE}}"),
+}
+]], { URL = srv.url, GATE = "first" }, "stop.lua")
+    H.xadd_many(t.redis, P .. ":s", 5)
+    local h = H.start(t, { script = path, consumer = "c1" })
+    H.eventually(function() return #srv.received() == 1 end, 30, function() return h:describe() end)
+    h:signal("TERM")
+    H.eventually(function() return #h:log_lines("stop") > 0 end, 30, function() return h:describe() end)
+    assert.is_true(h:alive(), h:describe())
+    srv.release("first")
+    assert.equal(0, h:wait(), h:describe())
+    assert.equal(0, H.xpending(t.redis, P .. ":s", P .. ":g").count)
+
+    -- Again, with a second signal while the answer is held.
+    local path2 = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g" },
+  preprocess = function(stream, id, data) return id end,
+  batch = { size = 5, timeout = 0.05 },
+  sink = rsghost.sink.http("{{URL}}/hold/{{GATE}}"),
+}
+]], { URL = srv.url, GATE = "second" }, "stop.lua")
+    H.xadd_many(t.redis, P .. ":s", 5)
+    local h2 = H.start(t, { script = path2, consumer = "c1" })
+    H.eventually(function() return #srv.received() == 2 end, 30, function() return h2:describe() end)
+    h2:signal("TERM")
+    H.eventually(function() return #h2:log_lines("stop") > 0 end, 30, function() return h2:describe() end)
+    h2:signal("TERM")
+    -- It exits at once, the request abandoned: nothing acked.
+    local code = h2:wait()
+    assert.is_not_nil(code, h2:describe())
+    assert.is_nil(h2:log():find("Sanitizer", 1, true), h2:describe())
+    assert.is_nil(h2:log():find("runtime error", 1, true), h2:describe())
+    assert.equal(5, H.xpending(t.redis, P .. ":s", P .. ":g").count)
+    srv.release("second")
+  end)
 end)
