@@ -242,4 +242,42 @@ return {
     assert.equal(5, H.xpending(t.redis, P .. ":s", P .. ":g").count)
     srv.release("second")
   end)
+
+  it("verifies https:// servers against the system's CA store: a self-signed one is refused", function()
+    local proc = require "support.proc"
+    local server = require "support.server"
+    local t = H.context()
+    local P = t.prefix
+    local code, out, err = proc.run { argv = { "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+      "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+      "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", t.dir .. "/k.pem", "-out", t.dir .. "/c.pem" },
+      timeout = 60 }
+    assert(code == 0, "openssl req failed: " .. out .. err)
+    local port = server.free_port()
+    local tls = proc.spawn { argv = { "openssl", "s_server", "-quiet", "-www", "-accept", tostring(port),
+      "-cert", t.dir .. "/c.pem", "-key", t.dir .. "/k.pem" }, stdout = t.dir .. "/s.out", stderr = t.dir .. "/s.err" }
+    finally(function() if tls:alive() then tls:kill() end end)
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g" },
+  preprocess = function(stream, id, data) return id end,
+  batch = { size = 1, timeout = 0.05 },
+  retry = { initial = 0.05, max = 0.2 },
+  sink = function(items)
+    local ok, err = pcall(rsghost.http.request, "GET", "https://127.0.0.1:{{PORT}}/")
+    rsghost.redis.call("RPUSH", P .. ":out", tostring(err))
+    if not ok and err:find("cannot connect to the http server", 1, true) then error(err) end -- not up yet
+  end,
+}
+]], { PORT = port }, "tls.lua")
+    H.xadd_many(t.redis, P .. ":s", 1)
+    local h = H.start(t, { script = path, consumer = "c1" })
+    H.eventually(function() return H.xpending(t.redis, P .. ":s", P .. ":g").count == 0
+      and #H.list(t.redis, P .. ":out") > 0 end, 30, function() return h:describe() end)
+    local got = H.list(t.redis, P .. ":out")
+    assert.matches("^http request failed: SSL certificate problem: self.signed certificate", got[#got])
+    assert.equal(0, h:stop(), h:describe())
+  end)
 end)
