@@ -3,7 +3,9 @@
 -- through a `host` table (now, send, ack, abandon, release, set_timer,
 -- pause, ready, finished, log, dead_letter, and the flag debug: host/lua_bridge.c builds
 -- the C host's, rsghost.testing's make_host the kit's), so there is one
--- implementation of the pipeline's semantics.
+-- implementation of the pipeline's semantics. The table's http, pg_open and
+-- pg_query serve rsghost.http and rsghost.pg, whose operations reach them
+-- through drive like a Redis command (rsghost._await).
 --
 -- Flow of a message: feed -> preprocess (xpcall) -> current batch -> (full,
 -- timed out, end of feed with timeout 0, or stop) -> queue -> sinks, one
