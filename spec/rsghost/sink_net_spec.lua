@@ -45,6 +45,24 @@ describe("rsghost.http.request", function()
     assert.matches("sink_net_spec%.lua:%d+: rsghost.http.request: url must be an http:// or https:// URL", errs[2])
   end)
 
+  it("works in init and in timers too", function()
+    local seen = {}
+    local k = testing.load(script(function() end, {
+      init = function()
+        seen[#seen + 1] = select(2, rsghost.http.request("GET", "http://config.test/"))
+        rsghost.every(5, function()
+          seen[#seen + 1] = select(2, rsghost.http.request("GET", "http://config.test/"))
+        end)
+      end,
+    }))
+    -- init ran inside testing.load, before any rule: the default answer.
+    assert.same({ "" }, seen)
+    k:answer_http("config.test", { status = 200, body = "v2" })
+    k:advance(5)
+    assert.same({ "", "v2" }, seen)
+    assert.equal(2, #k:http_requests())
+  end)
+
   it("is only available where the pipeline can wait", function()
     assert.has_error(function() rsghost.http.request("GET", "http://x.test/") end,
       "rsghost.http.request is only available inside a sink (or init, or a timer)")
