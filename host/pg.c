@@ -9,8 +9,9 @@ typedef struct pgQuery {
     struct pgQuery *next;
     char *sql;
     int n;         /* parameters */
-    char **params; /* NULL entries are SQL NULLs */
+    char **params; /* NULL entries are SQL NULLs; the others point into text */
     int *lens;
+    char *text; /* every parameter's bytes, each NUL-terminated: one allocation */
     rsgPgDone *done;
     void *ud;
 } pgQuery;
@@ -37,8 +38,7 @@ struct rsgPgConn {
 };
 
 static void freeQuery(pgQuery *q) {
-    for (int i = 0; i < q->n; i++)
-        free(q->params[i]);
+    free(q->text);
     free(q->params);
     free(q->lens);
     free(q->sql);
@@ -282,14 +282,22 @@ int rsgPgQuery(rsgPg *pg, int id, const char *sql, int n, const char *const *par
     q->params = calloc((size_t)(n ? n : 1), sizeof(char *));
     q->lens = calloc((size_t)(n ? n : 1), sizeof(int));
     if (!q->sql || !q->params || !q->lens) goto oom;
-    for (int i = 0; i < n; i++, q->n++) {
+    /* A batch's INSERT has thousands of parameters: one copy of them all. */
+    size_t total = 1;
+    for (int i = 0; i < n; i++)
+        if (params[i]) total += (size_t)lens[i] + 1;
+    q->text = malloc(total);
+    if (!q->text) goto oom;
+    char *p = q->text;
+    for (int i = 0; i < n; i++) {
         if (!params[i]) continue;
-        q->params[i] = malloc((size_t)lens[i] + 1);
-        if (!q->params[i]) goto oom;
-        memcpy(q->params[i], params[i], (size_t)lens[i]);
-        q->params[i][lens[i]] = '\0';
+        memcpy(p, params[i], (size_t)lens[i]);
+        p[lens[i]] = '\0';
+        q->params[i] = p;
         q->lens[i] = lens[i];
+        p += (size_t)lens[i] + 1;
     }
+    q->n = n;
     if (c->tail)
         c->tail->next = q;
     else

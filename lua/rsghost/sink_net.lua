@@ -194,6 +194,28 @@ local function postgres_sink(created_at, check_opts)
       local tail = id_col and format(" ON CONFLICT (%s) DO NOTHING", ident(id_col)) or ""
       local per = math.floor(MAX_PARAMS / ncols)
       local single = #columns == 1 and columns[1]
+      local ncolumns = #columns
+      -- The statement for m rows, built once per m: batches mostly have the
+      -- same size, and building 1000 rows of placeholders per batch costs
+      -- more than the rest of the sink's Lua.
+      local sql_for, nsql = {}, 0
+      local function statement(m)
+        local q = sql_for[m]
+        if q then return q end
+        local rows, k = {}, 0
+        for r = 1, m do
+          local marks = {}
+          for j = 1, ncols do
+            k = k + 1
+            marks[j] = "$" .. k
+          end
+          rows[r] = "(" .. concat(marks, ", ") .. ")"
+        end
+        q = head .. concat(rows, ", ") .. tail
+        if nsql >= 16 then sql_for, nsql = {}, 0 end
+        sql_for[m], nsql = q, nsql + 1
+        return q
+      end
       return function(items, meta)
         local n = #items
         local ids = type(meta) == "table" and meta.ids or nil
@@ -201,35 +223,33 @@ local function postgres_sink(created_at, check_opts)
         local stmts = {}
         for first = 1, n, per do
           local last = math.min(n, first + per - 1)
-          local params, rows, k = {}, {}, 0
+          local params, k = {}, 0
           for i = first, last do
             local item = items[i]
-            local marks = {}
-            for j, c in ipairs(columns) do
+            local is_table = type(item) == "table"
+            if not is_table and not single then
+              fail(format("item %d is a %s; with several columns items must be tables", i, type(item)))
+            end
+            for j = 1, ncolumns do
               local v
-              if type(item) == "table" then v = item[c] elseif single then v = item else
-                fail(format("item %d is a %s; with several columns items must be tables", i, type(item)))
-              end
+              if is_table then v = item[columns[j]] else v = item end
               local p, why = value(pg, v)
-              if p == false then fail(format("item %d column %s %s", i, c, why)) end
+              if p == false then fail(format("item %d column %s %s", i, columns[j], why)) end
               k = k + 1
               params[k] = p
-              marks[j] = "$" .. k
             end
             if id_col then
               local id = ids and ids[i]
-              if id == nil and type(item) == "table" then id = item[id_col] end
+              if id == nil and is_table then id = item[id_col] end
               if id == nil then
                 fail(format("item %d has no message id for column %s (no meta from the host, and no "
                   .. "field %s in the item)", i, id_col, id_col))
               end
               k = k + 1
               params[k] = tostring(id)
-              marks[#marks + 1] = "$" .. k
             end
-            rows[#rows + 1] = "(" .. concat(marks, ", ") .. ")"
           end
-          stmts[#stmts + 1] = { head .. concat(rows, ", ") .. tail, params, k }
+          stmts[#stmts + 1] = { statement(last - first + 1), params, k }
         end
         if #stmts == 1 then
           run(stmts[1][1], stmts[1][2], stmts[1][3], false)
