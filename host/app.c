@@ -14,7 +14,6 @@
 #include "ack.h"
 #include "arena.h"
 #include "claim.h"
-#include "dead_letter.h"
 #include "conn.h"
 #include "heart.h"
 #include "http_client.h"
@@ -157,7 +156,7 @@ static void opDeadLetter(void *ud, rsgStr stream, rsgStr id, long deliveries, rs
                  (int)id.len, id.p);
         return;
     }
-    rsgDeadLetterSend(&app->cmds, &app->src, app->consumer, stream, id, deliveries, err);
+    rsgSourceDeadLetter(&app->source, &app->cmds, stream, id, deliveries, err);
 }
 
 static void opRelease(void *ud, long n) {
@@ -608,7 +607,7 @@ int rsgAppRun(const rsgOptions *opts) {
                      opPause, opReady, opFinished, opHttp,    opPgOpen,     opPgQuery};
     rsgHttpInit(&app.http, &app.loop);
     rsgPgInit(&app.pg, &app.loop);
-    rsgSourceHooks hooks = {srcDeliver, srcFatal, &app};
+    rsgSourceHooks hooks = {srcDeliver, srcFatal, app.src.dead_letter ? opDeadLetter : NULL, &app};
     if (rsgSourceInit(&app.source, &app.reader, &app.ack, &app.src, app.consumer, &hooks, err,
                       sizeof(err)) != 0 ||
         rsgLuaStart(&app.lua, &app.ops, err, sizeof(err)) != 0) {
