@@ -124,6 +124,39 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("connects again after its connection is killed, without dead-lettering anything", function()
+    local t = H.context()
+    local P = t.prefix
+    local tbl = table_for(t)
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g", dead_letter = P .. ":dlq" },
+  preprocess = function(stream, id, data) return { id = id, source = stream, data = data } end,
+  batch = { size = 10, timeout = 0.05 },
+  retry = { initial = 0.05, max = 0.2, max_attempts = 1 },
+  sink = rsghost.sink.postgres("{{CONNINFO}}", { table = "{{TABLE}}", columns = { "source", "data" }, id = "id" }),
+}
+]], { CONNINFO = db.conninfo, TABLE = tbl }, "killed.lua")
+    local ids = H.xadd_many(t.redis, P .. ":s", 10)
+    local h = H.start(t, { script = path, consumer = "c1" })
+    H.eventually(function() return count(tbl) == 10 end, 60, function() return h:describe() end)
+    -- Every other client of the cluster: the host's kept connection.
+    local killed = db.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+      .. "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+    assert.is_true(tonumber(killed[1]) >= 1)
+    for _, id in ipairs(H.xadd_many(t.redis, P .. ":s", 10)) do ids[#ids + 1] = id end
+    H.eventually(function()
+      return count(tbl) == 20 and H.xpending(t.redis, P .. ":s", P .. ":g").count == 0
+    end, 60, function() return h:describe() end)
+    local got = {}
+    for _, line in ipairs(db.sql("SELECT id FROM " .. tbl)) do got[#got + 1] = line end
+    H.assert_exactly_once(ids, got)
+    assert.equal(0, t.redis:call("XLEN", P .. ":dlq"))
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("is what the test kit runs for real with pg = \"real\"", function()
     local testing = require "rsghost.testing"
     local rsghost = require "rsghost"
