@@ -15,6 +15,7 @@
 #include "arena.h"
 #include "claim.h"
 #include "conn.h"
+#include "file_out.h"
 #include "heart.h"
 #include "http_client.h"
 #include "log.h"
@@ -45,6 +46,8 @@ typedef struct rsgApp {
     rsgPg pg;                  /* the sinks' PostgreSQL connections (rsghost.pg) */
     uv_timer_t timer;          /* the pipeline's batch/retry timer */
     uv_signal_t sigint, sigterm;
+    uv_signal_t sighup;  /* reopen the file sinks' files (log rotation) */
+    rsgFiles files;      /* the file sinks' files (file_out.h) */
     rsgClaim claim;      /* dead peers' messages (heartbeats on) */
     pid_t heart_pid;     /* the heart process, 0 when heartbeats are off */
     int lifeline_fd;     /* our end of the socket pair shared with it */
@@ -162,6 +165,17 @@ static void opDeadLetter(void *ud, rsgStr stream, rsgStr id, long deliveries, rs
 static void opRelease(void *ud, long n) {
     rsgApp *app = ud;
     rsgSourceRelease(&app->source, n);
+}
+
+static void onFileDone(void *ud, int cbref, const char *err) {
+    rsgApp *app = ud;
+    rsgLuaDone(&app->lua, cbref, err);
+}
+
+static int opFileAppend(void *ud, const char *path, const char *data, size_t len, int fsync,
+                        int cbref) {
+    rsgApp *app = ud;
+    return rsgFilesAppend(&app->files, path, data, len, fsync, cbref);
 }
 
 static void onTimer(uv_timer_t *t) {
@@ -302,6 +316,15 @@ static void onSignal(uv_signal_t *h, int signum) {
     beginStop(app, 0);
 }
 
+/* SIGHUP, as logrotate's postrotate sends it: every file a file sink writes
+ * is reopened before its next append. Only state changes here. */
+static void onHangup(uv_signal_t *h, int signum) {
+    rsgApp *app = h->data;
+    (void)signum;
+    rsgInfo("SIGHUP: files are reopened before their next write");
+    rsgFilesReopen(&app->files);
+}
+
 static void onLifeline(uv_poll_t *p, int status, int events) {
     rsgApp *app = p->data;
     (void)events;
@@ -360,6 +383,7 @@ static void shutdownNow(rsgApp *app, int code) {
     closeHandle((uv_handle_t *)&app->timer);
     closeHandle((uv_handle_t *)&app->sigint);
     closeHandle((uv_handle_t *)&app->sigterm);
+    closeHandle((uv_handle_t *)&app->sighup);
 }
 
 static void walkClose(uv_handle_t *h, void *arg) {
@@ -508,6 +532,9 @@ static void startHandles(rsgApp *app) {
     app->sigint.data = app->sigterm.data = app;
     uv_signal_start(&app->sigint, onSignal, SIGINT);
     uv_signal_start(&app->sigterm, onSignal, SIGTERM);
+    uv_signal_init(&app->loop, &app->sighup);
+    app->sighup.data = app;
+    uv_signal_start(&app->sighup, onHangup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
     unblockStops(); /* main.c blocked them; one that came meanwhile is handled now */
 
@@ -548,6 +575,7 @@ static int runLoop(rsgApp *app) {
     rsgAckFree(&app->ack);
     rsgArenaFree(&app->arena);
     rsgClaimFree(&app->claim);
+    rsgFilesFree(&app->files);
     return app->exit_code;
 }
 
@@ -602,9 +630,10 @@ int rsgAppRun(const rsgOptions *opts) {
         fprintf(stderr, "rsghost: cannot create the event loop\n");
         goto out;
     }
-    app.ops =
-        (rsgHostOps){&app,    opSend,  opAck,      opAbandon, opDeadLetter, opRelease, opSetTimer,
-                     opPause, opReady, opFinished, opHttp,    opPgOpen,     opPgQuery};
+    app.ops = (rsgHostOps){&app,         opSend,     opAck,    opAbandon, opDeadLetter,
+                           opRelease,    opSetTimer, opPause,  opReady,   opFinished,
+                           opFileAppend, opHttp,     opPgOpen, opPgQuery};
+    rsgFilesInit(&app.files, &app.loop, onFileDone, &app);
     rsgHttpInit(&app.http, &app.loop);
     rsgPgInit(&app.pg, &app.loop);
     rsgSourceHooks hooks = {srcDeliver, srcFatal, app.src.dead_letter ? opDeadLetter : NULL, &app};

@@ -98,14 +98,40 @@ static int hostSend(lua_State *L) {
     return 0;
 }
 
-/* Calls the Lua callback cbref (and releases it) with nil, msg. */
-static void answerError(rsgLua *lua, int cbref, const char *msg) {
+/* host.file_append({ path =, data =, fsync = }, cb): cb(true) once data is
+ * appended (and fsync'd), cb(nil, err) if that failed. */
+static int hostFileAppend(lua_State *L) {
+    rsgLua *lua = self(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_getfield(L, 1, "path");
+    lua_getfield(L, 1, "data");
+    lua_getfield(L, 1, "fsync");
+    const char *path = lua_tostring(L, -3);
+    size_t len;
+    const char *data = lua_tolstring(L, -2, &len);
+    int fsync = lua_toboolean(L, -1);
+    if (!path || !data) return luaL_error(L, "host.file_append expects { path =, data = } strings");
+    lua_pushvalue(L, 2);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* The data is copied by the host: the strings may go when we return. */
+    if (lua->ops->file_append(lua->ops->ud, path, data, len, fsync, ref) != 0)
+        rsgLuaDone(lua, ref, "out of memory appending to a file");
+    return 0;
+}
+
+void rsgLuaDone(rsgLua *lua, int cbref, const char *err) {
     lua_State *L = lua->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, cbref);
     luaL_unref(L, LUA_REGISTRYINDEX, cbref);
-    lua_pushnil(L);
-    lua_pushstring(L, msg);
-    lua_call(L, 2, 0);
+    if (err) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+    } else {
+        lua_pushboolean(L, 1);
+        lua_pushnil(L);
+    }
+    pcallLogged(lua, 2, "host operation callback");
 }
 
 /* host.http({ method, url, headers = { "Name: value", ... }, body, timeout }, cb) */
@@ -142,7 +168,7 @@ static int hostHttp(lua_State *L) {
     char err[256];
     int rc = lua->ops->http(lua->ops->ud, &req, ref, err, sizeof(err));
     if (headers != sheaders) free(headers);
-    if (rc != 0) answerError(lua, ref, err);
+    if (rc != 0) rsgLuaDone(lua, ref, err);
     return 0;
 }
 
@@ -155,35 +181,45 @@ static int hostPgOpen(lua_State *L) {
     return 1;
 }
 
-/* host.pg_query(id, sql, params, n, cb): params[1..n], nil entries SQL NULL. */
+/* host.pg_query({ id =, sql =, params = { ... }, n = }, cb): params[1..n],
+ * nil entries SQL NULL. */
 static int hostPgQuery(lua_State *L) {
     rsgLua *lua = self(L);
-    int id = (int)luaL_checkinteger(L, 1);
-    const char *sql = luaL_checkstring(L, 2);
-    int n = (int)luaL_optinteger(L, 4, 0);
-    luaL_checktype(L, 5, LUA_TFUNCTION);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_getfield(L, 1, "id");
+    lua_getfield(L, 1, "sql");
+    lua_getfield(L, 1, "n");
+    lua_getfield(L, 1, "params");
+    int id = (int)lua_tointeger(L, -4);
+    const char *sql = lua_tostring(L, -3); /* held by the request table */
+    int n = (int)lua_tointeger(L, -2);
+    if (!sql) return luaL_error(L, "host.pg_query expects { id =, sql =, params =, n = }");
+    if (n > 0 && !lua_istable(L, -1)) return luaL_error(L, "host.pg_query: params must be a table");
     if (n > 65535)
         return luaL_error(L, "a postgresql query takes at most 65535 parameters, got %d", n);
-    const char **params = malloc(sizeof(*params) * (size_t)(n ? n : 1));
-    int *lens = malloc(sizeof(*lens) * (size_t)(n ? n : 1));
+    int pidx = lua_gettop(L);
+    const char **params = malloc(sizeof(*params) * (size_t)(n > 0 ? n : 1));
+    int *lens = malloc(sizeof(*lens) * (size_t)(n > 0 ? n : 1));
     if (!params || !lens) {
         free(params), free(lens);
         return luaL_error(L, "out of memory");
     }
     for (int i = 0; i < n; i++) {
-        lua_rawgeti(L, 3, i + 1);
+        lua_rawgeti(L, pidx, i + 1);
         size_t len = 0;
         params[i] = lua_isnil(L, -1) ? NULL : lua_tolstring(L, -1, &len);
         lens[i] = (int)len;
         lua_pop(L, 1); /* still referenced by the params table */
     }
-    lua_pushvalue(L, 5);
+    n = n > 0 ? n : 0;
+    lua_pushvalue(L, 2);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
     char err[256];
     int rc = lua->ops->pg_query(lua->ops->ud, id, sql, n, params, lens, ref, err, sizeof(err));
     free(params);
     free(lens);
-    if (rc != 0) answerError(lua, ref, err);
+    if (rc != 0) rsgLuaDone(lua, ref, err);
     return 0;
 }
 
@@ -498,8 +534,9 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
                {"abandon", hostAbandon},   {"dead_letter", hostDeadLetter},
                {"release", hostRelease},   {"set_timer", hostSetTimer},
                {"pause", hostPause},       {"ready", hostReady},
-               {"finished", hostFinished}, {"http", hostHttp},
-               {"pg_open", hostPgOpen},    {"pg_query", hostPgQuery}};
+               {"finished", hostFinished}, {"file_append", hostFileAppend},
+               {"http", hostHttp},         {"pg_open", hostPgOpen},
+               {"pg_query", hostPgQuery}};
     lua_State *L = lua->L;
     int top = lua_gettop(L);
     lua->ops = ops;

@@ -77,10 +77,7 @@ end
 -- The waiting, errors returned: the answer { status, body, headers }, or
 -- nil and why none came.
 local function send(name, req, level)
-  return rsghost._await(name, function(host, cb)
-    if host.http == nil then return cb(nil, "http request failed: this host cannot send HTTP requests") end
-    host.http(req, cb)
-  end, level + 1)
+  return rsghost._await(name, "http", req, level + 1)
 end
 
 function M.request(method, url, opts)

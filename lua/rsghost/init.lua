@@ -206,10 +206,19 @@ function M._command(argv)
   return yield(MARKER, argv)
 end
 
--- For rsghost.http and rsghost.pg: wait, in the running sink's coroutine,
--- for an operation that start(host, cb) begins on the pipeline's host; returns
--- what cb got (value, err). level: where a misuse error points (as error's).
-function M._await(name, start, level)
+-- For sinks whose I/O is not a Redis command: yields req to the pipeline,
+-- which hands it to the host operation named op (host[op](req, cb), e.g.
+-- "file_append") and resumes with what cb got: result, or nil and err.
+-- name is the caller's, for the error outside a sink.
+function M._request(name, op, req)
+  check_task(name)
+  return yield(MARKER, req, op)
+end
+
+-- For rsghost.http and rsghost.pg: M._request, with the error for a call
+-- outside a task placed at `level` (as error's) so that it names the
+-- script's line.
+function M._await(name, op, req, level)
   local task = state.task
   if task == nil or running() ~= task then
     if task ~= nil then
@@ -217,7 +226,7 @@ function M._await(name, start, level)
     end
     error(name .. " is only available inside a sink (or init, or a timer)", level + 1)
   end
-  return yield(MARKER, start)
+  return yield(MARKER, req, op)
 end
 
 -- rsghost.every(seconds, fn): run fn every `seconds`, first `seconds` after

@@ -51,15 +51,15 @@ M._param = param
 
 -- Runs sql with params[1..n] (converted already); rows, or nil and the error.
 function Conn:_run(sql, params, n, level)
-  return rsghost._await("rsghost.pg query", function(host, cb)
-    if host.pg_query == nil then return cb(nil, "connection to postgresql failed: this host has no postgresql") end
-    local id = self.ids[host]
-    if id == nil then
-      id = host.pg_open(self.conninfo)
-      self.ids[host] = id
-    end
-    host.pg_query(id, sql, params, n, cb)
-  end, level + 1)
+  -- The host's connection for this object, opened (no I/O yet) on first use
+  -- in a task: state.host is the host of the task running now.
+  local host = rsghost._state.host
+  local id = host and self.ids[host]
+  if host and id == nil and host.pg_open and rsghost._state.task then
+    id = host.pg_open(self.conninfo)
+    self.ids[host] = id
+  end
+  return rsghost._await("rsghost.pg query", "pg_query", { id = id, sql = sql, params = params, n = n }, level + 1)
 end
 
 -- Checks and converts the query's parameters; raises at level.

@@ -283,9 +283,10 @@ function Net:pg_open(conninfo)
   return #self.conns
 end
 
--- host.pg_query(id, sql, params, n, cb)
-function Net:pg_query(id, sql, params, n, cb)
-  local conn = self.conns[id]
+-- host.pg_query({ id, sql, params, n }, cb)
+function Net:pg_query(req, cb)
+  local sql, params, n = req.sql, req.params, req.n
+  local conn = self.conns[req.id]
   local p = {}
   for i = 1, n do p[i] = params[i] end
   local rec = { conninfo = conn.conninfo, sql = sql, params = p, n = n }

@@ -115,8 +115,10 @@ return {
       return #reqs == 3
     end, 30, function() return h:describe() end)
     assert.same({ 500, 500, 200 }, { reqs[1].status, reqs[2].status, reqs[3].status })
-    -- The same batch each time.
+    -- The same batch each time, under the same Idempotency-Key (from meta).
     assert.equal(reqs[1].body, reqs[3].body)
+    assert.equal(P .. ":s/" .. ids[1] .. "/" .. ids[20] .. "/20", reqs[1].key)
+    assert.equal(reqs[1].key, reqs[3].key)
     local got = {}
     for id in reqs[3].body:gmatch('"id":"([%d]+%-[%d]+)"') do got[#got + 1] = id end
     H.assert_exactly_once(ids, got)

@@ -103,8 +103,18 @@ describe("rsghost.sink.http", function()
     assert.same({ s = { "1-1", "1-2", "1-3" } }, k:acked())
   end)
 
-  it("sends no Idempotency-Key without meta", function()
+  it("names the batch in an Idempotency-Key from the pipeline's meta, unless idempotency_key = false", function()
     local k = testing.load(script(rsghost.sink.http("http://api.test/in")))
+    k:feed_many { { "s", "1-1", { n = "1" } }, { "s", "1-2", { n = "2" } }, { "s", "1-3", { n = "3" } } }
+    assert.equal("s/1-1/1-3/3", k:http_requests()[1].headers["Idempotency-Key"])
+    local k2 = testing.load(script(rsghost.sink.http("http://api.test/in", { idempotency_key = false })))
+    k2:feed_many { { "s", "1-1", { n = "1" } }, { "s", "1-2", { n = "2" } }, { "s", "1-3", { n = "3" } } }
+    assert.is_nil(k2:http_requests()[1].headers["Idempotency-Key"])
+  end)
+
+  it("sends no Idempotency-Key when called without meta", function()
+    local s = rsghost.sink.http("http://api.test/in")
+    local k = testing.load(script(function(items) return s(items) end))
     k:feed_many { { "s", "1-1", { n = "1" } }, { "s", "1-2", { n = "2" } }, { "s", "1-3", { n = "3" } } }
     assert.is_nil(k:http_requests()[1].headers["Idempotency-Key"])
   end)
@@ -234,7 +244,7 @@ describe("rsghost.sink.postgres", function()
     local sqls = {}
     for _, q in ipairs(k:pg_queries()) do sqls[#sqls + 1] = q.sql end
     assert.same({ "BEGIN", "INSERT INTO t VALUES ($1, $2)", "INSERT INTO t VALUES ($1, $2)", "ROLLBACK" }, sqls)
-    assert.same({ "a" }, k:pg_queries()[2].params) -- no meta: id is nil
+    assert.same({ "a", "1-1" }, k:pg_queries()[2].params) -- params(item, meta.ids[i])
     assert.truthy(k:logged("postgresql error 22P02: invalid input"))
     assert.same({}, k:acked())
   end)
