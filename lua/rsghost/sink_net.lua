@@ -6,8 +6,9 @@
 -- TRANSIENT in pipeline.lua).
 --
 -- meta (the sink's second argument, { ids = { ... }, streams = { ... } }
--- for items[i]) is optional here: a host that passes none works, and only
--- what is documented as using it needs it.
+-- for items[i]) gives the HTTP sink its Idempotency-Key and the PostgreSQL
+-- sink its id column; a sink called without it (from a function of one's
+-- own) still works, with what is documented for that case.
 
 local cjson_ok, cjson = pcall(require, "cjson")
 
