@@ -12,23 +12,23 @@ typedef struct buf {
     size_t len, cap;
 } buf;
 
-struct rsgHttpTransfer {
-    rsgHttp *h;                 /* the client it belongs to */
+struct rsgHttpClientTransfer {
+    rsgHttpClient *h;           /* the client it belongs to */
     CURL *easy;                 /* curl's handle for it */
     struct curl_slist *headers; /* the request's header lines */
     buf body;                   /* the answer's body */
     buf head;                   /* the last response's header lines */
-    rsgHttpDone *done;          /* told once, then the transfer is freed */
+    rsgHttpClientDone *done;    /* told once, then the transfer is freed */
     void *ud;
-    char errbuf[CURL_ERROR_SIZE]; /* curl's detailed reason */
-    rsgHttpTransfer *prev, *next; /* in h->transfers */
+    char errbuf[CURL_ERROR_SIZE];       /* curl's detailed reason */
+    rsgHttpClientTransfer *prev, *next; /* in h->transfers */
 };
 
 /* One socket curl asked us to watch; freed in its poll's close callback. */
 typedef struct sockWatch {
     uv_poll_t poll;
     curl_socket_t fd;
-    rsgHttp *h;
+    rsgHttpClient *h;
 } sockWatch;
 
 static int bufAdd(buf *b, const char *p, size_t n) {
@@ -48,7 +48,7 @@ static int bufAdd(buf *b, const char *p, size_t n) {
 }
 
 static size_t onBody(char *p, size_t size, size_t n, void *ud) {
-    rsgHttpTransfer *t = ud;
+    rsgHttpClientTransfer *t = ud;
     /* Returning less than given makes curl fail the transfer (out of memory). */
     return bufAdd(&t->body, p, size * n) == 0 ? size * n : 0;
 }
@@ -56,15 +56,15 @@ static size_t onBody(char *p, size_t size, size_t n, void *ud) {
 /* Header lines arrive one per call. A new status line starts a new response
  * (after a 100 Continue, say): only the last response's lines are kept. */
 static size_t onHeader(char *p, size_t size, size_t n, void *ud) {
-    rsgHttpTransfer *t = ud;
+    rsgHttpClientTransfer *t = ud;
     size_t len = size * n;
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) t->head.len = 0;
     return bufAdd(&t->head, p, len) == 0 ? len : 0;
 }
 
 /* Takes t off h->transfers (once; a second call does nothing). */
-static void unlink_(rsgHttpTransfer *t) {
-    rsgHttp *h = t->h;
+static void unlink_(rsgHttpClientTransfer *t) {
+    rsgHttpClient *h = t->h;
     if (t->prev)
         t->prev->next = t->next;
     else if (h->transfers == t)
@@ -73,8 +73,8 @@ static void unlink_(rsgHttpTransfer *t) {
     t->prev = t->next = NULL;
 }
 
-static void freeTransfer(rsgHttpTransfer *t) {
-    rsgHttp *h = t->h;
+static void freeTransfer(rsgHttpClientTransfer *t) {
+    rsgHttpClient *h = t->h;
     unlink_(t);
     if (t->easy) {
         if (h->multi) curl_multi_remove_handle(h->multi, t->easy);
@@ -87,8 +87,8 @@ static void freeTransfer(rsgHttpTransfer *t) {
 }
 
 /* Tells the transfer's owner how it ended, then frees it. */
-static void finish(rsgHttpTransfer *t, CURLcode code) {
-    rsgHttpResult res;
+static void finish(rsgHttpClientTransfer *t, CURLcode code) {
+    rsgHttpClientResult res;
     memset(&res, 0, sizeof(res));
     if (code == CURLE_OK) {
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &res.status);
@@ -109,12 +109,12 @@ static void finish(rsgHttpTransfer *t, CURLcode code) {
 }
 
 /* Hands finished transfers to their owners. */
-static void checkDone(rsgHttp *h) {
+static void checkDone(rsgHttpClient *h) {
     CURLMsg *msg;
     int left;
     while (h->multi && (msg = curl_multi_info_read(h->multi, &left))) {
         if (msg->msg != CURLMSG_DONE) continue;
-        rsgHttpTransfer *t = NULL;
+        rsgHttpClientTransfer *t = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
         finish(t, msg->data.result);
     }
@@ -122,7 +122,7 @@ static void checkDone(rsgHttp *h) {
 
 static void onPoll(uv_poll_t *poll, int status, int events) {
     sockWatch *w = poll->data;
-    rsgHttp *h = w->h;
+    rsgHttpClient *h = w->h;
     int flags = 0;
     if (status < 0) flags = CURL_CSELECT_ERR;
     if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
@@ -133,7 +133,7 @@ static void onPoll(uv_poll_t *poll, int status, int events) {
 }
 
 static void onTimer(uv_timer_t *timer) {
-    rsgHttp *h = timer->data;
+    rsgHttpClient *h = timer->data;
     int running;
     curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     checkDone(h);
@@ -146,7 +146,7 @@ static void freeWatch(uv_handle_t *handle) {
 /* CURLMOPT_SOCKETFUNCTION: watch s for what curl waits on, or stop. */
 static int onSocket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
     (void)easy;
-    rsgHttp *h = userp;
+    rsgHttpClient *h = userp;
     sockWatch *w = socketp;
     if (what == CURL_POLL_REMOVE) {
         if (w) {
@@ -178,7 +178,7 @@ static int onSocket(CURL *easy, curl_socket_t s, int what, void *userp, void *so
 /* CURLMOPT_TIMERFUNCTION: wake curl after timeout_ms (-1: never). */
 static int onTimeout(CURLM *multi, long timeout_ms, void *userp) {
     (void)multi;
-    rsgHttp *h = userp;
+    rsgHttpClient *h = userp;
     if (timeout_ms < 0)
         uv_timer_stop(h->timer);
     else
@@ -186,13 +186,13 @@ static int onTimeout(CURLM *multi, long timeout_ms, void *userp) {
     return 0;
 }
 
-void rsgHttpInit(rsgHttp *h, uv_loop_t *loop) {
+void rsgHttpClientInit(rsgHttpClient *h, uv_loop_t *loop) {
     memset(h, 0, sizeof(*h));
     h->loop = loop;
 }
 
 /* The multi handle and its timer, on first use. Returns 0 or -1. */
-static int openMulti(rsgHttp *h, char *err, size_t errlen) {
+static int openMulti(rsgHttpClient *h, char *err, size_t errlen) {
     if (h->multi) return 0;
     /* Not thread-safe, and the host has one thread: once, here. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -218,14 +218,14 @@ static int openMulti(rsgHttp *h, char *err, size_t errlen) {
     return 0;
 }
 
-int rsgHttpStart(rsgHttp *h, const rsgHttpRequest *req, rsgHttpDone *done, void *ud, char *err,
-                 size_t errlen) {
+int rsgHttpClientStart(rsgHttpClient *h, const rsgHttpClientRequest *req, rsgHttpClientDone *done,
+                       void *ud, char *err, size_t errlen) {
     if (h->closed) {
         snprintf(err, errlen, "rsghost is stopping: no new HTTP requests");
         return -1;
     }
     if (openMulti(h, err, errlen) != 0) return -1;
-    rsgHttpTransfer *t = calloc(1, sizeof(*t));
+    rsgHttpClientTransfer *t = calloc(1, sizeof(*t));
     if (!t || !(t->easy = curl_easy_init())) {
         free(t);
         snprintf(err, errlen, "out of memory starting an HTTP request");
@@ -289,11 +289,11 @@ static void freeTimer(uv_handle_t *handle) {
     free(handle);
 }
 
-void rsgHttpClose(rsgHttp *h) {
+void rsgHttpClientClose(rsgHttpClient *h) {
     if (h->closed) return;
     h->closed = 1;
     while (h->transfers) {
-        rsgHttpTransfer *t = h->transfers;
+        rsgHttpClientTransfer *t = h->transfers;
         snprintf(t->errbuf, sizeof(t->errbuf), "rsghost is stopping: the request was abandoned");
         finish(t, CURLE_ABORTED_BY_CALLBACK);
     }

@@ -14,9 +14,9 @@
 #include <stddef.h>
 #include <uv.h>
 
-typedef struct rsgHttpTransfer rsgHttpTransfer;
+typedef struct rsgHttpClientTransfer rsgHttpClientTransfer;
 
-typedef struct rsgHttpRequest {
+typedef struct rsgHttpClientRequest {
     const char *method;         /* "GET", "POST", ... */
     const char *url;            /* http:// or https:// */
     const char *body;           /* NULL: none */
@@ -24,9 +24,9 @@ typedef struct rsgHttpRequest {
     const char *const *headers; /* "Name: value" lines */
     int nheaders;               /* entries in headers */
     double timeout;             /* seconds for the whole request; <= 0: none */
-} rsgHttpRequest;
+} rsgHttpClientRequest;
 
-typedef struct rsgHttpResult {
+typedef struct rsgHttpClientResult {
     long status;         /* the answer's status, 0 when none came */
     const char *body;    /* the answer's body (valid during the callback) */
     size_t body_len;     /* bytes of body */
@@ -34,30 +34,30 @@ typedef struct rsgHttpResult {
     size_t headers_len;  /* bytes of headers */
     const char *error;   /* NULL, or why no answer came */
     int unreachable;     /* no connection to the server could be made */
-} rsgHttpResult;
+} rsgHttpClientResult;
 
 /* Called once per request, with the answer or the reason there is none. */
-typedef void rsgHttpDone(void *ud, const rsgHttpResult *res);
+typedef void rsgHttpClientDone(void *ud, const rsgHttpClientResult *res);
 
-typedef struct rsgHttp {
-    uv_loop_t *loop;            /* where the sockets and the timer live */
-    void *multi;                /* CURLM *, NULL until the first request */
-    uv_timer_t *timer;          /* curl's timeout; freed in its close callback */
-    rsgHttpTransfer *transfers; /* requests under way (a list, to abort at close) */
-    int closed;                 /* rsgHttpClose ran: no new requests */
-} rsgHttp;
+typedef struct rsgHttpClient {
+    uv_loop_t *loop;                  /* where the sockets and the timer live */
+    void *multi;                      /* CURLM *, NULL until the first request */
+    uv_timer_t *timer;                /* curl's timeout; freed in its close callback */
+    rsgHttpClientTransfer *transfers; /* requests under way (a list, to abort at close) */
+    int closed;                       /* rsgHttpClientClose ran: no new requests */
+} rsgHttpClient;
 
 /* Prepares an idle client on loop; opens nothing yet. */
-void rsgHttpInit(rsgHttp *h, uv_loop_t *loop);
+void rsgHttpClientInit(rsgHttpClient *h, uv_loop_t *loop);
 
 /* Starts req (its strings are copied). done(ud, res) follows later, from the
  * loop, never from inside this call. Returns 0, or -1 with err when the
  * request cannot be started (bad method or options, out of memory, closed). */
-int rsgHttpStart(rsgHttp *h, const rsgHttpRequest *req, rsgHttpDone *done, void *ud, char *err,
-                 size_t errlen);
+int rsgHttpClientStart(rsgHttpClient *h, const rsgHttpClientRequest *req, rsgHttpClientDone *done,
+                       void *ud, char *err, size_t errlen);
 
 /* Aborts every request under way (each done gets an error) and closes the
  * client's handles; the loop frees them. */
-void rsgHttpClose(rsgHttp *h);
+void rsgHttpClientClose(rsgHttpClient *h);
 
 #endif

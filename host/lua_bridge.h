@@ -12,6 +12,7 @@
 #include <hiredis/hiredis.h>
 #include <stddef.h>
 
+#include "metrics.h"
 #include "http_client.h"
 #include "pg.h"
 #include "types.h"
@@ -50,9 +51,12 @@ typedef struct rsgHostOps {
      * answers Lua at once). */
     int (*file_append)(void *ud, const char *path, const char *data, size_t len, int fsync,
                        int cbref);
+    /* Where the pipeline's own events are counted (--metrics), or NULL: the
+     * host table then has no count_* functions and the pipeline skips them. */
+    rsgMetrics *metrics;
     /* Starts an HTTP request (http_client.h); rsgLuaHttpDone(lua, cbref, res)
      * follows. Returns 0, or -1 with err when it cannot start. */
-    int (*http)(void *ud, const rsgHttpRequest *req, int cbref, char *err, size_t errlen);
+    int (*http)(void *ud, const rsgHttpClientRequest *req, int cbref, char *err, size_t errlen);
     /* A PostgreSQL connection for conninfo (pg.h): its id, or -1. */
     int (*pg_open)(void *ud, const char *conninfo);
     /* Queues a query on connection id; rsgLuaPgDone(lua, cbref, ...) follows.
@@ -74,6 +78,7 @@ typedef struct rsgLua {
     const rsgHostOps *ops; /* set by rsgLuaStart */
     rsgStr *scratch;       /* ids handed to ops->ack */
     size_t scratch_cap;
+    int nsinks; /* the script's sinks, known once it loaded */
 } rsgLua;
 
 /* Creates the state, opens the standard libraries and points require at
@@ -84,6 +89,9 @@ int rsgLuaInit(rsgLua *lua, const char *luadir, char *err, size_t errlen);
  * Touches no Redis. Returns 0, or -1 with the script's "path:LINE: reason". */
 int rsgLuaLoadScript(rsgLua *lua, const char *path, const char *consumer, rsgSourceConfig *src,
                      char *err, size_t errlen);
+
+/* How many sinks the loaded script has (metrics.h labels them 1..n). */
+int rsgLuaSinkCount(const rsgLua *lua);
 
 /* Builds the pipeline with the host's ops. Returns 0 or -1 with err. */
 int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen);
@@ -115,7 +123,7 @@ void rsgLuaReply(rsgLua *lua, int cbref, const redisReply *reply);
 void rsgLuaDone(rsgLua *lua, int cbref, const char *err);
 /* Delivers the end of a request started through ops->http: the Lua callback
  * gets { status, body, headers }, or nil and why no answer came. */
-void rsgLuaHttpDone(rsgLua *lua, int cbref, const rsgHttpResult *res);
+void rsgLuaHttpDone(rsgLua *lua, int cbref, const rsgHttpClientResult *res);
 
 /* Delivers the end of a query queued through ops->pg_query: the Lua callback
  * gets its rows, or nil and "postgresql error SQLSTATE: message" (err alone

@@ -98,11 +98,11 @@ typedef struct {
     char body[64];
     char headers[512];
     char error[256];
-    rsgHttp *close_after; /* closes this client from the callback */
-    server *srv;          /* closes this server from the callback */
+    rsgHttpClient *close_after; /* closes this client from the callback */
+    server *srv;                /* closes this server from the callback */
 } httpSeen;
 
-static void onHttp(void *ud, const rsgHttpResult *res) {
+static void onHttp(void *ud, const rsgHttpClientResult *res) {
     httpSeen *s = ud;
     s->calls++;
     s->status = res->status;
@@ -110,7 +110,7 @@ static void onHttp(void *ud, const rsgHttpResult *res) {
     if (res->body) snprintf(s->body, sizeof(s->body), "%.*s", (int)res->body_len, res->body);
     if (res->headers)
         snprintf(s->headers, sizeof(s->headers), "%.*s", (int)res->headers_len, res->headers);
-    if (s->close_after) rsgHttpClose(s->close_after);
+    if (s->close_after) rsgHttpClientClose(s->close_after);
     if (s->srv) uv_close((uv_handle_t *)&s->srv->tcp, NULL);
 }
 
@@ -119,16 +119,16 @@ static void httpAnswer(void) {
     uv_loop_init(&loop);
     server srv;
     CHECK(serverStart(&srv, &loop) == 0);
-    rsgHttp h;
-    rsgHttpInit(&h, &loop);
+    rsgHttpClient h;
+    rsgHttpClientInit(&h, &loop);
     char url[64], err[256];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", srv.port);
     const char *headers[] = {"X-Test: 1"};
-    rsgHttpRequest req = {"POST", url, "body", 4, headers, 1, 10};
+    rsgHttpClientRequest req = {"POST", url, "body", 4, headers, 1, 10};
     httpSeen seen = {0};
     seen.close_after = &h;
     seen.srv = &srv;
-    CHECK(rsgHttpStart(&h, &req, onHttp, &seen, err, sizeof(err)) == 0);
+    CHECK(rsgHttpClientStart(&h, &req, onHttp, &seen, err, sizeof(err)) == 0);
     CHECK(seen.calls == 0); /* never from inside the call */
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(seen.calls == 1);
@@ -145,22 +145,22 @@ static void httpAbortedAtClose(void) {
     int port;
     int fd = silentListener(&port);
     CHECK(fd >= 0);
-    rsgHttp h;
-    rsgHttpInit(&h, &loop);
+    rsgHttpClient h;
+    rsgHttpClientInit(&h, &loop);
     char url[64], err[256];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
-    rsgHttpRequest req = {"GET", url, NULL, 0, NULL, 0, 0};
+    rsgHttpClientRequest req = {"GET", url, NULL, 0, NULL, 0, 0};
     httpSeen seen = {0};
-    CHECK(rsgHttpStart(&h, &req, onHttp, &seen, err, sizeof(err)) == 0);
+    CHECK(rsgHttpClientStart(&h, &req, onHttp, &seen, err, sizeof(err)) == 0);
     /* Let it connect and send; the server never answers. */
     for (int i = 0; i < 20; i++)
         uv_run(&loop, UV_RUN_NOWAIT);
     CHECK(seen.calls == 0);
-    rsgHttpClose(&h);
+    rsgHttpClientClose(&h);
     CHECK(seen.calls == 1);
     CHECK(seen.status == 0);
     CHECK(strstr(seen.error, "stopping") != NULL);
-    CHECK(rsgHttpStart(&h, &req, onHttp, &seen, err, sizeof(err)) == -1);
+    CHECK(rsgHttpClientStart(&h, &req, onHttp, &seen, err, sizeof(err)) == -1);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(uv_loop_close(&loop) == 0);
     close(fd);
@@ -172,14 +172,14 @@ static void httpRefused(void) {
     int port;
     int fd = silentListener(&port);
     close(fd); /* nothing listens there now */
-    rsgHttp h;
-    rsgHttpInit(&h, &loop);
+    rsgHttpClient h;
+    rsgHttpClientInit(&h, &loop);
     char url[64], err[256];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
-    rsgHttpRequest req = {"GET", url, NULL, 0, NULL, 0, 5};
+    rsgHttpClientRequest req = {"GET", url, NULL, 0, NULL, 0, 5};
     httpSeen seen = {0};
     seen.close_after = &h;
-    CHECK(rsgHttpStart(&h, &req, onHttp, &seen, err, sizeof(err)) == 0);
+    CHECK(rsgHttpClientStart(&h, &req, onHttp, &seen, err, sizeof(err)) == 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(seen.calls == 1);
     CHECK(seen.status == 0);
