@@ -7,6 +7,10 @@
 --           batch's XACKs in one EVAL
 --   file    rsghost.sink.file(BENCH_FILE): one write and one fsync a batch,
 --           on libuv's threadpool
+--   postgres  rsghost.sink.postgres(BENCH_PG): one INSERT of the batch's rows
+--           into BENCH_PG_TABLE (id text primary key, line text), the message
+--           id from meta with ON CONFLICT DO NOTHING, on the throwaway cluster
+--           scripts/bench starts
 local rsghost = require "rsghost"
 local cjson = require "cjson"
 
@@ -16,8 +20,12 @@ local sinks = {
   list = function() return rsghost.sink.redis_list(list) end,
   atomic = function() return rsghost.sink.redis_list(list, { atomic = true }) end,
   file = function() return rsghost.sink.file(os.getenv("BENCH_FILE") or "bench-out.jsonl") end,
+  postgres = function()
+    return rsghost.sink.postgres(os.getenv("BENCH_PG") or "dbname=bench",
+      { table = os.getenv("BENCH_PG_TABLE") or "bench_out", columns = { "line" }, id = "id" })
+  end,
 }
-assert(sinks[kind], "BENCH_SINK must be list, atomic or file")
+assert(sinks[kind], "BENCH_SINK must be list, atomic, file or postgres")
 
 return {
   source = {

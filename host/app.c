@@ -17,11 +17,13 @@
 #include "conn.h"
 #include "file_out.h"
 #include "heart.h"
+#include "http_client.h"
 #include "log.h"
 #include "lua_bridge.h"
 #include "metrics.h"
 #include "monitor.h"
 #include "paths.h"
+#include "pg.h"
 #include "redrive.h"
 #include "sentinel.h"
 #include "source.h"
@@ -42,6 +44,8 @@ typedef struct rsgApp {
     rsgSource source;          /* the group reader */
     rsgAck ack;                /* acks waiting for confirmation */
     rsgHostOps ops;            /* what Lua may ask of us */
+    rsgHttpClient http;        /* the sinks' HTTP requests (rsghost.http) */
+    rsgPg pg;                  /* the sinks' PostgreSQL connections (rsghost.pg) */
     uv_timer_t timer;          /* the pipeline's batch/retry timer */
     uv_signal_t sigint, sigterm;
     uv_signal_t sighup;  /* reopen the file sinks' files (log rotation) */
@@ -82,6 +86,65 @@ static void onScriptReply(redisAsyncContext *ac, void *r, void *privdata) {
 static int opSend(void *ud, int argc, const char **argv, const size_t *lens, int cbref) {
     rsgApp *app = ud;
     return rsgConnCommand(&app->cmds, onScriptReply, (void *)(intptr_t)cbref, argc, argv, lens);
+}
+
+static void onHttpDone(void *ud, const rsgHttpClientResult *res) {
+    rsgApp *app = ((rsgApp **)ud)[0];
+    int cbref = (int)(intptr_t)((void **)ud)[1];
+    free(ud);
+    rsgLuaHttpDone(&app->lua, cbref, res);
+}
+
+/* The callback's context: the app and the Lua callback's reference. */
+static void *doneContext(rsgApp *app, int cbref) {
+    void **ctx = malloc(2 * sizeof(void *));
+    if (ctx) {
+        ctx[0] = app;
+        ctx[1] = (void *)(intptr_t)cbref;
+    }
+    return ctx;
+}
+
+static int opHttp(void *ud, const rsgHttpClientRequest *req, int cbref, char *err, size_t errlen) {
+    rsgApp *app = ud;
+    void *ctx = doneContext(app, cbref);
+    if (!ctx) {
+        snprintf(err, errlen, "out of memory starting an HTTP request");
+        return -1;
+    }
+    if (rsgHttpClientStart(&app->http, req, onHttpDone, ctx, err, errlen) != 0) {
+        free(ctx);
+        return -1;
+    }
+    return 0;
+}
+
+static int opPgOpen(void *ud, const char *conninfo) {
+    rsgApp *app = ud;
+    return rsgPgOpen(&app->pg, conninfo);
+}
+
+static void onPgDone(void *ud, const PGresult *res, const char *err, const char *sqlstate) {
+    rsgApp *app = ((rsgApp **)ud)[0];
+    int cbref = (int)(intptr_t)((void **)ud)[1];
+    free(ud);
+    rsgLuaPgDone(&app->lua, cbref, res, err, sqlstate);
+}
+
+static int opPgQuery(void *ud, int id, const char *sql, int n, const char *const *params,
+                     const int *lens, int cbref, char *err, size_t errlen) {
+    rsgApp *app = ud;
+    void *ctx = doneContext(app, cbref);
+    if (!ctx) {
+        snprintf(err, errlen, "out of memory queueing a postgresql query");
+        return -1;
+    }
+    /* On failure done was not called: ctx is still ours. */
+    if (rsgPgQuery(&app->pg, id, sql, n, params, lens, onPgDone, ctx, err, errlen) != 0) {
+        free(ctx);
+        return -1;
+    }
+    return 0;
 }
 
 static void opAck(void *ud, rsgStr stream, int n, const rsgStr *ids) {
@@ -344,6 +407,8 @@ static void shutdownNow(rsgApp *app, int code) {
     rsgConnClose(&app->cmds);
     rsgSentinelWatchStop(&app->watch);
     rsgMonitorClose(&app->monitor);
+    rsgHttpClientClose(&app->http);
+    rsgPgClose(&app->pg);
     if (app->heart_pid) closeHandle((uv_handle_t *)&app->lifeline);
     closeHandle((uv_handle_t *)&app->timer);
     closeHandle((uv_handle_t *)&app->sigint);
@@ -655,8 +720,11 @@ int rsgAppRun(const rsgOptions *opts) {
     app.ops =
         (rsgHostOps){&app,         opSend,     opAck,        opAbandon,
                      opDeadLetter, opRelease,  opSetTimer,   opPause,
-                     opReady,      opFinished, opFileAppend, opts->metrics ? &app.metrics : NULL};
+                     opReady,      opFinished, opFileAppend, opts->metrics ? &app.metrics : NULL,
+                     opHttp,       opPgOpen,   opPgQuery};
     rsgFilesInit(&app.files, &app.loop, onFileDone, &app);
+    rsgHttpClientInit(&app.http, &app.loop);
+    rsgPgInit(&app.pg, &app.loop);
     rsgSourceHooks hooks = {srcDeliver, srcFatal, app.src.dead_letter ? opDeadLetter : NULL, &app};
     if (rsgSourceInit(&app.source, &app.reader, &app.ack, &app.src, app.consumer, &hooks, err,
                       sizeof(err)) != 0 ||

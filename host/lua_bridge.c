@@ -134,6 +134,95 @@ void rsgLuaDone(rsgLua *lua, int cbref, const char *err) {
     pcallLogged(lua, 2, "host operation callback");
 }
 
+/* host.http({ method, url, headers = { "Name: value", ... }, body, timeout }, cb) */
+static int hostHttp(lua_State *L) {
+    rsgLua *lua = self(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    rsgHttpClientRequest req;
+    memset(&req, 0, sizeof(req));
+    lua_getfield(L, 1, "method");
+    lua_getfield(L, 1, "url");
+    lua_getfield(L, 1, "body");
+    lua_getfield(L, 1, "timeout");
+    lua_getfield(L, 1, "headers");
+    /* Strings stay alive: they are held by the request table. */
+    req.method = luaL_checkstring(L, -5);
+    req.url = luaL_checkstring(L, -4);
+    if (!lua_isnil(L, -3)) req.body = luaL_checklstring(L, -3, &req.body_len);
+    req.timeout = luaL_optnumber(L, -2, 0);
+    const char *sheaders[32];
+    int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    const char **headers = n <= 32 ? sheaders : malloc(sizeof(*headers) * (size_t)n);
+    if (!headers) return luaL_error(L, "out of memory");
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, -1, i + 1);
+        headers[i] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        if (!headers[i]) headers[i] = "";
+    }
+    req.headers = headers;
+    req.nheaders = n;
+    lua_pushvalue(L, 2);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    char err[256];
+    int rc = lua->ops->http(lua->ops->ud, &req, ref, err, sizeof(err));
+    if (headers != sheaders) free(headers);
+    if (rc != 0) rsgLuaDone(lua, ref, err);
+    return 0;
+}
+
+/* host.pg_open(conninfo) -> id */
+static int hostPgOpen(lua_State *L) {
+    rsgLua *lua = self(L);
+    int id = lua->ops->pg_open(lua->ops->ud, luaL_checkstring(L, 1));
+    if (id < 0) return luaL_error(L, "out of memory opening a postgresql connection");
+    lua_pushinteger(L, id);
+    return 1;
+}
+
+/* host.pg_query({ id =, sql =, params = { ... }, n = }, cb): params[1..n],
+ * nil entries SQL NULL. */
+static int hostPgQuery(lua_State *L) {
+    rsgLua *lua = self(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_getfield(L, 1, "id");
+    lua_getfield(L, 1, "sql");
+    lua_getfield(L, 1, "n");
+    lua_getfield(L, 1, "params");
+    int id = (int)lua_tointeger(L, -4);
+    const char *sql = lua_tostring(L, -3); /* held by the request table */
+    int n = (int)lua_tointeger(L, -2);
+    if (!sql) return luaL_error(L, "host.pg_query expects { id =, sql =, params =, n = }");
+    if (n > 0 && !lua_istable(L, -1)) return luaL_error(L, "host.pg_query: params must be a table");
+    if (n > 65535)
+        return luaL_error(L, "a postgresql query takes at most 65535 parameters, got %d", n);
+    int pidx = lua_gettop(L);
+    const char **params = malloc(sizeof(*params) * (size_t)(n > 0 ? n : 1));
+    int *lens = malloc(sizeof(*lens) * (size_t)(n > 0 ? n : 1));
+    if (!params || !lens) {
+        free(params), free(lens);
+        return luaL_error(L, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, pidx, i + 1);
+        size_t len = 0;
+        params[i] = lua_isnil(L, -1) ? NULL : lua_tolstring(L, -1, &len);
+        lens[i] = (int)len;
+        lua_pop(L, 1); /* still referenced by the params table */
+    }
+    n = n > 0 ? n : 0;
+    lua_pushvalue(L, 2);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    char err[256];
+    int rc = lua->ops->pg_query(lua->ops->ud, id, sql, n, params, lens, ref, err, sizeof(err));
+    free(params);
+    free(lens);
+    if (rc != 0) rsgLuaDone(lua, ref, err);
+    return 0;
+}
+
 static rsgStr *scratch(rsgLua *lua, size_t n) {
     if (n > lua->scratch_cap) {
         size_t cap = lua->scratch_cap ? lua->scratch_cap : 1024;
@@ -494,7 +583,9 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
                {"abandon", hostAbandon},   {"dead_letter", hostDeadLetter},
                {"release", hostRelease},   {"set_timer", hostSetTimer},
                {"pause", hostPause},       {"ready", hostReady},
-               {"finished", hostFinished}, {"file_append", hostFileAppend}};
+               {"finished", hostFinished}, {"file_append", hostFileAppend},
+               {"http", hostHttp},         {"pg_open", hostPgOpen},
+               {"pg_query", hostPgQuery}};
     lua_State *L = lua->L;
     int top = lua_gettop(L);
     lua->ops = ops;
@@ -608,6 +699,112 @@ void rsgLuaReply(rsgLua *lua, int cbref, const redisReply *reply) {
         }
     }
     pcallLogged(lua, 2, "redis reply callback");
+}
+
+/* Pushes { status, body, headers = { [lower-case name] = value } }; a
+ * header given several times keeps its values joined with ", ". */
+static void pushHttpResult(lua_State *L, const rsgHttpClientResult *res) {
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, (lua_Number)res->status);
+    lua_setfield(L, -2, "status");
+    lua_pushlstring(L, res->body, res->body_len);
+    lua_setfield(L, -2, "body");
+    lua_newtable(L);
+    const char *p = res->headers, *end = res->headers + res->headers_len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) eol = end;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon && colon > p) {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (const char *q = p; q < colon; q++)
+                luaL_addchar(&b, (char)(*q >= 'A' && *q <= 'Z' ? *q + 32 : *q));
+            luaL_pushresult(&b);
+            const char *v = colon + 1, *ve = eol;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            lua_pushvalue(L, -1);
+            lua_rawget(L, -3);
+            if (lua_isstring(L, -1)) {
+                lua_pushliteral(L, ", ");
+                lua_pushlstring(L, v, (size_t)(ve - v));
+                lua_concat(L, 3);
+            } else {
+                lua_pop(L, 1);
+                lua_pushlstring(L, v, (size_t)(ve - v));
+            }
+            lua_rawset(L, -3);
+        }
+        p = eol + 1;
+    }
+    lua_setfield(L, -2, "headers");
+}
+
+void rsgLuaHttpDone(rsgLua *lua, int cbref, const rsgHttpClientResult *res) {
+    lua_State *L = lua->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, cbref);
+    luaL_unref(L, LUA_REGISTRYINDEX, cbref);
+    if (res->error) {
+        lua_pushnil(L);
+        /* "cannot connect to the http server" marks an outage for the
+         * pipeline (retried, never dead-lettered); see pipeline.lua. */
+        lua_pushfstring(L, "%s: %s",
+                        res->unreachable ? "cannot connect to the http server"
+                                         : "http request failed",
+                        res->error);
+    } else {
+        pushHttpResult(L, res);
+        lua_pushnil(L);
+    }
+    pcallLogged(lua, 2, "http callback");
+}
+
+/* Pushes res's rows: { { column = text value }, ... } (SQL NULL: absent),
+ * with .columns (names in order) and .affected (rows a command changed). */
+static void pushRows(lua_State *L, const PGresult *res) {
+    int nrows = PQntuples(res), ncols = PQnfields(res);
+    lua_createtable(L, nrows, 2);
+    for (int r = 0; r < nrows; r++) {
+        lua_createtable(L, 0, ncols);
+        for (int c = 0; c < ncols; c++) {
+            if (PQgetisnull(res, r, c)) continue;
+            lua_pushlstring(L, PQgetvalue(res, r, c), (size_t)PQgetlength(res, r, c));
+            lua_setfield(L, -2, PQfname(res, c));
+        }
+        lua_rawseti(L, -2, r + 1);
+    }
+    lua_createtable(L, ncols, 0);
+    for (int c = 0; c < ncols; c++) {
+        lua_pushstring(L, PQfname(res, c));
+        lua_rawseti(L, -2, c + 1);
+    }
+    lua_setfield(L, -2, "columns");
+    const char *affected = PQcmdTuples((PGresult *)res);
+    if (affected && *affected) {
+        lua_pushnumber(L, strtod(affected, NULL));
+        lua_setfield(L, -2, "affected");
+    }
+}
+
+void rsgLuaPgDone(rsgLua *lua, int cbref, const PGresult *res, const char *err,
+                  const char *sqlstate) {
+    lua_State *L = lua->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, cbref);
+    luaL_unref(L, LUA_REGISTRYINDEX, cbref);
+    if (res) {
+        pushRows(L, res);
+        lua_pushnil(L);
+    } else {
+        lua_pushnil(L);
+        if (sqlstate)
+            lua_pushfstring(L, "postgresql error %s: %s", sqlstate, err);
+        else
+            lua_pushstring(L, err);
+    }
+    pcallLogged(lua, 2, "postgresql callback");
 }
 
 void rsgSourceConfigFree(rsgSourceConfig *src) {

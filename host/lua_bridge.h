@@ -13,6 +13,8 @@
 #include <stddef.h>
 
 #include "metrics.h"
+#include "http_client.h"
+#include "pg.h"
 #include "types.h"
 
 typedef struct lua_State lua_State;
@@ -52,6 +54,15 @@ typedef struct rsgHostOps {
     /* Where the pipeline's own events are counted (--metrics), or NULL: the
      * host table then has no count_* functions and the pipeline skips them. */
     rsgMetrics *metrics;
+    /* Starts an HTTP request (http_client.h); rsgLuaHttpDone(lua, cbref, res)
+     * follows. Returns 0, or -1 with err when it cannot start. */
+    int (*http)(void *ud, const rsgHttpClientRequest *req, int cbref, char *err, size_t errlen);
+    /* A PostgreSQL connection for conninfo (pg.h): its id, or -1. */
+    int (*pg_open)(void *ud, const char *conninfo);
+    /* Queues a query on connection id; rsgLuaPgDone(lua, cbref, ...) follows.
+     * Returns 0, or -1 with err when it cannot be queued. */
+    int (*pg_query)(void *ud, int id, const char *sql, int n, const char *const *params,
+                    const int *lens, int cbref, char *err, size_t errlen);
 } rsgHostOps;
 
 typedef struct rsgLua {
@@ -110,6 +121,15 @@ void rsgLuaReply(rsgLua *lua, int cbref, const redisReply *reply);
 /* Finishes a host operation other than a command (ops->file_append): calls
  * its Lua callback with true, or with nil and err. */
 void rsgLuaDone(rsgLua *lua, int cbref, const char *err);
+/* Delivers the end of a request started through ops->http: the Lua callback
+ * gets { status, body, headers }, or nil and why no answer came. */
+void rsgLuaHttpDone(rsgLua *lua, int cbref, const rsgHttpClientResult *res);
+
+/* Delivers the end of a query queued through ops->pg_query: the Lua callback
+ * gets its rows, or nil and "postgresql error SQLSTATE: message" (err alone
+ * when the connection failed: sqlstate NULL). */
+void rsgLuaPgDone(rsgLua *lua, int cbref, const PGresult *res, const char *err,
+                  const char *sqlstate);
 
 /* Frees *src's strings. */
 void rsgSourceConfigFree(rsgSourceConfig *src);

@@ -215,6 +215,20 @@ function M._request(name, op, req)
   return yield(MARKER, req, op)
 end
 
+-- For rsghost.http and rsghost.pg: M._request, with the error for a call
+-- outside a task placed at `level` (as error's) so that it names the
+-- script's line.
+function M._await(name, op, req, level)
+  local task = state.task
+  if task == nil or running() ~= task then
+    if task ~= nil then
+      error(name .. " is only available in the sink's own coroutine, not in one it created", level + 1)
+    end
+    error(name .. " is only available inside a sink (or init, or a timer)", level + 1)
+  end
+  return yield(MARKER, req, op)
+end
+
 -- rsghost.every(seconds, fn): run fn every `seconds`, first `seconds` after
 -- the script's init returned, in a coroutine where rsghost.redis works (to
 -- refresh data a preprocess looks up, say). Runs never overlap; an error is
@@ -250,14 +264,14 @@ M.log = {
   error = function(...) emit("error", ...) end,
 }
 
--- rsghost.sink is loaded on first use: rsghost.sink requires this module, and
--- either may be required first.
+-- rsghost.sink, rsghost.http and rsghost.pg are loaded on first use: they
+-- require this module, and either may be required first.
 return setmetatable(M, {
   __index = function(t, k)
-    if k == "sink" then
-      local sink = require "rsghost.sink"
-      rawset(t, "sink", sink)
-      return sink
+    if k == "sink" or k == "http" or k == "pg" then
+      local mod = require("rsghost." .. k)
+      rawset(t, k, mod)
+      return mod
     end
   end,
 })

@@ -4,7 +4,9 @@
 -- pause, ready, finished, log, dead_letter, the operations sinks yield
 -- for by name (file_append), and the flag debug: host/lua_bridge.c builds
 -- the C host's, rsghost.testing's make_host the kit's), so there is one
--- implementation of the pipeline's semantics.
+-- implementation of the pipeline's semantics. The table's http and pg_query
+-- (with pg_open) serve rsghost.http and rsghost.pg, whose requests reach them
+-- through drive as host operations, like file_append (rsghost._await).
 --
 -- A host that counts (rsghost --metrics) also has count_feed(dropped,
 -- failed), count_flush(reason), count_sink(index, seconds, failed) and
@@ -278,9 +280,24 @@ end
 -- loading its data: a sink failing with these is retried for ever and its
 -- attempts are not counted, so an outage never ends in dead letters. Matched
 -- anywhere in the error, which `where` prefixes with the script's file:line.
+--
+-- The same goes for the other servers a sink talks to when they cannot be
+-- reached at all: an HTTP server that refuses connections or whose name does
+-- not resolve (host/lua_bridge.c), a PostgreSQL connection that fails or is
+-- lost (host/pg.c), and the SQLSTATEs of a server going away or starting
+-- (class 08 connection exception, 57P01-57P03 shutdown and startup). An
+-- answer, even 500 or a timeout, is the server's verdict on the batch and
+-- counts an attempt: a request that hangs on one item ends in its bisection.
 local TRANSIENT = {
   "connection to redis lost before the reply came",
   "not connected to redis (reconnecting)",
+  "cannot connect to the http server",
+  "connection to postgresql failed",
+  "connection to postgresql lost",
+  "postgresql error 08",
+  "postgresql error 57P01",
+  "postgresql error 57P02",
+  "postgresql error 57P03",
 }
 
 local function transient(err)

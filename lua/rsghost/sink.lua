@@ -342,4 +342,8 @@ function M.file(path, opts)
   end
 end
 
+-- rsghost.sink.http and rsghost.sink.postgres live in rsghost.sink_net,
+-- with this file's helpers, so that the error of either names the script line.
+require("rsghost.sink_net").install(M, created_at, check_opts)
+
 return M

@@ -27,6 +27,12 @@
 --                  ids and expiry and for generated message ids (default
 --                  1700000000: fixed, so that ids are the same on every run)
 --   opts.verbose   also print the pipeline's log lines on stderr
+--   opts.http      nil or "fake": rsghost.http requests are recorded and
+--                  answered by k:answer_http rules (default 200, empty body);
+--                  "real": requests no rule matches are sent (libcurl)
+--   opts.pg        nil or "fake": rsghost.pg queries are recorded and answered
+--                  by k:answer_pg rules (default: no rows); "real": queries no
+--                  rule matches run on the server of their conninfo (libpq)
 -- It raises the host's own "path:LINE: reason" when the script is invalid.
 -- It runs the script's init at once, as the host does before its first read
 -- (against the fake or real Redis); timers registered with rsghost.every run
@@ -111,6 +117,23 @@
 --   k:heal_redis()
 -- Direct k.redis calls never fail this way.
 --
+-- HTTP and PostgreSQL (rsghost.http, rsghost.pg, rsghost.sink.http and
+-- rsghost.sink.postgres), answered at once:
+--   k:http_requests()  every request, in order: { method, url, headers =
+--       { [Name] = value }, body, timeout }
+--   k:answer_http(match [, answer [, times]])  requests whose URL contains
+--       match (plain text; "*" any; or function(req) -> truthy) get answer:
+--       { status, body, headers }, a status number, an error text (no answer:
+--       testing.HTTP_UNREACHABLE is the host's "server down", an outage), or
+--       function(req) -> answer, or nil and an error text
+--   k:pg_queries()     every query, in order: { conninfo, sql, params, n }
+--   k:answer_pg(match [, answer [, times]])  queries whose SQL contains match
+--       get answer: rows ({ { column = value }, ... }), { sqlstate, error }
+--       (raised as "postgresql error SQLSTATE: error"), an error text
+--       (testing.PG_DOWN: the host's failed connection, an outage), or
+--       function(query) -> rows, or nil and an error text
+--   k:heal_http(), k:heal_pg()  drop the rules
+--
 -- Limits: one rsghost module serves every kit of a busted run, so
 -- rsghost.consumer and rsghost.group are those of the last script loaded.
 -- An atomic sink (rsghost.sink.redis_list/redis_stream, atomic = true) has
@@ -126,6 +149,7 @@ local script = require "rsghost.script"
 local pipeline = require "rsghost.pipeline"
 local fakeredis = require "rsghost.fakeredis"
 local sinks = require "rsghost.sink"
+local testing_net = require "rsghost.testing_net"
 
 local type, pairs, ipairs, tostring, error, setmetatable = type, pairs, ipairs, tostring, error, setmetatable
 local format, floor, concat = string.format, math.floor, table.concat
@@ -325,6 +349,11 @@ local function make_host(k)
     cb(true)
   end
 
+  -- rsghost.http and rsghost.pg: faked or real (rsghost.testing_net).
+  function host.http(req, cb) return k._net:http(req, cb) end
+  function host.pg_open(conninfo) return k._net:pg_open(conninfo) end
+  function host.pg_query(req, cb) return k._net:pg_query(req, cb) end
+
   function host.finished(unsunk)
     k._host_calls[#k._host_calls + 1] = { "finished", unsunk }
     k._finished = true
@@ -399,6 +428,7 @@ function M.load(source, opts)
     k.redis = redis
   end
 
+  k._net = testing_net.new(opts)
   local host = make_host(k)
   k.host = host
   -- rsghost.log at the script's top level goes to this kit's log.
@@ -446,6 +476,7 @@ end
 
 -- Close a connection the kit opened (opts.redis given as a URL).
 function Kit:close()
+  self._net:close()
   if self._owns_redis then
     self.redis:close()
     self._owns_redis = false
@@ -885,5 +916,33 @@ end
 function Kit:heal_redis()
   self._redis_faults = {}
 end
+
+----------------------------------------------------------------------------
+-- HTTP and PostgreSQL (rsghost.testing_net)
+
+function Kit:http_requests() return deep_copy(self._net.requests) end
+function Kit:pg_queries() return deep_copy(self._net.queries) end
+
+function Kit:answer_http(match, answer, times)
+  local t = type(answer)
+  if t ~= "table" and t ~= "function" and t ~= "string" and t ~= "number" then
+    error("k:answer_http: answer must be { status, body, headers }, a status, an error text or a function", 2)
+  end
+  self._net:answer_http(match, answer, times)
+end
+
+function Kit:answer_pg(match, answer, times)
+  local t = type(answer)
+  if t ~= "table" and t ~= "function" and t ~= "string" then
+    error("k:answer_pg: answer must be rows, { sqlstate, error }, an error text or a function", 2)
+  end
+  self._net:answer_pg(match, answer, times)
+end
+
+function Kit:heal_http() self._net.http_rules = {} end
+function Kit:heal_pg() self._net.pg_rules = {} end
+
+M.HTTP_UNREACHABLE = testing_net.HTTP_UNREACHABLE
+M.PG_DOWN = testing_net.PG_DOWN
 
 return M
