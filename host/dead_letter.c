@@ -47,10 +47,15 @@ static void onDeadLettered(redisAsyncContext *ac, void *rep, void *privdata) {
         rsgWarn("the connection was lost while dead-lettering message %s of stream '%s': it is "
                 "either still pending (replayed at the next start) or in '%s' and acked",
                 r->id, r->stream, r->key);
-    else if (reply->type == REDIS_REPLY_ERROR)
-        rsgError("dead-lettering message %s of stream '%s' to '%s' failed, it stays pending: %s",
-                 r->id, r->stream, r->key, reply->str);
-    else
+    else if (reply->type == REDIS_REPLY_ERROR) {
+        rsgLogField ev[3] = {{"stream", r->stream, strlen(r->stream)},
+                             {"id", r->id, strlen(r->id)},
+                             {"error", reply->str, reply->len}};
+        rsgLogFields(
+            RSG_LOG_ERROR, ev, 3,
+            "dead-lettering message %s of stream '%s' to '%s' failed, it stays pending: %s", r->id,
+            r->stream, r->key, reply->str);
+    } else
         rsgDebug("message %s of stream '%s' dead-lettered to '%s'", r->id, r->stream, r->key);
     freeReq(r);
 }

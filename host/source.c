@@ -200,9 +200,13 @@ static int convertEntry(rsgSource *s, const redisReply *stream, const redisReply
         if (rsgDecode(&s->dec, x->str, x->len, &fv[k].p, &fv[k].len, err, sizeof(err)) != 0) {
             const redisReply *name = k % 2 ? fields->element[k - 1] : NULL;
             char line[1024];
-            rsgError("%s", rsgBadFieldLine(line, sizeof(line), stream->str, stream->len, id->str,
-                                           id->len, k, name ? name->str : "", name ? name->len : 0,
-                                           err, s->type->keeps_pending));
+            rsgLogField ev[3] = {{"stream", stream->str, stream->len},
+                                 {"id", id->str, id->len},
+                                 {"error", err, strlen(err)}};
+            rsgLogFields(RSG_LOG_ERROR, ev, 3, "%s",
+                         rsgBadFieldLine(line, sizeof(line), stream->str, stream->len, id->str,
+                                         id->len, k, name ? name->str : "", name ? name->len : 0,
+                                         err, s->type->keeps_pending));
             rsgSourceAbandon(s, m->stream, 1, &m->id);
             return 0;
         }
