@@ -131,8 +131,10 @@ static void opPause(void *ud, int flag) {
  * time, systemd hears READY=1. */
 static void startReading(rsgApp *app) {
     rsgSourceOnReady(&app->source);
-    if (!app->reading) rsgNotifyReady(&app->notify);
-    app->reading = 1;
+    if (!app->reading) {
+        app->reading = 1;
+        rsgNotifyReady(&app->notify);
+    }
 }
 
 /* The script's init returned: the reader may start (now, or once it is
