@@ -24,6 +24,7 @@
 #include "redrive.h"
 #include "sentinel.h"
 #include "source.h"
+#include "status.h"
 #include "tls.h"
 #include "url.h"
 
@@ -576,9 +577,10 @@ int rsgAppRun(const rsgOptions *opts) {
     }
     app.type = rsgSourceTypeOf(app.src.kind);
     if (opts->command != RSG_CMD_RUN) {
-        /* dead-letters, redrive: the script loaded and checked as for a run;
+        /* dead-letters, redrive, status: the script loaded and checked as for a run;
          * what it says about its source is all they need. */
-        code = rsgRedriveMain(opts, &app.url, &app.src);
+        code = opts->command == RSG_CMD_STATUS ? rsgStatusMain(opts, &app.url, &app.src)
+                                               : rsgRedriveMain(opts, &app.url, &app.src);
         goto out;
     }
     if (opts->check) {
