@@ -588,9 +588,9 @@ int rsgAppRun(const rsgOptions *opts) {
         code = 0;
         goto out;
     }
-    if (!opts->consumer && checkGeneratedName(&app) != 0) goto out;
     /* Structured log records name the consumer and group (the heart's too). */
     rsgLogSetContext(app.consumer, app.src.group);
+    if (!opts->consumer && checkGeneratedName(&app) != 0) goto out;
     if (spawnHeart(&app) != 0) goto out;
 
     code = 1;

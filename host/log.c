@@ -185,7 +185,12 @@ static void writeRecord(rsgLogLevel level, const rsgLogField *fields, int nfield
         putCString(&r, "level", levelNames[level]);
         putField(&r, 0, "msg", msg, mlen);
         putCString(&r, "proc", procName);
-        putCString(&r, "pid", pid);
+        if (format == RSG_LOG_JSON) { /* a number, unquoted */
+            putStr(&r, ",\"pid\":");
+            putStr(&r, pid);
+        } else {
+            putCString(&r, "pid", pid);
+        }
         putCString(&r, "consumer", ctxConsumer);
         putCString(&r, "group", ctxGroup);
         for (int i = 0; i < nfields; i++)
