@@ -14,7 +14,6 @@
 #include "ack.h"
 #include "arena.h"
 #include "claim.h"
-#include "dead_letter.h"
 #include "conn.h"
 #include "heart.h"
 #include "log.h"
@@ -99,7 +98,7 @@ static void opDeadLetter(void *ud, rsgStr stream, rsgStr id, long deliveries, rs
                  (int)id.len, id.p);
         return;
     }
-    rsgDeadLetterSend(&app->cmds, &app->src, app->consumer, stream, id, deliveries, err);
+    rsgSourceDeadLetter(&app->source, &app->cmds, stream, id, deliveries, err);
 }
 
 static void opRelease(void *ud, long n) {
@@ -600,7 +599,7 @@ int rsgAppRun(const rsgOptions *opts) {
     }
     app.ops = (rsgHostOps){&app,      opSend,     opAck,   opAbandon, opDeadLetter,
                            opRelease, opSetTimer, opPause, opReady,   opFinished};
-    rsgSourceHooks hooks = {srcDeliver, srcFatal, &app};
+    rsgSourceHooks hooks = {srcDeliver, srcFatal, app.src.dead_letter ? opDeadLetter : NULL, &app};
     if (rsgSourceInit(&app.source, &app.reader, &app.ack, &app.src, app.consumer, &hooks, err,
                       sizeof(err)) != 0 ||
         rsgLuaStart(&app.lua, &app.ops, err, sizeof(err)) != 0) {

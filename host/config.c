@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DEFAULT_URL "redis://127.0.0.1:6379/0"
 
@@ -50,6 +51,10 @@ static const optSpec specs[] = {
      OPT_STRING, FIELD(stop_timeout_arg)},
     {"check", NULL, NULL, NULL, "load and check SCRIPT, print its source settings, exit", OPT_FLAG,
      FIELD(check)},
+    {"workers", "N", "RSGHOST_WORKERS", NULL,
+     "run N consumers CONSUMER-NAME-1..N (or N generated names) under a master that restarts "
+     "them; 'auto': one per core",
+     OPT_STRING, FIELD(workers_arg)},
     {"json", NULL, NULL, NULL, "dead-letters, status: JSON instead of a table", OPT_FLAG,
      FIELD(json)},
     {"watch", "SECONDS", NULL, NULL, "status: refresh every SECONDS until interrupted", OPT_STRING,
@@ -123,7 +128,7 @@ static int parseSeconds(const char *name, const char *arg, double min, double *o
     return 0;
 }
 
-/* A run's own settings: --stop-timeout as a number, --log-format checked,
+/* A run's own settings: --stop-timeout as a number,
  * and RSGHOST_CONSUMER when no CONSUMER-NAME was given (the Kubernetes
  * downward API and systemd's %i set it, not the command line). Returns 0,
  * or -1 with a reason in err. */
@@ -135,6 +140,26 @@ static int parseRunOptions(rsgOptions *o, char *err, size_t errlen) {
         const char *env = getenv("RSGHOST_CONSUMER");
         if (env && *env) o->consumer = env;
     }
+    return 0;
+}
+
+/* --workers N or auto: at least 1, at most RSG_MAX_WORKERS. Returns 0, or
+ * -1 with a reason in err. */
+static int parseWorkers(rsgOptions *o, char *err, size_t errlen) {
+    if (!o->workers_arg) return 0;
+    if (strcmp(o->workers_arg, "auto") == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        o->workers = n > 0 ? (int)(n < RSG_MAX_WORKERS ? n : RSG_MAX_WORKERS) : 1;
+        return 0;
+    }
+    char *end;
+    long n = strtol(o->workers_arg, &end, 10);
+    if (end == o->workers_arg || *end || n < 1 || n > RSG_MAX_WORKERS) {
+        snprintf(err, errlen, "--workers needs a whole number from 1 to %d, or auto, not '%s'",
+                 RSG_MAX_WORKERS, o->workers_arg);
+        return -1;
+    }
+    o->workers = (int)n;
     return 0;
 }
 
@@ -153,6 +178,7 @@ static int checkCommandOptions(rsgOptions *o, char *err, size_t errlen) {
                                   : "'rsghost status'");
             return -1;
         }
+        if (parseWorkers(o, err, errlen) != 0) return -1;
         return parseRunOptions(o, err, errlen);
     }
     if (o->check) {
@@ -272,4 +298,44 @@ int rsgOptionsParse(rsgOptions *o, int argc, char **argv, char *err, size_t errl
         return -1;
     }
     return checkCommandOptions(o, err, errlen);
+}
+
+char **rsgOptionsWorkerArgv(const rsgOptions *o, const char *exe, const char *name) {
+    /* exe, one per option, SCRIPT, name, NULL. */
+    char **argv = calloc(NSPECS + 4, sizeof(char *));
+    if (!argv) return NULL;
+    size_t n = 0;
+    argv[n++] = strdup(exe);
+    for (size_t i = 0; i < NSPECS; i++) {
+        const optSpec *s = &specs[i];
+        if (s->kind != OPT_STRING || s->offset == FIELD(redis_url) ||
+            s->offset == FIELD(workers_arg) || s->offset == FIELD(count_arg))
+            continue;
+        const char *v = *(const char *const *)((const char *)o + s->offset);
+        if (!v) continue;
+        size_t len = strlen(s->name) + strlen(v) + 4;
+        char *a = malloc(len);
+        if (a) snprintf(a, len, "--%s=%s", s->name, v);
+        argv[n++] = a;
+        if (!a) break;
+    }
+    if (n == 0 || !argv[n - 1] || !argv[0]) {
+        rsgOptionsFreeArgv(argv);
+        return NULL;
+    }
+    argv[n++] = strdup(o->script);
+    if (name) argv[n++] = strdup(name);
+    for (size_t i = 0; i < n; i++)
+        if (!argv[i]) {
+            rsgOptionsFreeArgv(argv);
+            return NULL;
+        }
+    return argv;
+}
+
+void rsgOptionsFreeArgv(char **argv) {
+    if (!argv) return;
+    for (size_t i = 0; i <= NSPECS + 3; i++)
+        free(argv[i]);
+    free(argv);
 }

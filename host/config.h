@@ -46,11 +46,24 @@ typedef struct rsgOptions {
     long count;                   /* --count N (subcommands): at most N entries, 0 = all */
     char **ids;                   /* redrive's ENTRY-IDs (inside argv), nids of them */
     int nids;
+    const char *workers_arg; /* --workers N|auto / RSGHOST_WORKERS as typed, or NULL */
+    int workers;             /* --workers: consumers under a master (supervisor.h), 0 = none */
 } rsgOptions;
+
+/* The most workers --workers takes. */
+#define RSG_MAX_WORKERS 256
 
 /* Parses argv (environment variables first, then options). Returns 0, or -1
  * with a one-line reason in err. */
 int rsgOptionsParse(rsgOptions *o, int argc, char **argv, char *err, size_t errlen);
+
+/* The command line of one worker of o (rsghost --workers): exe, every
+ * option o holds as --name=value except --workers and --redis (the caller
+ * passes the URL in the environment: no password on a command line), then
+ * SCRIPT and name (NULL: none, a generated name). Returns a NULL-terminated
+ * array, freed with rsgOptionsFreeArgv, or NULL out of memory. */
+char **rsgOptionsWorkerArgv(const rsgOptions *o, const char *exe, const char *name);
+void rsgOptionsFreeArgv(char **argv);
 
 /* Writes the --help text. */
 void rsgOptionsUsage(FILE *out);

@@ -9,6 +9,7 @@
 #include "app.h"
 #include "config.h"
 #include "log.h"
+#include "supervisor.h"
 #include "tls.h"
 #include "url.h"
 
@@ -63,7 +64,13 @@ int main(int argc, char **argv) {
     sigaddset(&stops, SIGINT);
     sigaddset(&stops, SIGTERM);
     sigprocmask(SIG_BLOCK, &stops, NULL);
-    int rc = rsgAppRun(&opts);
+    int rc;
+    if (opts.workers > 0 && !opts.check && opts.command == RSG_CMD_RUN) {
+        rc = rsgSupervise(&opts, argv[0]);
+    } else {
+        rsgSupervisedInit();
+        rc = rsgAppRun(&opts);
+    }
     memset(url, 0, strlen(url));
     free(url);
     return rc;

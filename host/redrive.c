@@ -11,34 +11,43 @@
 #include "dial.h"
 #include "print.h"
 
-/* KEYS[1] the dead-letter stream, KEYS[2] the entry's original stream (read
- * by the client first, declared here so the script names every key it
- * touches); ARGV[1] the entry id. The entry is read again inside the script,
- * so what is re-added is what is deleted. Fields 1-14 are the rsghost:
- * header dead_letter.c writes; the message's own fields follow. Returns the
- * new id. unpack() takes up to LuaJIT's C stack limit, as in dead_letter.c:
- * a message of more than ~3990 fields cannot be moved (an error, the entry
- * stays). */
+/* KEYS[1] the dead-letter stream, KEYS[2] the entry's original stream or
+ * list (read by the client first, declared here so the script names every
+ * key it touches); ARGV[1] the entry id. The entry is read again inside the
+ * script, so what is re-added is what is deleted. Fields 1-14 are the
+ * rsghost: header dead_letter.c writes; the message's own fields follow (a
+ * list's item as field `item`, pushed back with RPUSH). Returns the new id,
+ * or "pushed" for a list. unpack() takes up to LuaJIT's C stack limit, as
+ * in dead_letter.c: a message of more than ~3990 fields cannot be moved (an
+ * error, the entry stays). */
 static const char *redriveScript =
     "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])[1]\n"
     "if not e then return redis.error_reply('ERR the dead letter is gone') end\n"
     "local f = e[2]\n"
-    "if f[1] ~= 'rsghost:stream' or f[2] ~= KEYS[2] or f[13] ~= 'rsghost:failed_at' then\n"
-    "  return redis.error_reply('ERR not an rsghost dead letter of this stream')\n"
+    "local list = f[1] == 'rsghost:list'\n"
+    "if not (list or f[1] == 'rsghost:stream') or f[2] ~= KEYS[2]\n"
+    "    or f[13] ~= 'rsghost:failed_at' then\n"
+    "  return redis.error_reply('ERR not an rsghost dead letter of this stream or list')\n"
     "end\n"
     "if #f < 16 then\n"
     "  return redis.error_reply('ERR it holds no fields: the message was gone when it was '\n"
     "    .. 'dead-lettered')\n"
     "end\n"
-    "local a = {'XADD', KEYS[2], '*'}\n"
-    "for i = 15, #f do a[#a+1] = f[i] end\n"
-    "local id = redis.call(unpack(a))\n"
+    "local id = 'pushed'\n"
+    "if list then\n"
+    "  redis.call('RPUSH', KEYS[2], f[16])\n"
+    "else\n"
+    "  local a = {'XADD', KEYS[2], '*'}\n"
+    "  for i = 15, #f do a[#a+1] = f[i] end\n"
+    "  id = redis.call(unpack(a))\n"
+    "end\n"
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
     "return id\n";
 
 /* The rsghost: header of one dead-letter entry, pointing into its reply. */
 typedef struct deadHead {
     rsgStr entry;                        /* the entry's own id */
+    int list;                            /* from a list (rsghost:list), not a stream */
     rsgStr stream, id, group, consumer;  /* where the message came from */
     rsgStr deliveries, error, failed_at; /* why it was dead-lettered */
 } deadHead;
@@ -56,10 +65,14 @@ static int readHead(const redisReply *e, deadHead *h) {
     if (id->type != REDIS_REPLY_STRING || f->type != REDIS_REPLY_ARRAY || f->elements < 14)
         return -1;
     h->entry = (rsgStr){id->str, id->len};
+    const redisReply *first = f->element[0];
+    h->list = first->type == REDIS_REPLY_STRING && first->len == 12 &&
+              memcmp(first->str, "rsghost:list", 12) == 0;
     for (size_t i = 0; i < 7; i++) {
         const redisReply *n = f->element[2 * i], *v = f->element[2 * i + 1];
+        const char *want = i == 0 && h->list ? "rsghost:list" : names[i];
         if (n->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
-            n->len != strlen(names[i]) || memcmp(n->str, names[i], n->len) != 0)
+            n->len != strlen(want) || memcmp(n->str, want, n->len) != 0)
             return -1;
         *slots[i] = (rsgStr){v->str, v->len};
     }
@@ -128,8 +141,10 @@ static int listDeadLetters(redisContext *c, const rsgOptions *opts, const char *
     for (size_t i = 0; i < n; i++) {
         const deadHead *h = &heads[i];
         if (opts->json) {
-            rsgStr names[] = {{"entry", 5},    {"stream", 6},      {"id", 2},    {"group", 5},
-                              {"consumer", 8}, {"deliveries", 10}, {"error", 5}, {"failed_at", 9}};
+            rsgStr names[] = {{"entry", 5},    {h->list ? "list" : "stream", h->list ? 4 : 6},
+                              {"id", 2},       {"group", 5},
+                              {"consumer", 8}, {"deliveries", 10},
+                              {"error", 5},    {"failed_at", 9}};
             rsgStr vals[] = {h->entry,    h->stream,     h->id,    h->group,
                              h->consumer, h->deliveries, h->error, h->failed_at};
             for (int k = 0; k < 8; k++) {

@@ -11,25 +11,42 @@ long rsgReadCount(long room, int keys, long count, long read_chunk) {
     return n;
 }
 
+char *rsgBadFieldWhat(char *buf, size_t len, size_t k, const char *name, size_t nlen,
+                      const char *why) {
+    if (k % 2)
+        snprintf(buf, len, "the value of field '%.*s' is %s", (int)nlen, name, why);
+    else
+        snprintf(buf, len, "field name #%zu is %s", k / 2 + 1, why);
+    return buf;
+}
+
 char *rsgBadFieldLine(char *buf, size_t len, const char *stream, size_t slen, const char *id,
                       size_t idlen, size_t k, const char *name, size_t nlen, const char *why,
-                      int pending) {
-    const char *fate = pending ? "left pending" : "skipped (plain streams keep no pending list)";
-    if (k % 2)
-        snprintf(buf, len, "message %.*s %.*s %s: the value of field '%.*s' is %s", (int)slen,
-                 stream, (int)idlen, id, fate, (int)nlen, name, why);
+                      int pending, const char *dead) {
+    char fate[320], what[512];
+    if (dead)
+        snprintf(fate, sizeof(fate), "dead-lettered to '%s'", dead);
     else
-        snprintf(buf, len, "message %.*s %.*s %s: field name #%zu is %s", (int)slen, stream,
-                 (int)idlen, id, fate, k / 2 + 1, why);
+        snprintf(fate, sizeof(fate), "%s",
+                 pending ? "left pending" : "skipped (plain streams keep no pending list)");
+    snprintf(buf, len, "message %.*s %.*s %s: %s", (int)slen, stream, (int)idlen, id, fate,
+             rsgBadFieldWhat(what, sizeof(what), k, name, nlen, why));
     return buf;
 }
 
 char *rsgBadItemLine(char *buf, size_t len, const char *list, const char *proc, const char *item,
-                     size_t ilen, const char *why) {
-    if (proc)
+                     size_t ilen, const char *why, const char *dead) {
+    if (dead)
+        snprintf(buf, len, "item of list '%s' dead-lettered to '%s': it is %s", list, dead, why);
+    else if (proc)
         snprintf(buf, len, "item of list '%s' left in %s: it is %s", list, proc, why);
     else
         snprintf(buf, len, "item of list '%s' dropped: it is %s; its bytes: %.*s", list, why,
                  (int)(ilen > 512 ? 512 : ilen), item);
+    return buf;
+}
+
+char *rsgBadItemWhat(char *buf, size_t len, const char *why) {
+    snprintf(buf, len, "the item is %s", why);
     return buf;
 }

@@ -16,21 +16,33 @@
  * no room. */
 long rsgReadCount(long room, int keys, long count, long read_chunk);
 
-/* The error line of a message whose field string number k (0-based over
- * name, value, name, value...) is not valid in the source's encoding: it
- * names the message, what becomes of it (pending: "left pending", else
- * "skipped (plain streams keep no pending list)"), the field, and why
- * (rsgDecode's or rsgUtf8Why's reason). name is the field's name when k is
- * a value (odd k). Writes at most len bytes, NUL-terminated; returns buf. */
+/* Why a message's field string number k (0-based over name, value, name,
+ * value...) is refused: "the value of field 'NAME' is WHY" (odd k, name its
+ * field's name) or "field name #N is WHY"; why is rsgDecode's or
+ * rsgUtf8Why's reason. With source.dead_letter this is the error the dead
+ * letter records. Writes at most len bytes, NUL-terminated; returns buf. */
+char *rsgBadFieldWhat(char *buf, size_t len, size_t k, const char *name, size_t nlen,
+                      const char *why);
+
+/* The error line of a message whose field string k is not valid in the
+ * source's encoding: it names the message, what becomes of it (dead: the
+ * dead-letter stream it goes to; else pending: "left pending"; else
+ * "skipped (plain streams keep no pending list)"), then rsgBadFieldWhat.
+ * Writes at most len bytes, NUL-terminated; returns buf. */
 char *rsgBadFieldLine(char *buf, size_t len, const char *stream, size_t slen, const char *id,
                       size_t idlen, size_t k, const char *name, size_t nlen, const char *why,
-                      int pending);
+                      int pending, const char *dead);
 
 /* The error line of a list item whose bytes are not valid in the source's
- * encoding: kept in the processing list `proc` (reliable lists), or, when
- * proc is NULL, dropped (a plain list had popped it), its first 512 bytes
- * shown. Writes at most len bytes, NUL-terminated; returns buf. */
+ * encoding: dead-lettered to `dead` (source.dead_letter), or kept in the
+ * processing list `proc` (reliable lists), or, when both are NULL, dropped
+ * (a plain list had popped it), its first 512 bytes shown. With dead, the
+ * dead letter records "the item is WHY". Writes at most len bytes,
+ * NUL-terminated; returns buf. */
 char *rsgBadItemLine(char *buf, size_t len, const char *list, const char *proc, const char *item,
-                     size_t ilen, const char *why);
+                     size_t ilen, const char *why, const char *dead);
+
+/* What the dead letter of such an item records: "the item is WHY". */
+char *rsgBadItemWhat(char *buf, size_t len, const char *why);
 
 #endif

@@ -173,10 +173,11 @@ static int wellFormed(const redisReply *r, size_t *entries, size_t *strings) {
     return 1;
 }
 
-/* Turns one entry into a message. Returns 1 if it goes to Lua, 0 if it was
- * handled here (deleted entry acked, invalid bytes left pending). */
+/* Turns one entry, at its deliveries-th delivery, into a message. Returns 1
+ * if it goes to Lua, 0 if it was handled here (deleted entry acked, invalid
+ * bytes dead-lettered or left pending). */
 static int convertEntry(rsgSource *s, const redisReply *stream, const redisReply *e, rsgMsg *m,
-                        rsgStr *fv) {
+                        rsgStr *fv, long deliveries) {
     const redisReply *id = e->element[0], *fields = e->element[1];
     m->stream = (rsgStr){stream->str, stream->len};
     m->id = (rsgStr){id->str, id->len};
@@ -199,15 +200,24 @@ static int convertEntry(rsgSource *s, const redisReply *stream, const redisReply
         char err[160];
         if (rsgDecode(&s->dec, x->str, x->len, &fv[k].p, &fv[k].len, err, sizeof(err)) != 0) {
             const redisReply *name = k % 2 ? fields->element[k - 1] : NULL;
+            const char *nm = name ? name->str : "";
+            size_t nlen = name ? name->len : 0;
+            const char *dead = s->hooks.dead_letter ? s->cfg->dead_letter : NULL;
             char line[1024];
             rsgLogField ev[3] = {{"stream", stream->str, stream->len},
                                  {"id", id->str, id->len},
                                  {"error", err, strlen(err)}};
             rsgLogFields(RSG_LOG_ERROR, ev, 3, "%s",
                          rsgBadFieldLine(line, sizeof(line), stream->str, stream->len, id->str,
-                                         id->len, k, name ? name->str : "", name ? name->len : 0,
-                                         err, s->type->keeps_pending));
-            rsgSourceAbandon(s, m->stream, 1, &m->id);
+                                         id->len, k, nm, nlen, err, s->type->keeps_pending, dead));
+            if (dead) {
+                char what[512];
+                rsgBadFieldWhat(what, sizeof(what), k, nm, nlen, err);
+                s->hooks.dead_letter(s->hooks.ud, m->stream, m->id, deliveries,
+                                     (rsgStr){what, strlen(what)});
+            } else {
+                rsgSourceAbandon(s, m->stream, 1, &m->id);
+            }
             return 0;
         }
     }
@@ -257,8 +267,9 @@ void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *
     }
     for (size_t j = 0; j < list->elements; j++) {
         rsgMsg *m = &s->msgs[*n];
-        if (convertEntry(s, stream, list->element[j], m, s->fv + *fvused)) {
-            if (s->counted) s->deliv[*n] = counts ? counts[j] : 1;
+        long d = counts ? counts[j] : 1;
+        if (convertEntry(s, stream, list->element[j], m, s->fv + *fvused, d)) {
+            if (s->counted) s->deliv[*n] = d;
             *fvused += (size_t)m->nfields * 2;
             (*n)++;
         }
@@ -432,6 +443,13 @@ void rsgSourceAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
 
 void rsgSourceAbandon(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
     if (s->type->abandon) s->type->abandon(s, stream, n, ids);
+}
+
+int rsgSourceDeadLetter(rsgSource *s, rsgConn *cmds, rsgStr key, rsgStr id, long deliveries,
+                        rsgStr err) {
+    rsgDeadLetter d = {.origin = key, .id = id, .deliveries = deliveries, .err = err};
+    if (s->type->dead_letter) s->type->dead_letter(s, &d);
+    return rsgDeadLetterSend(cmds, s->cfg, s->consumer, &d);
 }
 
 void rsgSourceRelease(rsgSource *s, long n) {

@@ -24,6 +24,7 @@
 
 #include "ack.h"
 #include "conn.h"
+#include "dead_letter.h"
 #include "encoding.h"
 #include "types.h"
 
@@ -59,6 +60,9 @@ typedef struct rsgSourceType {
     void (*ack)(rsgSource *s, rsgStr key, int n, const rsgStr *ids);
     /* These were given up on (preprocess failed, bytes did not convert). */
     void (*abandon)(rsgSource *s, rsgStr key, int n, const rsgStr *ids);
+    /* A message of d->origin goes to the dead-letter stream: say how it
+     * leaves this kind's source (d->proc, d->done; see dead_letter.h). */
+    void (*dead_letter)(rsgSource *s, rsgDeadLetter *d);
     /* Messages left the pipeline, or the ack queue drained: a kind that
      * waits for things to settle looks again. */
     void (*settled)(rsgSource *s);
@@ -81,6 +85,10 @@ typedef struct rsgSourceHooks {
     int (*deliver)(void *ud, const rsgMsg *msgs, int n, const long *deliveries);
     /* Something no retry can mend (e.g. the key is not a stream). */
     void (*fatal)(void *ud, const char *reason);
+    /* With source.dead_letter: a message that cannot go to Lua (its bytes
+     * do not convert) goes to the dead-letter stream with err
+     * (rsgSourceDeadLetter on the command connection). */
+    void (*dead_letter)(void *ud, rsgStr key, rsgStr id, long deliveries, rsgStr err);
     void *ud;
 } rsgSourceHooks;
 
@@ -145,6 +153,13 @@ void rsgSourceAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids);
  * what that means (type->abandon): plain streams move their checkpoint past
  * them, the others leave them where they are. */
 void rsgSourceAbandon(rsgSource *s, rsgStr stream, int n, const rsgStr *ids);
+
+/* One message goes to source.dead_letter, sent on cmds (the command
+ * connection): appended there with err and taken out of the source in one
+ * server-side script, as its kind requires (dead_letter.h). Returns 0, or
+ * -1 when it could not be sent (logged; the message stays where it was). */
+int rsgSourceDeadLetter(rsgSource *s, rsgConn *cmds, rsgStr key, rsgStr id, long deliveries,
+                        rsgStr err);
 
 /* The ack queue drained (type->settled: lists wait for that after a
  * reconnect). */

@@ -208,10 +208,17 @@ static void collectItems(rsgSource *s, int li, const redisReply *items, int *n) 
             *item = m->id;
         } else if (rsgDecode(&s->dec, it->str, it->len, &item->p, &item->len, err, sizeof(err)) !=
                    0) {
+            const char *dead = s->hooks.dead_letter ? s->cfg->dead_letter : NULL;
             char line[1024];
             rsgError("%s",
                      rsgBadItemLine(line, sizeof(line), list, s->cfg->reliable ? l->proc[li] : NULL,
-                                    it->str, it->len, err));
+                                    it->str, it->len, err, dead));
+            if (dead) {
+                char what[200];
+                rsgBadItemWhat(what, sizeof(what), err);
+                s->hooks.dead_letter(s->hooks.ud, m->stream, m->id, 1,
+                                     (rsgStr){what, strlen(what)});
+            }
             continue;
         }
         (*n)++;
@@ -429,6 +436,14 @@ static void listsAck(rsgSource *s, rsgStr list, int n, const rsgStr *items) {
     if (!ok) rsgError("out of memory queueing acks: %d item(s) stay in %s", n, l->proc[li]);
 }
 
+/* A reliable list's item leaves its processing list in the dead-letter
+ * script itself; a plain list's item is gone from Redis already. */
+static void listsDeadLetter(rsgSource *s, rsgDeadLetter *d) {
+    listsState *l = s->state;
+    int li = rsgSourceIndex(s, d->origin.p, d->origin.len);
+    if (s->cfg->reliable && li >= 0) d->proc = l->proc[li];
+}
+
 const rsgSourceType rsgSourceLists = {
     .name = "lists",
     .key_type = "list",
@@ -436,6 +451,7 @@ const rsgSourceType rsgSourceLists = {
     .setup = listsSetup,
     .read = listsRead,
     .ack = listsAck,
+    .dead_letter = listsDeadLetter,
     .settled = listsSettled,
     .stop = listsStop,
     .free = listsFree,

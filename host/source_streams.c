@@ -258,6 +258,18 @@ static void streamsAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
                  last);
 }
 
+/* A dead letter's script reply is in: the message has left the pipeline. */
+static void deadLettered(void *ud, rsgStr stream, rsgStr id) {
+    streamsAck(ud, stream, 1, &id);
+}
+
+/* Plain streams keep nothing pending: the script copies the entry, and the
+ * checkpoint moves past it only once the copy is stored. */
+static void streamsDeadLetter(rsgSource *s, rsgDeadLetter *d) {
+    d->done = deadLettered;
+    d->ud = s;
+}
+
 const rsgSourceType rsgSourceStreams = {
     .name = "streams",
     .key_type = "stream",
@@ -267,5 +279,6 @@ const rsgSourceType rsgSourceStreams = {
     .read = streamsRead,
     .ack = streamsAck,
     .abandon = streamsAck,
+    .dead_letter = streamsDeadLetter,
     .free = streamsFree,
 };

@@ -14,11 +14,14 @@ local ffi = require "ffi"
 
 ffi.cdef [[
 long rsgReadCount(long room, int keys, long count, long read_chunk);
+char *rsgBadFieldWhat(char *buf, size_t len, size_t k, const char *name, size_t nlen,
+                      const char *why);
 char *rsgBadFieldLine(char *buf, size_t len, const char *stream, size_t slen, const char *id,
                       size_t idlen, size_t k, const char *name, size_t nlen, const char *why,
-                      int pending);
+                      int pending, const char *dead);
 char *rsgBadItemLine(char *buf, size_t len, const char *list, const char *proc, const char *item,
-                     size_t ilen, const char *why);
+                     size_t ilen, const char *why, const char *dead);
+char *rsgBadItemWhat(char *buf, size_t len, const char *why);
 size_t rsgUtf8Check(const char *s, size_t len);
 int rsgUtf8Why(const char *s, size_t len, char *why, size_t whylen);
 
@@ -91,18 +94,34 @@ function M.utf8_why(s)
   return ffi.string(why_buf)
 end
 
--- The host's error line for a message whose field string k (0-based over
--- name, value, ...) is invalid; name: the field's name when k is a value.
-function M.bad_field_line(stream, id, k, name, why, pending)
+-- Why a message's field string k (0-based over name, value, ...) is
+-- refused; name: the field's name when k is a value. What a dead letter of
+-- it records.
+function M.bad_field_what(k, name, why)
   name = name or ""
-  C.rsgBadFieldLine(line_buf, 1024, stream, #stream, id, #id, k, name, #name, why, pending and 1 or 0)
+  C.rsgBadFieldWhat(line_buf, 1024, k, name, #name, why)
   return ffi.string(line_buf)
 end
 
--- The host's error line for a list item whose bytes are invalid: kept in
--- the processing list proc (reliable), or dropped (proc nil).
-function M.bad_item_line(list, proc, item, why)
-  C.rsgBadItemLine(line_buf, 1024, list, proc, item, #item, why)
+-- The host's error line for a message whose field string k is invalid:
+-- dead-lettered to dead, or left pending, or skipped.
+function M.bad_field_line(stream, id, k, name, why, pending, dead)
+  name = name or ""
+  C.rsgBadFieldLine(line_buf, 1024, stream, #stream, id, #id, k, name, #name, why, pending and 1 or 0, dead)
+  return ffi.string(line_buf)
+end
+
+-- The host's error line for a list item whose bytes are invalid:
+-- dead-lettered to dead, kept in the processing list proc (reliable), or
+-- dropped (both nil).
+function M.bad_item_line(list, proc, item, why, dead)
+  C.rsgBadItemLine(line_buf, 1024, list, proc, item, #item, why, dead)
+  return ffi.string(line_buf)
+end
+
+-- What the dead letter of such an item records.
+function M.bad_item_what(why)
+  C.rsgBadItemWhat(line_buf, 1024, why)
   return ffi.string(line_buf)
 end
 

@@ -15,8 +15,9 @@
 -- With source.dead_letter, a message preprocess raises on, or one Redis has
 -- delivered more than source.max_deliveries times, goes to
 -- host.dead_letter(stream, id, deliveries, err) instead of staying pending:
--- the host appends it to the dead-letter stream and acks it in one
--- server-side script (host/dead_letter.c; the kit records it).
+-- the host appends it to the dead-letter stream and takes it out of the
+-- source (XACK, or out of a reliable list's processing list) in one
+-- server-side script (host/dead_letter.h; the kit records it).
 --
 -- With retry.max_attempts (which needs dead_letter), a batch a sink still
 -- rejects after that many attempts is bisected: its halves are sunk one at a

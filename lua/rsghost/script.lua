@@ -323,17 +323,18 @@ local SOURCE_KEYS = {
   heartbeat_channel = { group = true },
   checkpoint = { streams = true },
   reliable = { lists = true },
-  dead_letter = { group = true },
+  dead_letter = false,
   max_deliveries = { group = true },
 }
 
--- Source keys of part A of poison messages: only a consumer group has them
--- so far (plain streams and lists: part B).
-local NOT_YET = { dead_letter = true, max_deliveries = true }
+-- Why a key does not apply to a kind, where "does not apply" says too little.
+local WHY_NOT = {
+  max_deliveries = "Redis counts deliveries only for a consumer group's pending entries",
+}
 
 -- source.dead_letter: a stream key, or { key = "...", maxlen = N }.
 -- Returns { key =, maxlen = } (maxlen nil: no trimming) or nil.
-local function dead_letter(ctx, v, streams)
+local function dead_letter(ctx, v, keys)
   if v == nil then return nil end
   local out
   if type(v) == "string" then
@@ -348,10 +349,11 @@ local function dead_letter(ctx, v, streams)
   else
     bad(ctx, "source", "dead_letter", nil, "must be a stream key or { key = \"...\", maxlen = N }, got %s", got(v))
   end
-  for _, st in ipairs(streams) do
-    if st.name == out.key then
-      bad(ctx, "source", "dead_letter", nil, "%q is one of the source's streams: dead letters would be "
-        .. "read again", out.key)
+  for _, k in ipairs(keys) do
+    local name = k.name or k
+    if name == out.key then
+      bad(ctx, "source", "dead_letter", nil, "%q is one of the source's %s: dead letters would be "
+        .. "read again", out.key, k.name and "streams" or "lists")
     end
   end
   return out
@@ -387,9 +389,8 @@ local function check_source(ctx, src)
 
   for k in pairs(src) do
     local kinds = SOURCE_KEYS[k]
-    if kinds and not kinds[kind] and NOT_YET[k] then
-      bad(ctx, "source", k, nil, "is not supported for a %s yet (only for a consumer-group source)",
-        KIND_NAMES[kind])
+    if kinds and not kinds[kind] and WHY_NOT[k] then
+      bad(ctx, "source", k, nil, "does not apply to a %s: %s", KIND_NAMES[kind], WHY_NOT[k])
     elseif kinds and not kinds[kind] then
       bad(ctx, "source", k, nil, "does not apply to a %s", KIND_NAMES[kind])
     end
@@ -442,6 +443,9 @@ local function check_source(ctx, src)
   out.max_in_flight_bytes = positive_integer(ctx, "source", "max_in_flight_bytes", src.max_in_flight_bytes)
     or M.DEFAULT_MAX_IN_FLIGHT_BYTES
 
+  -- Every kind can dead-letter (host/dead_letter.h says how each lets go).
+  out.dead_letter = dead_letter(ctx, src.dead_letter, out.streams or out.lists)
+
   if kind == "group" then
     local hb = positive_seconds(ctx, "source", "heartbeat_interval", src.heartbeat_interval)
     local claim = positive_seconds(ctx, "source", "claim_timeout", src.claim_timeout)
@@ -462,7 +466,6 @@ local function check_source(ctx, src)
     out.claim_timeout = claim or (hb and 10 * hb)
     out.heartbeat_channel = nonempty_string(ctx, "source", "heartbeat_channel", src.heartbeat_channel)
       or out.group
-    out.dead_letter = dead_letter(ctx, src.dead_letter, out.streams)
     out.max_deliveries = positive_integer(ctx, "source", "max_deliveries", src.max_deliveries)
     if out.max_deliveries and not out.dead_letter then
       bad(ctx, "source", "max_deliveries", nil, "needs source.dead_letter (where a message delivered "

@@ -236,7 +236,8 @@ local function make_host(k)
   -- them and acks it; the kit records the same from what was fed.
   function host.dead_letter(stream, id, deliveries, err)
     k._host_calls[#k._host_calls + 1] = { "dead_letter", stream, id, deliveries, err }
-    local flat = k._fields[stream .. "\0" .. id] or {}
+    -- A list item is the message: the host's script stores it as field item.
+    local flat = k._fields[stream .. "\0" .. id] or (k.cfg.source.kind == "lists" and { "item", id }) or {}
     local fields = {}
     for i = 1, #flat, 2 do fields[#fields + 1] = { flat[i], flat[i + 1] } end
     k._dead[#k._dead + 1] = { stream = stream, id = id, error = err, deliveries = deliveries, fields = fields }
@@ -535,8 +536,13 @@ function Kit:_read(msgs, where)
       local why = native.utf8_why(m[2])
       if why then
         local proc = src.reliable and format("rsghost:processing:%s:%s", self._consumer, m[1]) or nil
-        self.host.log("error", native.bad_item_line(m[1], proc, m[2], why))
-        if src.reliable then self._fed[#self._fed + 1] = { m[1], m[2] } end
+        local dead = self.pipeline.dead_letter_key
+        self.host.log("error", native.bad_item_line(m[1], proc, m[2], why, dead))
+        if dead then
+          self.host.dead_letter(m[1], m[2], 1, native.bad_item_what(why))
+        elseif src.reliable then
+          self._fed[#self._fed + 1] = { m[1], m[2] }
+        end
         ok = false
       end
     elseif self._check_utf8 then
@@ -544,9 +550,16 @@ function Kit:_read(msgs, where)
       for i = 1, #fields do
         local why = native.utf8_why(fields[i])
         if why then
-          self.host.log("error", native.bad_field_line(m[1], m[2], i - 1, fields[i - 1], why, src.kind == "group"))
+          local dead = self.pipeline.dead_letter_key
+          self.host.log("error", native.bad_field_line(m[1], m[2], i - 1, fields[i - 1], why, src.kind == "group",
+            dead))
           ok = false
-          if src.kind == "group" then self._fed[#self._fed + 1] = { m[1], m[2] } end
+          if dead then
+            self._fields[m[1] .. "\0" .. m[2]] = fields
+            self.host.dead_letter(m[1], m[2], m[5] or 1, native.bad_field_what(i - 1, fields[i - 1], why))
+          elseif src.kind == "group" then
+            self._fed[#self._fed + 1] = { m[1], m[2] }
+          end
           break
         end
       end

@@ -271,4 +271,80 @@ describe("the test kit against the host (conformance)", function()
     assert.equal(9, n)
     assert.equal(1, #host.logs)
   end)
+
+  -- Dead letters: what each kind of source dead-letters, with which error,
+  -- delivery count and fields, is the same in the host and the kit.
+  local function dead_settled(want)
+    return function(_, t)
+      return t.redis:call("XLEN", t.prefix .. ":dlq") >= want
+    end
+  end
+
+  it("a group with dead_letter: preprocess errors, invalid bytes and a rejected item, dead-lettered alike",
+    function()
+    local host = check {
+      script = script {
+        source = '{ streams = P .. ":s", group = P .. ":g", dead_letter = P .. ":dlq" }',
+        batch = "{ size = 10, timeout = 0 }",
+        preprocess = [[function(stream, id, data)
+    if tonumber(data.n) % 10 == 3 then error("no threes: " .. data.n) end
+    return data.n
+  end]],
+      },
+      messages = function(P)
+        return backlog(P, "s", 40, 1, function(i)
+          return { "n", tostring(i), "v", i == 17 and "caf\xe9" or "ok", "v", "dup" }
+        end)
+      end,
+      host_wait = dead_settled(5),
+    }
+    assert.equal(5, #host.dead)
+    assert.equal(1, #C.matching(host.dead, " the value of field 'v' is "))
+    for _, ids in pairs(host.pending) do assert.equal(0, #ids) end
+  end)
+
+  it("plain streams with a checkpoint and dead_letter: the checkpoint passes what was dead-lettered",
+    function()
+    local host, _, run = check {
+      script = script {
+        source = '{ streams = P .. ":a", start = "0", checkpoint = P .. ":cp", dead_letter = P .. ":dlq" }',
+        batch = "{ size = 10, timeout = 0 }",
+        preprocess = [[function(stream, id, data)
+    if tonumber(data.n) % 7 == 0 then error("no sevens") end
+    return data.n
+  end]],
+      },
+      messages = function(P)
+        return backlog(P, "a", 35, 1, function(i)
+          return { "n", tostring(i), "v", i == 12 and "caf\xe9" or "ok" }
+        end)
+      end,
+      host_wait = dead_settled(6),
+    }
+    assert.equal(6, #host.dead)
+    assert.equal(run.messages[#run.messages].id, host.checkpoint[run.P .. ":a"])
+  end)
+
+  it("reliable lists with dead_letter: the item as field item, out of the processing list", function()
+    local host = check {
+      script = script {
+        source = '{ lists = P .. ":l", reliable = true, dead_letter = P .. ":dlq" }',
+        batch = "{ size = 5, timeout = 0 }",
+        preprocess = [[function(list, item)
+    if item:find("x$") then error("no x: " .. item) end
+    return item
+  end]],
+      },
+      messages = function(P)
+        local out = {}
+        for i = 1, 20 do
+          out[#out + 1] = { P .. ":l", i == 7 and ("caf\xe9-" .. i) or ("item-" .. i .. (i % 6 == 0 and "x" or "")) }
+        end
+        return out
+      end,
+      host_wait = dead_settled(4),
+    }
+    assert.equal(4, #host.dead)
+    for _, items in pairs(host.pending) do assert.equal(0, #items) end
+  end)
 end)

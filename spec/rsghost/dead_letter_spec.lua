@@ -1,4 +1,4 @@
--- Poison messages, part A (consumer groups): source.dead_letter and
+-- Poison messages: source.dead_letter and
 -- source.max_deliveries as the script checks them and as the pipeline applies
 -- them, through the test kit (the C host runs the same pipeline code:
 -- spec/integration/dead_letter_spec.lua holds it to the same rules).
@@ -56,13 +56,18 @@ describe("source.dead_letter", function()
       assert.matches(":3: source.max_deliveries needs source.dead_letter", err)
     end)
 
-    it("is not supported yet for plain streams and lists", function()
-      local err = load_error(with_source([[{ streams = "s",
-    dead_letter = "dlq" }]]))
-      assert.matches(":3: source.dead_letter is not supported for a streams source without a group yet", err)
-      err = load_error(with_source([[{ lists = "l",
-    dead_letter = "dlq" }]]))
-      assert.matches(":3: source.dead_letter is not supported for a lists source yet", err)
+    it("applies to plain streams and lists too; max_deliveries only to a group", function()
+      local cfg = load_text(with_source([[{ streams = "s", checkpoint = "cp", dead_letter = "dlq" }]]))
+      assert.same({ key = "dlq" }, cfg.source.dead_letter)
+      cfg = load_text(with_source([[{ lists = "l", reliable = true, dead_letter = "dlq" }]]))
+      assert.same({ key = "dlq" }, cfg.source.dead_letter)
+      local err = load_error(with_source([[{ lists = "l",
+    dead_letter = "dlq", max_deliveries = 3 }]]))
+      assert.matches(":3: source.max_deliveries does not apply to a lists source: Redis counts deliveries "
+        .. "only for a consumer group's pending entries", err)
+      err = load_error(with_source([[{ lists = { "a", "b" },
+    dead_letter = "a" }]]))
+      assert.matches(':3: source.dead_letter "a" is one of the source\'s lists', err)
     end)
 
     it("refuses wrong shapes", function()
@@ -159,6 +164,48 @@ describe("source.dead_letter", function()
       assert.is_false(k.pipeline.wants_info)
       k:feed("s1", "1-0", { a = "1" })
       assert.equal(3, n)
+    end)
+
+    it("dead-letters a list item preprocess raises on, the item as field item", function()
+      local k = testing.load({ source = { lists = "l", reliable = true, dead_letter = "dlq" },
+        preprocess = function(_, item)
+          if item == "bad" then error("no good") end
+          return item
+        end, sink = function() end })
+      k:feed_many { { "l", "a" }, { "l", "bad" }, { "l", "b" } }
+      assert.same({ "a", "b" }, k:sunk())
+      local dead = k:dead_letters()
+      assert.equal(1, #dead)
+      assert.equal("l", dead[1].stream)
+      assert.equal("bad", dead[1].id)
+      assert.same({ { "item", "bad" } }, dead[1].fields)
+      assert.matches("no good$", dead[1].error)
+      assert.same({}, k:pending())
+    end)
+
+    it("dead-letters a message whose bytes are not UTF-8, with the host's words", function()
+      local k = kit(function(_, _, data) return data.a end)
+      k:feed("s1", "1-0", { a = "ok" })
+      k:feed("s1", "2-0", { a = "bad \255 byte" })
+      assert.same({ "ok" }, k:sunk())
+      local dead = k:dead_letters()
+      assert.equal(1, #dead)
+      assert.equal("2-0", dead[1].id)
+      assert.matches("^the value of field 'a' is ", dead[1].error)
+      assert.same({ { "a", "bad \255 byte" } }, dead[1].fields)
+      assert.truthy(k:logged("message s1 2%-0 dead%-lettered to 'dlq': the value of field 'a' is "))
+      assert.same({}, k:pending())
+
+      local l = testing.load({ source = { lists = "l", reliable = true, dead_letter = "dlq" },
+        preprocess = function(_, item) return item end, sink = function() end })
+      l:feed_many { { "l", "x" }, { "l", "y \255" } }
+      assert.same({ "x" }, l:sunk())
+      dead = l:dead_letters()
+      assert.equal(1, #dead)
+      assert.equal("y \255", dead[1].id)
+      assert.matches("^the item is ", dead[1].error)
+      assert.truthy(l:logged("item of list 'l' dead%-lettered to 'dlq': it is "))
+      assert.same({}, l:pending())
     end)
   end)
 end)

@@ -36,6 +36,8 @@
 --   pending    = { [key] = { id, ... } }    group: XPENDING (sorted); reliable lists:
 --                                          the processing lists (in order)
 --   checkpoint = { [stream] = id }          plain streams with source.checkpoint
+--   dead       = { "key id deliveries error fields", ... }  source.dead_letter: the
+--                                          dead letters, sorted (fields as JSON pairs)
 --   logs       = { "level: message", ... }  the pipeline's log lines (see pipeline_line)
 -- }
 local H = require "support.host"
@@ -64,6 +66,7 @@ M.PIPELINE_LINES = {
   "^preprocess failed on ",                          -- pipeline: preprocess raised
   "^message .- left pending: ",                       -- source: invalid bytes (group)
   "^message .- skipped %(plain streams",              -- source: invalid bytes (plain streams)
+  "^message .- dead%-lettered to '",                  -- source: invalid bytes (dead_letter)
   "^item of list '",                                  -- source: invalid bytes (lists)
   "^sink %d+ of %d+ failed on a batch",               -- pipeline: a sink raised, retry
   "^a batch of %d+ messages was sunk on attempt %d+", -- pipeline: a retry succeeded
@@ -130,8 +133,12 @@ local function log_events(text)
     elseif level == "error" then
       local key, id = msg:match("^message (.-) (%d+%-%d+) left pending: ")
       if not key then key, id = msg:match("^message (.-) (%d+%-%d+) skipped %(plain streams") end
+      if not key then key, id = msg:match("^message (.-) (%d+%-%d+) dead%-lettered to '") end
       -- A list item refused for its bytes: the line names its list only.
-      if not key then key = msg:match("^item of list '(.-)' left in ") or msg:match("^item of list '(.-)' dropped: ") end
+      if not key then
+        key = msg:match("^item of list '(.-)' left in ") or msg:match("^item of list '(.-)' dropped: ")
+          or msg:match("^item of list '(.-)' dead%-lettered to '")
+      end
       if key then ev[#ev + 1] = { "invalid", id and (key .. " " .. id) or key } end
     elseif level == "info" and msg:find("^a batch of %d+ messages was sunk on attempt %d+; reading resumes") then
       ev[#ev + 1] = { "resumed" }
@@ -246,6 +253,9 @@ local function kit_checkpoint(k, reads)
       for key, ids in pairs(call[2]) do
         for _, id in ipairs(ids) do settled[key .. " " .. id] = true end
       end
+    elseif call[1] == "dead_letter" then
+      -- The host's checkpoint passes a dead letter once its script is in.
+      settled[call[2] .. " " .. call[3]] = true
     end
   end
   local out, blocked = {}, {}
@@ -257,6 +267,11 @@ local function kit_checkpoint(k, reads)
     end
   end
   return out
+end
+
+-- One dead letter as a line both records can hold.
+local function dead_line(key, id, deliveries, err, fields)
+  return concat({ key, id, tostring(deliveries), err, cjson.encode(fields) }, " ")
 end
 
 local function run_host(t, path, case, kind, keys, messages)
@@ -330,6 +345,19 @@ local function run_host(t, path, case, kind, keys, messages)
     rec.checkpoint = {}
     for i = 1, #flat, 2 do rec.checkpoint[flat[i]] = flat[i + 1] end
   end
+  if case.dead_letter then
+    -- The script's entry: 7 rsghost: header pairs, then the message's fields.
+    local dead = {}
+    for _, e in ipairs(r:call("XRANGE", case.dead_letter, "-", "+")) do
+      local f = e[2]
+      local fields = {}
+      for i = 15, #f, 2 do fields[#fields + 1] = { f[i], f[i + 1] } end
+      local id = f[1] == "rsghost:list" and fields[1][2] or f[4]
+      dead[#dead + 1] = dead_line(f[2], id, f[10], f[12], fields)
+    end
+    table.sort(dead)
+    rec.dead = dead
+  end
   return rec, { code = code, log = log, other = other, h = h }
 end
 
@@ -381,12 +409,26 @@ local function run_kit(path, case, kind, keys, reads, events)
     table.sort(rec.ack_calls)
     rec.pending, rec.acked = {}, {}
     local pending, acked = k:pending(), k:acked()
+    -- The host's record counts as acked whatever left Redis's pending list
+    -- or processing list: the dead-letter script takes messages out too.
+    for _, d in ipairs(k:dead_letters()) do
+      acked[d.stream] = acked[d.stream] or {}
+      table.insert(acked[d.stream], d.id)
+    end
     for _, key in ipairs(keys) do
       rec.pending[key] = kind == "group" and sorted(pending[key] or {}) or (pending[key] or {})
       rec.acked[key] = sorted(acked[key] or {})
     end
   elseif kind == "streams" and case.checkpoint then
     rec.checkpoint = kit_checkpoint(k, reads)
+  end
+  if case.dead_letter then
+    local dead = {}
+    for _, d in ipairs(k:dead_letters()) do
+      dead[#dead + 1] = dead_line(d.stream, d.id, d.deliveries, d.error, d.fields)
+    end
+    table.sort(dead)
+    rec.dead = dead
   end
   return rec, { finished = finished, k = k }
 end
@@ -415,6 +457,7 @@ function M.run(case)
   for key, v in pairs(case) do c[key] = v end
   c.P, c.nsinks, c.group = P, sinks_of(probe.cfg), src.group
   c.checkpoint = src.checkpoint
+  c.dead_letter = src.dead_letter and src.dead_letter.key
 
   -- The backlog, in Redis before the host starts.
   local messages = {}
@@ -520,7 +563,7 @@ M.first_diff = first_diff
 function M.assert_same(host, kit, run, fields)
   local assert = require "luassert"
   assert.equal(0, run.host_code, "the host did not stop cleanly: " .. run.h:describe())
-  fields = fields or { "batches", "acked", "ack_calls", "pending", "checkpoint", "logs" }
+  fields = fields or { "batches", "acked", "ack_calls", "pending", "checkpoint", "dead", "logs" }
   for _, f in ipairs(fields) do
     if not equal(host[f], kit[f]) then
       local log = run.host_log

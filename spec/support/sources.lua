@@ -16,9 +16,10 @@ local M = {}
 -- the preprocess function; it may log "preprocess-saw", which specs wait
 -- for. The sink raises while the key P:fail exists; otherwise it pushes the
 -- items (labels like "key id") onto P:out, then, from its {{HOLD_AT}}th
--- batch on and while the key P:hold exists, waits on a gate: a crash then
--- lands between the sink's write and the source's own bookkeeping (the
--- removal from a processing list, a checkpoint).
+-- batch on and while the key P:hold exists, holds for up to 60 s (WAIT for a
+-- replica the test server does not have: BLPOP is refused in a sink): a
+-- crash then lands between the sink's write and the source's own
+-- bookkeeping (the removal from a processing list, a checkpoint).
 local SCRIPT = [[
 local rsghost = require "rsghost"
 local P = "{{P}}"
@@ -32,7 +33,7 @@ return {
     rsghost.redis.call("RPUSH", P .. ":out", unpack(items))
     local n = rsghost.redis.call("INCR", P .. ":batches")
     if n >= {{HOLD_AT}} and rsghost.redis.call("EXISTS", P .. ":hold") == 1 then
-      rsghost.redis.call("BLPOP", P .. ":gate", 60)
+      rsghost.redis.call("WAIT", 1, 60000)
     end
   end,
 }
