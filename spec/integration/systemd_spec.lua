@@ -134,6 +134,35 @@ describe("systemd notification", function()
     h:kill()
   end)
 
+  it("with --workers, the master notifies for all (READY=1, STATUS=, WATCHDOG=1, STOPPING=1), not the workers", function()
+    local t = H.context()
+    local P = t.prefix
+    local path = server.tmpdir("notify") .. "/notify.sock"
+    local sd = socket(path)
+    local h = H.start(t, { script = H.script(t, SCRIPT), consumer = "w",
+      args = { "--workers", "2" }, env = { NOTIFY_SOCKET = path, WATCHDOG_USEC = "400000" } })
+    local ready = sd.expect("READY=1")
+    assert.matches("\nSTATUS=supervising; 2 of 2 worker%(s%) running$", ready)
+    H.xadd_many(t.redis, P .. ":s", 40)
+    H.eventually(function() return #H.list(t.redis, P .. ":out") == 40 end, 30,
+      function() return h:describe() end)
+    H.eventually(function()
+      local c = H.consumers(t.redis, P .. ":s", P .. ":g")
+      return c["w-1"] and c["w-2"]
+    end, 30, function() return h:describe() end)
+    for _ = 1, 3 do sd.expect("WATCHDOG=1") end
+    h:signal("TERM")
+    sd.expect("STOPPING=1")
+    assert.equal(0, h:wait(), h:describe())
+    -- One READY=1, the master's: a worker's would carry its own status line.
+    local readies = 0
+    for _, msg in ipairs(sd.seen) do
+      if msg:find("READY=1", 1, true) then readies = readies + 1 end
+      assert.is_nil(msg:find("STATUS=reading", 1, true), "a worker notified: " .. msg)
+    end
+    assert.equal(1, readies)
+  end)
+
   it("sends no WATCHDOG=1 when WATCHDOG_PID names another process, and nothing without NOTIFY_SOCKET", function()
     local t = H.context()
     local P = t.prefix
