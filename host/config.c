@@ -79,7 +79,7 @@ void rsgOptionsUsage(FILE *out) {
                  "back to their streams (all, the --count oldest, or the ENTRY-IDs named).\n\n"
                  "       rsghost status [--json] [--watch SECONDS] SCRIPT\n\n"
                  "Show the script's streams and group as Redis has them: length, lag, pending,\n"
-                 "and each consumer, alive or not, with what it holds. Read-only.\n"
+                 "and each consumer, alive or not, with what it holds. Read-only.\n\n"
                  "A subcommand is the first word only: run a script named like one as\n"
                  "./dead-letters.\n\n"
                  "options:\n");
