@@ -60,12 +60,18 @@ int rsgLogParseFormat(const char *name, rsgLogFormat *out) {
     return -1;
 }
 
+/* Field values longer than this are cut (at a UTF-8 boundary): an event's
+ * error may be a whole traceback, and the message already carries it. */
+#define FIELD_MAX 512
+
 /* A record being built: a fixed buffer, filled up to cap. TAIL bytes stay
  * free for what closes a record ("\"}\n" at most), so a cut record still
- * ends well-formed. */
+ * ends well-formed. The buffer holds the longest record there can be (a
+ * 4 KB message and ten FIELD_MAX values, each byte escaped to six), so
+ * records are not cut in practice; the bound is a backstop. */
 #define TAIL 4
 typedef struct recBuf {
-    char b[8192];
+    char b[65536];
     size_t n;
     int full; /* something did not fit: later pieces are dropped */
 } recBuf;
@@ -123,6 +129,25 @@ static void putQuoted(recBuf *r, const char *v, size_t len) {
 }
 
 /* One key and its value in the record's format (not text). */
+/* len, cut to at most max bytes without splitting a UTF-8 sequence. */
+static size_t utf8Cut(const char *v, size_t len, size_t max) {
+    if (len <= max) return len;
+    while (max > 0 && ((unsigned char)v[max] & 0xC0) == 0x80)
+        max--;
+    return max;
+}
+
+/* len, less a UTF-8 sequence that a cut at len left incomplete. */
+static size_t utf8Whole(const char *v, size_t len) {
+    size_t k = len;
+    while (k > 0 && ((unsigned char)v[k - 1] & 0xC0) == 0x80)
+        k--;
+    if (k == 0 || (unsigned char)v[k - 1] < 0xC0) return len;
+    unsigned char lead = (unsigned char)v[k - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+    return len - (k - 1) < need ? k - 1 : len;
+}
+
 static void putField(recBuf *r, int first, const char *key, const char *v, size_t len) {
     /* The key goes in only with room for its value's quotes: a cut drops
      * whole fields, so the record stays parseable. */
@@ -148,7 +173,7 @@ static void putField(recBuf *r, int first, const char *key, const char *v, size_
 }
 
 static void putCString(recBuf *r, const char *key, const char *v) {
-    if (v) putField(r, 0, key, v, strlen(v));
+    if (v) putField(r, 0, key, v, utf8Cut(v, strlen(v), FIELD_MAX));
 }
 
 static void writeRecord(rsgLogLevel level, const rsgLogField *fields, int nfields, const char *fmt,
@@ -183,7 +208,7 @@ static void writeRecord(rsgLogLevel level, const rsgLogField *fields, int nfield
     } else {
         putField(&r, 1, "time", ts, strlen(ts));
         putCString(&r, "level", levelNames[level]);
-        putField(&r, 0, "msg", msg, mlen);
+        putField(&r, 0, "msg", msg, m >= (int)sizeof(msg) ? utf8Whole(msg, mlen) : mlen);
         putCString(&r, "proc", procName);
         if (format == RSG_LOG_JSON) { /* a number, unquoted */
             putStr(&r, ",\"pid\":");
@@ -194,7 +219,9 @@ static void writeRecord(rsgLogLevel level, const rsgLogField *fields, int nfield
         putCString(&r, "consumer", ctxConsumer);
         putCString(&r, "group", ctxGroup);
         for (int i = 0; i < nfields; i++)
-            if (fields[i].val) putField(&r, 0, fields[i].key, fields[i].val, fields[i].len);
+            if (fields[i].val)
+                putField(&r, 0, fields[i].key, fields[i].val,
+                         utf8Cut(fields[i].val, fields[i].len, FIELD_MAX));
         if (format == RSG_LOG_JSON) r.b[r.n++] = '}';
     }
     r.b[r.n++] = '\n';

@@ -9,7 +9,8 @@
  *           group=... then the event's fields (stream=, id=, error=, ...)
  *   json    the same keys in one JSON object per line
  * so that a log shipper (Loki, Elasticsearch, journald's JSON output) can
- * index consumer, stream and id without parsing English. */
+ * index consumer, stream and id without parsing English. Field values are
+ * cut at 512 bytes, messages at 4 KB, as text records are. */
 #ifndef RSG_LOG_H
 #define RSG_LOG_H
 

@@ -135,6 +135,35 @@ describe("--log-format", function()
     check(records, bad, P)
   end)
 
+  it("json: a huge error stays one valid JSON object with every field; the error field is cut", function()
+    local t = H.context()
+    local P = t.prefix
+    -- Quotes and control bytes, each escaped to several bytes, 20 KB of them.
+    local h = H.start(t, { script = H.script(t, [[
+return {
+  source = { streams = "{{P}}:s", group = "{{P}}:g", timeout = 0.2 },
+  preprocess = function(stream, id, data) error(string.rep('"\1', 10000)) end,
+  sink = function() end,
+}
+]]), consumer = "c1", log_level = "info", args = { "--log-format", "json" } })
+    t.redis:call("XADD", P .. ":s", "*", "n", "1")
+    H.eventually(function() return h:log():find("preprocess failed", 1, true) end, 30,
+      function() return h:describe() end)
+    assert.equal(0, h:stop(), h:describe())
+    local cut
+    for line in h:log():gmatch("[^\n]+") do
+      local ok, rec = pcall(cjson.decode, line)
+      assert.is_true(ok, "not JSON: " .. line:sub(1, 200) .. "..." .. line:sub(-200))
+      if rec.msg:find("preprocess failed", 1, true) then cut = rec end
+    end
+    assert.is_table(cut)
+    assert.equal("c1", cut.consumer)
+    assert.equal(P .. ":s", cut.stream)
+    assert.is_true(#cut.error <= 512 and #cut.error > 400, #cut.error)
+    assert.is_true(#cut.msg >= 4000, #cut.msg) -- the message: 4 KB, as in text
+    assert.matches('^preprocess failed on message %S+ from %S+, left pending %(not acked%): [^:]+:3: "\1"\1', cut.msg)
+  end)
+
   it("refuses an unknown format before anything else, naming the choices", function()
     local t = H.context()
     local code, _, err = H.run({ "--log-format", "xml", H.script(t, SCRIPT), "c1" })
