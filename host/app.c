@@ -15,6 +15,7 @@
 #include "arena.h"
 #include "claim.h"
 #include "conn.h"
+#include "file_out.h"
 #include "heart.h"
 #include "log.h"
 #include "lua_bridge.h"
@@ -43,6 +44,8 @@ typedef struct rsgApp {
     rsgHostOps ops;            /* what Lua may ask of us */
     uv_timer_t timer;          /* the pipeline's batch/retry timer */
     uv_signal_t sigint, sigterm;
+    uv_signal_t sighup;    /* reopen the file sinks' files (log rotation) */
+    rsgFiles files;        /* the file sinks' files (file_out.h) */
     uv_timer_t stop_timer; /* --stop-timeout: started by the first stop */
     rsgNotify notify;      /* systemd's READY/STATUS/STOPPING/WATCHDOG */
     int reading;           /* reading started once (READY=1 was sent) */
@@ -104,6 +107,17 @@ static void opDeadLetter(void *ud, rsgStr stream, rsgStr id, long deliveries, rs
 static void opRelease(void *ud, long n) {
     rsgApp *app = ud;
     rsgSourceRelease(&app->source, n);
+}
+
+static void onFileDone(void *ud, int cbref, const char *err) {
+    rsgApp *app = ud;
+    rsgLuaDone(&app->lua, cbref, err);
+}
+
+static int opFileAppend(void *ud, const char *path, const char *data, size_t len, int fsync,
+                        int cbref) {
+    rsgApp *app = ud;
+    return rsgFilesAppend(&app->files, path, data, len, fsync, cbref);
 }
 
 static void onTimer(uv_timer_t *t) {
@@ -254,6 +268,15 @@ static void onSignal(uv_signal_t *h, int signum) {
     beginStop(app, 0);
 }
 
+/* SIGHUP, as logrotate's postrotate sends it: every file a file sink writes
+ * is reopened before its next append. Only state changes here. */
+static void onHangup(uv_signal_t *h, int signum) {
+    rsgApp *app = h->data;
+    (void)signum;
+    rsgInfo("SIGHUP: files are reopened before their next write");
+    rsgFilesReopen(&app->files);
+}
+
 static void onLifeline(uv_poll_t *p, int status, int events) {
     rsgApp *app = p->data;
     (void)events;
@@ -345,6 +368,7 @@ static void shutdownNow(rsgApp *app, int code) {
     rsgNotifyClose(&app->notify);
     closeHandle((uv_handle_t *)&app->sigint);
     closeHandle((uv_handle_t *)&app->sigterm);
+    closeHandle((uv_handle_t *)&app->sighup);
 }
 
 static void walkClose(uv_handle_t *h, void *arg) {
@@ -495,6 +519,9 @@ static void startHandles(rsgApp *app) {
     app->sigint.data = app->sigterm.data = app;
     uv_signal_start(&app->sigint, onSignal, SIGINT);
     uv_signal_start(&app->sigterm, onSignal, SIGTERM);
+    uv_signal_init(&app->loop, &app->sighup);
+    app->sighup.data = app;
+    uv_signal_start(&app->sighup, onHangup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
     char err[256];
     /* An unusable NOTIFY_SOCKET is systemd's setup, not ours to fail on:
@@ -540,6 +567,7 @@ static int runLoop(rsgApp *app) {
     rsgAckFree(&app->ack);
     rsgArenaFree(&app->arena);
     rsgClaimFree(&app->claim);
+    rsgFilesFree(&app->files);
     return app->exit_code;
 }
 
@@ -597,8 +625,9 @@ int rsgAppRun(const rsgOptions *opts) {
         fprintf(stderr, "rsghost: cannot create the event loop\n");
         goto out;
     }
-    app.ops = (rsgHostOps){&app,      opSend,     opAck,   opAbandon, opDeadLetter,
-                           opRelease, opSetTimer, opPause, opReady,   opFinished};
+    app.ops = (rsgHostOps){&app,       opSend,  opAck,   opAbandon,  opDeadLetter, opRelease,
+                           opSetTimer, opPause, opReady, opFinished, opFileAppend};
+    rsgFilesInit(&app.files, &app.loop, onFileDone, &app);
     rsgSourceHooks hooks = {srcDeliver, srcFatal, app.src.dead_letter ? opDeadLetter : NULL, &app};
     if (rsgSourceInit(&app.source, &app.reader, &app.ack, &app.src, app.consumer, &hooks, err,
                       sizeof(err)) != 0 ||

@@ -116,6 +116,42 @@ static int hostSend(lua_State *L) {
     return 0;
 }
 
+/* host.file_append({ path =, data =, fsync = }, cb): cb(true) once data is
+ * appended (and fsync'd), cb(nil, err) if that failed. */
+static int hostFileAppend(lua_State *L) {
+    rsgLua *lua = self(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_getfield(L, 1, "path");
+    lua_getfield(L, 1, "data");
+    lua_getfield(L, 1, "fsync");
+    const char *path = lua_tostring(L, -3);
+    size_t len;
+    const char *data = lua_tolstring(L, -2, &len);
+    int fsync = lua_toboolean(L, -1);
+    if (!path || !data) return luaL_error(L, "host.file_append expects { path =, data = } strings");
+    lua_pushvalue(L, 2);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* The data is copied by the host: the strings may go when we return. */
+    if (lua->ops->file_append(lua->ops->ud, path, data, len, fsync, ref) != 0)
+        rsgLuaDone(lua, ref, "out of memory appending to a file");
+    return 0;
+}
+
+void rsgLuaDone(rsgLua *lua, int cbref, const char *err) {
+    lua_State *L = lua->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, cbref);
+    luaL_unref(L, LUA_REGISTRYINDEX, cbref);
+    if (err) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+    } else {
+        lua_pushboolean(L, 1);
+        lua_pushnil(L);
+    }
+    pcallLogged(lua, 2, "host operation callback");
+}
+
 static rsgStr *scratch(rsgLua *lua, size_t n) {
     if (n > lua->scratch_cap) {
         size_t cap = lua->scratch_cap ? lua->scratch_cap : 1024;
@@ -422,12 +458,12 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
     static const struct {
         const char *name;
         lua_CFunction fn;
-    } api[] = {{"now", hostNow},          {"log", hostLog},
-               {"send", hostSend},        {"ack", hostAck},
-               {"abandon", hostAbandon},  {"dead_letter", hostDeadLetter},
-               {"release", hostRelease},  {"set_timer", hostSetTimer},
-               {"pause", hostPause},      {"ready", hostReady},
-               {"finished", hostFinished}};
+    } api[] = {{"now", hostNow},           {"log", hostLog},
+               {"send", hostSend},         {"ack", hostAck},
+               {"abandon", hostAbandon},   {"dead_letter", hostDeadLetter},
+               {"release", hostRelease},   {"set_timer", hostSetTimer},
+               {"pause", hostPause},       {"ready", hostReady},
+               {"finished", hostFinished}, {"file_append", hostFileAppend}};
     lua_State *L = lua->L;
     int top = lua_gettop(L);
     lua->ops = ops;

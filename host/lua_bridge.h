@@ -42,6 +42,12 @@ typedef struct rsgHostOps {
     /* After rsgLuaStop: everything was flushed and acked (unsunk == 0), or
      * the pipeline gave up on unsunk messages whose sink kept failing. */
     void (*finished)(void *ud, long unsunk);
+    /* Appends data to the file at path (fsync'd when fsync is set), off the
+     * loop (file_out.h); the host calls rsgLuaDone(lua, cbref, err) when it
+     * is on disk or failed. Returns 0, or -1 out of memory (the bridge then
+     * answers Lua at once). */
+    int (*file_append)(void *ud, const char *path, const char *data, size_t len, int fsync,
+                       int cbref);
 } rsgHostOps;
 
 typedef struct rsgLua {
@@ -92,6 +98,10 @@ int rsgLuaStop(rsgLua *lua);
 /* Delivers the reply of a command sent through ops->send; reply NULL means
  * the connection was lost before the reply came. */
 void rsgLuaReply(rsgLua *lua, int cbref, const redisReply *reply);
+
+/* Finishes a host operation other than a command (ops->file_append): calls
+ * its Lua callback with true, or with nil and err. */
+void rsgLuaDone(rsgLua *lua, int cbref, const char *err);
 
 /* Frees *src's strings. */
 void rsgSourceConfigFree(rsgSourceConfig *src);
