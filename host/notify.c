@@ -17,6 +17,7 @@ static void sendMsg(rsgNotify *n, const char *msg) {
     } while (w < 0 && errno == EINTR);
 }
 
+/* Sends prefix followed by the STATUS= line describe writes. */
 static void sendStatus(rsgNotify *n, const char *prefix) {
     char line[256], msg[320];
     line[0] = '\0';
@@ -25,10 +26,12 @@ static void sendStatus(rsgNotify *n, const char *prefix) {
     sendMsg(n, msg);
 }
 
+/* The loop turned: tell systemd we live. */
 static void onWatchdog(uv_timer_t *t) {
     sendMsg(t->data, "WATCHDOG=1");
 }
 
+/* Refreshes the STATUS= line. */
 static void onStatus(uv_timer_t *t) {
     sendStatus(t->data, "");
 }

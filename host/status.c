@@ -46,6 +46,7 @@ typedef struct snapshot {
     long long dead; /* entries in source.dead_letter, -1 when there is none */
 } snapshot;
 
+/* Frees what s holds and empties it (safe on a half-filled one). */
 static void freeSnapshot(snapshot *s) {
     for (int i = 0; i < s->ncons; i++)
         free(s->cons[i].name);
@@ -228,6 +229,7 @@ static int needsListening(const rsgSourceConfig *src, const snapshot *s) {
     return 0;
 }
 
+/* Monotonic seconds, for the listening window and --watch. */
 static double nowSeconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -307,10 +309,12 @@ static void judge(const rsgSourceConfig *src, snapshot *s) {
     }
 }
 
+/* A C string as an rsgStr, for print.h. */
 static rsgStr str(const char *s) {
     return (rsgStr){s, strlen(s)};
 }
 
+/* One snapshot as one JSON object on one line (status.h). */
 static void printJson(const rsgSourceConfig *src, const snapshot *s) {
     fputs("{\"group\":", stdout);
     rsgPrintJsonString(stdout, str(src->group));
@@ -356,6 +360,8 @@ static void pad(size_t cw, size_t w) {
     printf("%*s  ", (int)(w > cw ? w - cw : 0), "");
 }
 
+/* One snapshot as tables for a terminal; names shown with control bytes
+ * escaped (print.h). */
 static void printTable(const rsgSourceConfig *src, const snapshot *s) {
     printf("group '");
     rsgPrintVisible(stdout, str(src->group));
