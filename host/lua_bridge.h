@@ -12,6 +12,7 @@
 #include <hiredis/hiredis.h>
 #include <stddef.h>
 
+#include "metrics.h"
 #include "types.h"
 
 typedef struct lua_State lua_State;
@@ -48,6 +49,9 @@ typedef struct rsgHostOps {
      * answers Lua at once). */
     int (*file_append)(void *ud, const char *path, const char *data, size_t len, int fsync,
                        int cbref);
+    /* Where the pipeline's own events are counted (--metrics), or NULL: the
+     * host table then has no count_* functions and the pipeline skips them. */
+    rsgMetrics *metrics;
 } rsgHostOps;
 
 typedef struct rsgLua {
@@ -63,6 +67,7 @@ typedef struct rsgLua {
     const rsgHostOps *ops; /* set by rsgLuaStart */
     rsgStr *scratch;       /* ids handed to ops->ack */
     size_t scratch_cap;
+    int nsinks; /* the script's sinks, known once it loaded */
 } rsgLua;
 
 /* Creates the state, opens the standard libraries and points require at
@@ -73,6 +78,9 @@ int rsgLuaInit(rsgLua *lua, const char *luadir, char *err, size_t errlen);
  * Touches no Redis. Returns 0, or -1 with the script's "path:LINE: reason". */
 int rsgLuaLoadScript(rsgLua *lua, const char *path, const char *consumer, rsgSourceConfig *src,
                      char *err, size_t errlen);
+
+/* How many sinks the loaded script has (metrics.h labels them 1..n). */
+int rsgLuaSinkCount(const rsgLua *lua);
 
 /* Builds the pipeline with the host's ops. Returns 0 or -1 with err. */
 int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen);

@@ -6,6 +6,11 @@
 -- the C host's, rsghost.testing's make_host the kit's), so there is one
 -- implementation of the pipeline's semantics.
 --
+-- A host that counts (rsghost --metrics) also has count_feed(dropped,
+-- failed), count_flush(reason), count_sink(index, seconds, failed) and
+-- count_acked(n, seconds); they are called once per feed or per batch,
+-- never per message, and not at all when the host has none.
+--
 -- Flow of a message: feed -> preprocess (xpcall) -> current batch -> (full,
 -- timed out, end of feed with timeout 0, or stop) -> queue -> sinks, one
 -- batch at a time, each sink in its own coroutine -> when every sink has
@@ -197,6 +202,7 @@ local function run_sinks(p, flush, which)
   for i = 1, n do
     local index = which[i]
     local task = { p = p, flush = flush, index = index, co = create(p.sinks[index]), seq = 0, done = finish }
+    if p.counting then task.t0 = p.host.now() end
     drive(task, items, meta)
   end
 end
@@ -218,11 +224,13 @@ local function settle(p, flush)
       end
     end
     if kept.n > 0 and not p.sink_acks then host.ack(acks_of(kept)) end
+    if p.counting and b.first_at then host.count_acked(kept.n, host.now() - b.first_at) end
     p:log("info", format("batch of %d messages bisected: %d dead-lettered, %d sunk and acked",
       b.n, flush.ndead, kept.n))
   else
     if p.debug then p:log("debug", format("batch of %d message(s) sunk on attempt %d; acking them", b.n, flush.attempt)) end
     if not p.sink_acks then host.ack(acks_of(b)) end
+    if p.counting and b.first_at then host.count_acked(b.n, host.now() - b.first_at) end
   end
   host.release(b.n)
   if p.paused then
@@ -405,6 +413,8 @@ end
 
 function finish(task, err)
   local flush = task.flush
+  local p = task.p
+  if p.counting then p.host.count_sink(task.index, p.host.now() - task.t0, err ~= nil) end
   if err ~= nil then
     flush.failed[#flush.failed + 1] = task.index
     flush.errors[task.index] = err
@@ -447,6 +457,7 @@ end
 -- the debug log.
 function P:enqueue(b, reason)
   if self.debug then self:log("debug", format("batch of %d message(s) flushed (%s)", b.n, reason)) end
+  if self.counting then self.host.count_flush(reason) end
   local tail = self.tail + 1
   self.tail = tail
   self.queue[tail] = b
@@ -575,6 +586,7 @@ function P:feed(msgs, n, deliveries, fields)
   local max, wants_info = self.max_deliveries, self.wants_info
   local add = batch.add
   local released, drops, failed = 0, nil, nil
+  local ndropped, nfailed = 0, 0 -- for host.count_feed
   for i = 1, 3 * n, 3 do
     local stream, id, data = msgs[i], msgs[i + 1], msgs[i + 2]
     local ok, out
@@ -606,14 +618,17 @@ function P:feed(msgs, n, deliveries, fields)
           -- Dropped by preprocess: it has left the pipeline.
           drops = group_id(drops, stream, id)
           released = released + 1
+          ndropped = ndropped + 1
         end
       elseif self.dead_letter_key then
         released = released + 1
+        nfailed = nfailed + 1
         self:preprocess_failed(stream, id, out)
         self:dead_letter(stream, id, d or 1, out)
       else
         -- Left pending in Redis (not acked), so it is not lost.
         released = released + 1
+        nfailed = nfailed + 1
         failed = group_id(failed, stream, id)
         self:preprocess_failed(stream, id, out)
       end
@@ -624,6 +639,7 @@ function P:feed(msgs, n, deliveries, fields)
   -- what was given up on, to move its checkpoint past it.
   if failed and host.abandon then host.abandon(failed) end
   if released > 0 then host.release(released) end
+  if self.counting and released > 0 then host.count_feed(ndropped, nfailed) end
   local last = batch:end_of_feed()
   if last then self:enqueue(last, "end of read") end
   self:arm()
@@ -695,6 +711,7 @@ function P:stop()
   local b = self.batch:take()
   if b then
     if self.debug then self:log("debug", format("batch of %d message(s) flushed (stop)", b.n)) end
+    if self.counting then self.host.count_flush("stop") end
     local tail = self.tail + 1
     self.tail = tail
     self.queue[tail] = b
@@ -748,7 +765,10 @@ function M.new(cfg, host)
     wants_info = false,
     given_up = GIVEN_UP[cfg.source and (cfg.source.reliable and "reliable" or cfg.source.kind) or "group"],
     -- Read through host.now on each use, so a host may swap its clock.
-    batch = batching.new(cfg.batch.size, cfg.batch.timeout, function() return host.now() end),
+    batch = batching.new(cfg.batch.size, cfg.batch.timeout, function() return host.now() end,
+      host.count_acked ~= nil),
+    -- The host counts events for --metrics (host.count_*): see the top.
+    counting = host.count_sink ~= nil,
     -- Debug lines are built only when the host logs them (host.debug).
     debug = host.debug and true or false,
     queue = {}, head = 1, tail = 0, -- batches waiting for the sinks

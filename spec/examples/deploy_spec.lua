@@ -11,7 +11,8 @@
 -- and to what rsghost needs: probes on the --metrics port's /livez and
 -- /readyz, a grace period above the stop timeout, RSGHOST_CONSUMER from
 -- the pod name (StatefulSet) or a generated name with heartbeats
--- (Deployment). The scripts in their ConfigMaps are run by the real binary.
+-- (Deployment). The scripts in their ConfigMaps are run by the real binary
+-- with the container's arguments, and the probes' paths answer 200.
 local H = require "support.host"
 local server = require "support.server"
 local proc = require "support.proc"
@@ -253,16 +254,30 @@ local function check_workload(by, w)
   return c, text
 end
 
--- The container's options without --metrics (the metrics endpoint has
--- its own spec) and without the script (H.start adds a local copy).
+-- The container's options, without the script (H.start adds a local
+-- copy) and with --metrics on a free loopback port instead of 9100 (which
+-- another process may hold); returns them and that port.
 local function run_args(c)
-  local args = {}
-  local i = 1
-  while i < #c.args do
-    if c.args[i] == "--metrics" then i = i + 1 else args[#args + 1] = c.args[i] end
-    i = i + 1
+  local args, port = {}, server.free_port()
+  for i = 1, #c.args - 1 do
+    args[i] = c.args[i]
+    if c.args[i - 1] == "--metrics" then args[i] = "127.0.0.1:" .. port end
   end
-  return args
+  return args, port
+end
+
+-- The HTTP status of a probe's path on port, as the kubelet would see it.
+local function probe(port, path)
+  local code, out = proc.run { argv = { "curl", "-s", "-o", "/dev/null", "--max-time", "5",
+    "-w", "%{http_code}", "http://127.0.0.1:" .. port .. path } }
+  return code == 0 and tonumber(out) or nil
+end
+
+-- Runs the pod's command for a while: probes answer 200 once it reads.
+local function check_probes(h, port)
+  H.eventually(function() return probe(port, "/readyz") == 200 end, 30,
+    function() return h:describe() end)
+  assert.equal(200, probe(port, "/livez"))
 end
 
 describe("examples/deploy Kubernetes manifests", function()
@@ -280,8 +295,10 @@ describe("examples/deploy Kubernetes manifests", function()
     local ok, err = pcall(function()
       local t = H.context { server = srv }
       local path = H.write(t.dir .. "/consumer.lua", text)
-      local h = H.start(t, { script = path, consumer = false, args = run_args(c),
+      local args, port = run_args(c)
+      local h = H.start(t, { script = path, consumer = false, args = args,
         env = { RSGHOST_CONSUMER = "rsghost-orders-0" } })
+      check_probes(h, port)
       t.redis:call("XADD", "orders", "*", "n", "1")
       H.eventually(function() return #H.list(t.redis, "orders-archived") == 1 end, 30,
         function() return h:describe() end)
@@ -300,8 +317,10 @@ describe("examples/deploy Kubernetes manifests", function()
     local ok, err = pcall(function()
       local t = H.context { server = srv }
       local path = H.write(t.dir .. "/consumer.lua", text)
-      local h = H.start(t, { script = path, consumer = false, args = run_args(c),
+      local args, port = run_args(c)
+      local h = H.start(t, { script = path, consumer = false, args = args,
         env = { RSGHOST_CONSUMER = false } })
+      check_probes(h, port)
       t.redis:call("XADD", "events", "*", "n", "1")
       H.eventually(function() return #H.list(t.redis, "events-archived") == 1 end, 30,
         function() return h:describe() end)
