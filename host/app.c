@@ -62,6 +62,7 @@ typedef struct rsgApp {
     int leaving;           /* 1: leaving the group (generated name), 2: done */
     int begun;             /* the script's init was started */
     int script_ready;      /* the script's init returned: reading may start */
+    int name_owned;        /* no heart, or the heart took the consumer name (heart.h) */
     int exit_code;
 
     /* Sentinel URLs: tells every connection here when the master moves. */
@@ -162,7 +163,7 @@ static void startReading(rsgApp *app) {
 static void opReady(void *ud) {
     rsgApp *app = ud;
     app->script_ready = 1;
-    if (app->reader.ready && !app->stopping) startReading(app);
+    if (app->reader.ready && !app->stopping && app->name_owned) startReading(app);
 }
 
 static void maybeFinish(rsgApp *app);
@@ -230,7 +231,7 @@ static void srcFatal(void *ud, const char *reason) {
 static void onReaderReady(rsgConn *c) {
     rsgApp *app = c->data;
     if (c->moved) rsgSourceRewind(&app->source);
-    if (!app->stopping && app->script_ready) startReading(app);
+    if (!app->stopping && app->script_ready && app->name_owned) startReading(app);
 }
 
 static void onCmdsReady(rsgConn *c) {
@@ -251,7 +252,7 @@ static void onMasterMoved(void *ud, const char *host, int port) {
     rsgApp *app = ud;
     rsgConnMasterMoved(&app->reader, host, port);
     rsgConnMasterMoved(&app->cmds, host, port);
-    if (app->heart_pid) rsgConnMasterMoved(&app->claim.sub, host, port);
+    if (app->claim.loop) rsgConnMasterMoved(&app->claim.sub, host, port);
 }
 
 static void onConnFatal(rsgConn *c, const char *reason) {
@@ -284,11 +285,26 @@ static void onHangup(uv_signal_t *h, int signum) {
     rsgFilesReopen(&app->files);
 }
 
+/* The heart holds our consumer name: reading and claiming may start. Before,
+ * another live process may be using the name, and reading with it would
+ * take that process's pending entries (heart.h). */
+static void onNameOwned(rsgApp *app) {
+    if (app->name_owned || app->stopping) return;
+    app->name_owned = 1;
+    if (rsgClaimStart(&app->claim, &app->loop, &app->cmds, &app->source, &app->url,
+                      app->consumer) != 0) {
+        shutdownNow(app, 1);
+        return;
+    }
+    if (app->reader.ready && app->script_ready) startReading(app);
+}
+
 static void onLifeline(uv_poll_t *p, int status, int events) {
     rsgApp *app = p->data;
     (void)events;
     char buf[16];
     ssize_t n = status < 0 ? 0 : read(app->lifeline_fd, buf, sizeof(buf));
+    if (n > 0 && memchr(buf, 'N', (size_t)n)) onNameOwned(app);
     if (n > 0 || (n < 0 && errno == EAGAIN)) return;
     uv_poll_stop(p);
     int st = 0;
@@ -302,6 +318,12 @@ static void onLifeline(uv_poll_t *p, int status, int events) {
     app->heart_pid = 0;
     if (app->stopping) {
         rsgWarn("heart process ended%s while stopping", how);
+        return;
+    }
+    if (WIFEXITED(st) && WEXITSTATUS(st) == RSG_HEART_NAME_IN_USE) {
+        rsgError("consumer name '%s' is in use by another live process (see above); stopping",
+                 app->consumer);
+        beginStop(app, 1);
         return;
     }
     /* Without a heart our peers will take us for dead and claim our
@@ -602,9 +624,8 @@ static void startConnections(rsgApp *app) {
         rsgSentinelWatchStart(&app->watch, &app->loop, &app->url, onMasterMoved, app);
     rsgConnStart(&app->cmds, &app->loop, &app->url, "commands");
     rsgConnStart(&app->reader, &app->loop, &app->url, "reader");
-    if (app->heart_pid > 0 && rsgClaimStart(&app->claim, &app->loop, &app->cmds, &app->source,
-                                            &app->url, app->consumer) != 0)
-        shutdownNow(app, 1);
+    /* With a heart, reading and claiming wait for the name (onNameOwned). */
+    app->name_owned = app->heart_pid <= 0;
 }
 
 /* Runs the loop until every handle is closed, then frees what lived on it.

@@ -214,7 +214,9 @@ static void onHandshakeReply(redisAsyncContext *ac, void *r, void *privdata) {
     c->attempt = 0;
     /* A different server than last time: whatever the old one took but had
      * not replicated (acks above all) may be missing here. */
-    c->moved = c->was_ready && (strcmp(c->ready_host, c->host) != 0 || c->ready_port != c->port);
+    c->moved = c->was_ready &&
+               (strcmp(c->ready_host, c->host) != 0 || c->ready_port != c->port || c->failed_over);
+    c->failed_over = 0;
     snprintf(c->ready_host, sizeof(c->ready_host), "%s", c->host);
     c->ready_port = c->port;
     char where[256];
@@ -407,10 +409,16 @@ void rsgConnStart(rsgConn *c, uv_loop_t *loop, const rsgRedisUrl *url, const cha
 
 /* ---- Commands, and the replies that say the master moved ----
  *
- * With Sentinel each command's callback is wrapped, so that a reply saying
- * we are on a replica (-READONLY for a write; -UNBLOCKED for a blocked read
- * when the master was turned into a replica) drops the connection and
- * reaches the caller as the NULL of a lost connection. */
+ * Each command's callback is wrapped, so that a reply saying we are on a
+ * replica (-READONLY for a write; -UNBLOCKED for a blocked read when the
+ * master was turned into a replica) drops the connection and reaches the
+ * caller as the NULL of a lost connection. With Sentinel the reconnect asks
+ * where the master went. With a plain URL it connects to the same address,
+ * which a failover may have moved (a DNS name, a virtual IP): while it still
+ * leads to a replica, each try's first write fails again, and the backoff
+ * grows with the consecutive READONLY replies instead of starting over.
+ * The cost is one small malloc per command, beside hiredis' own
+ * allocations for it. */
 
 typedef struct cmdWrap {
     rsgConn *c;
@@ -418,9 +426,13 @@ typedef struct cmdWrap {
     void *privdata;
 } cmdWrap;
 
+/* -UNBLOCKED also ends a blocked read whose stream or group was deleted
+ * ("the stream key no longer exists"): that one is the reader's to handle,
+ * not a sign of a replica. */
 static int saysReplica(const redisReply *r) {
     return r && r->type == REDIS_REPLY_ERROR &&
-           (strncmp(r->str, "READONLY", 8) == 0 || strncmp(r->str, "UNBLOCKED", 9) == 0);
+           (strncmp(r->str, "READONLY", 8) == 0 ||
+            (strncmp(r->str, "UNBLOCKED", 9) == 0 && !strstr(r->str, "no longer exists")));
 }
 
 static void onWrappedReply(redisAsyncContext *ac, void *r, void *privdata) {
@@ -432,9 +444,19 @@ static void onWrappedReply(redisAsyncContext *ac, void *r, void *privdata) {
             describe(c, where, sizeof(where));
             rsgWarn("redis %s: %s answered '%s': no longer the master; reconnecting", c->name,
                     where, ((redisReply *)r)->str);
-            dropConn(c, 1);
+            /* Whatever server we reach next may lack writes the old master
+             * had not replicated: the owner replays as after a failover. */
+            c->failed_over = 1;
+            if (c->url->nsentinels) {
+                dropConn(c, 1);
+            } else {
+                c->attempt = c->readonly++;
+                dropConn(c, 0);
+            }
         }
         r = NULL;
+    } else if (r && ((redisReply *)r)->type != REDIS_REPLY_ERROR) {
+        c->readonly = 0;
     }
     if (w->fn) w->fn(ac, r, w->privdata);
     free(w);
@@ -447,11 +469,9 @@ static int isSubscribe(const char *cmd) {
            strcasecmp(cmd, "SSUBSCRIBE") == 0;
 }
 
-/* The wrapper for fn, or NULL when none is needed (no Sentinel) or memory
- * ran out (then the command goes unwrapped: only the reconnect on a
- * replica's error is lost). */
+/* The wrapper for fn, or NULL when memory ran out (then the command goes unwrapped: only the
+ * reconnect on a replica's error is lost). */
 static cmdWrap *wrap(rsgConn *c, redisCallbackFn *fn, void *privdata) {
-    if (!c->url->nsentinels) return NULL;
     cmdWrap *w = malloc(sizeof(*w));
     if (w) *w = (cmdWrap){c, fn, privdata};
     return w;

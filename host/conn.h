@@ -60,6 +60,8 @@ struct rsgConn {
     char ready_host[256]; /* where the last handshake succeeded */
     int ready_port;
     unsigned long reconnects; /* handshakes done after a loss (--metrics) */
+    int failed_over;          /* dropped for -READONLY: the next ready counts as moved */
+    unsigned readonly;        /* consecutive -READONLY drops: the backoff of a plain URL */
 };
 
 /* Sets the connection up and starts connecting. The callbacks and data must be

@@ -15,7 +15,17 @@
  * process. Main and heart hold the two ends of a socket pair: when either
  * dies, the other reads EOF at once. The heart also asks the kernel to kill
  * it if its parent dies (PR_SET_PDEATHSIG), so no orphan heart keeps a dead
- * consumer looking alive. */
+ * consumer looking alive.
+ *
+ * One name, one process: before anything else the heart takes the owner key
+ * (SET to "host:pid:nonce:beat" when free, PX two intervals, renewed at every
+ * beat, all in one script), and only then writes 'N' on the socket pair: the
+ * main process reads nothing before. A key held by another process that
+ * renews it is a live duplicate: the heart logs who holds it and exits with
+ * RSG_HEART_NAME_IN_USE. A key that is not renewed (its owner was killed) runs
+ * out within two of its intervals and is taken. When the main process ends,
+ * the heart deletes the key (if still ours) before it exits, waiting at most a
+ * second for Redis: a planned restart takes the name at once. */
 #ifndef RSG_HEART_H
 #define RSG_HEART_H
 
@@ -32,6 +42,9 @@ typedef struct rsgHeartConfig {
     double claim_timeout;   /* seconds: liveness key TTL, and the watchdog */
 } rsgHeartConfig;
 
+/* The heart's exit status when another live process uses our name. */
+#define RSG_HEART_NAME_IN_USE 4
+
 /* Forks the heart. Returns its pid and sets *lifeline to the main process's
  * end of the socket pair (readable with EOF when the heart dies), or returns
  * -1 with a reason in err. Call before the main loop exists. */
@@ -40,6 +53,10 @@ pid_t rsgHeartSpawn(const rsgHeartConfig *cfg, int *lifeline, char *err, size_t 
 /* The liveness key of a consumer, "rsghost:alive:<group>:<consumer>"; the
  * caller frees it. NULL when out of memory. */
 char *rsgHeartAliveKey(const char *group, const char *consumer);
+
+/* The owner key of a consumer name, "rsghost:owner:<group>:<consumer>"; the
+ * caller frees it. NULL when out of memory. */
+char *rsgHeartOwnerKey(const char *group, const char *consumer);
 
 /* The registry hash of a group, "rsghost:consumers:<group>"; the caller
  * frees it. NULL when out of memory. */

@@ -36,6 +36,8 @@ typedef struct groupState {
     long asked[2];       /* what each read in flight may bring, oldest first */
     long replayed;       /* pending entries re-read, for the log */
     pendingCounts *pend; /* per stream, for the replay read in flight */
+    int set_up;          /* the group was set up once in this run */
+    char **seen;         /* per stream, the last id a live read brought, or NULL */
 } groupState;
 
 static void pendingClear(pendingCounts *p) {
@@ -54,6 +56,7 @@ static int groupInit(rsgSource *s) {
     groupState *g;
     if (!(s->state = g = calloc(1, sizeof(groupState)))) return -1;
     if (!(g->pend = calloc((size_t)s->cfg->nstreams, sizeof(*g->pend)))) return -1;
+    if (!(g->seen = calloc((size_t)s->cfg->nstreams, sizeof(char *)))) return -1;
     for (int i = 0; i < s->cfg->nstreams; i++)
         g->pend[i] = (pendingCounts){.s = s, .stream = i};
     if (s->cfg->replay_pending)
@@ -69,11 +72,17 @@ static void groupFree(rsgSource *s) {
             pendingClear(&g->pend[i]);
         free(g->pend);
     }
+    if (g && g->seen) {
+        for (int i = 0; i < s->cfg->nstreams; i++)
+            free(g->seen[i]);
+        free(g->seen);
+    }
     free(s->state);
     s->state = NULL;
 }
 
 static void startPhaseAfterSetup(rsgSource *s) {
+    ((groupState *)s->state)->set_up = 1;
     int any = 0;
     for (int i = 0; i < s->cfg->nstreams; i++)
         any |= s->cursor[i] != NULL;
@@ -92,12 +101,83 @@ static void onGroupCreated(redisAsyncContext *ac, void *r, void *privdata) {
     if (--s->setup_left == 0) startPhaseAfterSetup(s);
 }
 
+/* Setting up again mid-run (after a reconnect, or NOGROUP on a read), as one
+ * script per stream. The group is there: 2. The stream is gone (deleted, or
+ * Redis came back empty): it holds nothing old, so it is created again with
+ * the group at the start id: 1. The stream is there without the group, and
+ * every entry in it is newer than the last one this consumer read (Redis lost
+ * its data or the stream was deleted, and a producer wrote it again before we
+ * noticed): the same, 3. Otherwise the stream still holds what we processed
+ * and the group was destroyed (XGROUP DESTROY): creating it at "0" would
+ * silently process the whole stream again, at "$" skip what came meanwhile,
+ * and only the user knows where it stood: 0, reported. Without a last id
+ * (nothing read live yet) we cannot tell: 0. KEYS[1] stream; ARGV: group,
+ * start id, the last id read ("" none). */
+static const char *resetupScript =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')\n"
+    "  return 1\n"
+    "end\n"
+    "for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do\n"
+    "  if g[2] == ARGV[1] then return 2 end\n"
+    "end\n"
+    "if ARGV[3] == '' or #redis.call('XRANGE', KEYS[1], '-', ARGV[3], 'COUNT', 1) > 0 then\n"
+    "  return 0\n"
+    "end\n"
+    "redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2])\n"
+    "return 3\n";
+
+static void onGroupChecked(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    rsgSource *s = privdata;
+    redisReply *reply = r;
+    if (!reply || s->stopped) return; /* lost: setup runs again on reconnect */
+    /* Replies come in order: this one is for the first stream not yet counted. */
+    const char *stream = s->cfg->streams[s->cfg->nstreams - s->setup_left];
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
+        rsgSourceFatal(s,
+                       "consumer group '%s' of stream '%s' is gone (XGROUP DESTROY?) while this "
+                       "consumer was running, and the stream still holds what it read: stopping "
+                       "rather than creating it again, which would read the stream again from "
+                       "'%s' or skip what came meanwhile. Create it where it stood (XGROUP CREATE "
+                       "%s %s <last processed id>) and start again",
+                       s->cfg->group, stream, s->cfg->starts[s->cfg->nstreams - s->setup_left],
+                       stream, s->cfg->group);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        rsgSourceFatal(s, "cannot check consumer group '%s' of stream '%s': %s", s->cfg->group,
+                       stream, reply->str);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1)
+        rsgWarn("stream '%s' is gone (deleted, or redis lost its data): created it again with "
+                "consumer group '%s' at '%s'",
+                stream, s->cfg->group, s->cfg->starts[s->cfg->nstreams - s->setup_left]);
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 3)
+        rsgWarn("stream '%s' was written again from scratch (deleted, or redis lost its data): "
+                "none of its entries is one this consumer read; created consumer group '%s' "
+                "again at '%s'",
+                stream, s->cfg->group, s->cfg->starts[s->cfg->nstreams - s->setup_left]);
+    if (--s->setup_left == 0) startPhaseAfterSetup(s);
+}
+
 static void groupSetup(rsgSource *s) {
+    groupState *g = s->state;
     s->setup_left = s->cfg->nstreams;
     for (int i = 0; i < s->cfg->nstreams; i++) {
         const char *argv[] = {"XGROUP",      "CREATE",          s->cfg->streams[i],
                               s->cfg->group, s->cfg->starts[i], "MKSTREAM"};
-        if (rsgConnCommand(s->conn, onGroupCreated, s, 6, argv, NULL) != 0) return;
+        const char *check[] = {"EVAL",
+                               resetupScript,
+                               "1",
+                               s->cfg->streams[i],
+                               s->cfg->group,
+                               s->cfg->starts[i],
+                               g->seen[i] ? g->seen[i] : ""};
+        if (g->set_up ? rsgConnCommand(s->conn, onGroupChecked, s, 7, check, NULL)
+                      : rsgConnCommand(s->conn, onGroupCreated, s, 6, argv, NULL))
+            return;
     }
 }
 
@@ -165,10 +245,15 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
         g->asked[0] = g->asked[1];
     }
     if (!reply || s->stopped) return; /* lost: OnReady resumes; stopped: pending stays */
-    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOGROUP", 7) == 0) {
-        /* The stream or group vanished (deleted, or Redis restarted
-         * empty): create it again and carry on. */
-        rsgWarn("consumer group '%s' is gone (%s); creating it again", s->cfg->group, reply->str);
+    /* Redis 7 ends a blocked read on a deleted stream with -UNBLOCKED ... no
+     * longer exists, a read of a missing stream or group with -NOGROUP. */
+    if (reply->type == REDIS_REPLY_ERROR &&
+        (strncmp(reply->str, "NOGROUP", 7) == 0 ||
+         (strncmp(reply->str, "UNBLOCKED", 9) == 0 && strstr(reply->str, "no longer exists")))) {
+        /* The stream or group vanished: setting up again finds out which,
+         * and stops rather than re-read a stream from its start. */
+        rsgWarn("reading consumer group '%s' failed (%s): checking its streams", s->cfg->group,
+                reply->str);
         rsgSourceOnReady(s);
         return;
     }
@@ -189,6 +274,11 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
         if (list->elements && si >= 0) {
             const redisReply *last = list->element[list->elements - 1]->element[0];
             rsgSourceSetCursor(s, si, last->str, last->len);
+            char *copy = replay ? NULL : strndup(last->str, last->len);
+            if (copy) { /* out of memory: the older one still tells */
+                free(g->seen[si]);
+                g->seen[si] = copy;
+            }
         }
     }
     if (s->phase == RSG_SRC_REPLAY) {
