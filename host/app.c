@@ -22,11 +22,13 @@
 #include "lua_bridge.h"
 #include "metrics.h"
 #include "monitor.h"
+#include "notify.h"
 #include "paths.h"
 #include "pg.h"
 #include "redrive.h"
 #include "sentinel.h"
 #include "source.h"
+#include "status.h"
 #include "tls.h"
 #include "url.h"
 
@@ -48,20 +50,23 @@ typedef struct rsgApp {
     rsgPg pg;                  /* the sinks' PostgreSQL connections (rsghost.pg) */
     uv_timer_t timer;          /* the pipeline's batch/retry timer */
     uv_signal_t sigint, sigterm;
-    uv_signal_t sighup;  /* reopen the file sinks' files (log rotation) */
-    rsgFiles files;      /* the file sinks' files (file_out.h) */
-    rsgClaim claim;      /* dead peers' messages (heartbeats on) */
-    pid_t heart_pid;     /* the heart process, 0 when heartbeats are off */
-    int lifeline_fd;     /* our end of the socket pair shared with it */
-    uv_poll_t lifeline;  /* EOF on it: the heart died */
-    char generated[256]; /* consumer name made up when none was given */
-    int stopping;        /* a stop was requested */
-    int finished;        /* the pipeline flushed everything after stop */
-    int closing;         /* handles are being closed */
-    int leaving;         /* 1: leaving the group (generated name), 2: done */
-    int begun;           /* the script's init was started */
-    int script_ready;    /* the script's init returned: reading may start */
-    int name_owned;      /* no heart, or the heart took the consumer name (heart.h) */
+    uv_signal_t sighup;    /* reopen the file sinks' files (log rotation) */
+    rsgFiles files;        /* the file sinks' files (file_out.h) */
+    uv_timer_t stop_timer; /* --stop-timeout: started by the first stop */
+    rsgNotify notify;      /* systemd's READY/STATUS/STOPPING/WATCHDOG */
+    int reading;           /* reading started once (READY=1 was sent) */
+    rsgClaim claim;        /* dead peers' messages (heartbeats on) */
+    pid_t heart_pid;       /* the heart process, 0 when heartbeats are off */
+    int lifeline_fd;       /* our end of the socket pair shared with it */
+    uv_poll_t lifeline;    /* EOF on it: the heart died */
+    char generated[256];   /* consumer name made up when none was given */
+    int stopping;          /* a stop was requested */
+    int finished;          /* the pipeline flushed everything after stop */
+    int closing;           /* handles are being closed */
+    int leaving;           /* 1: leaving the group (generated name), 2: done */
+    int begun;             /* the script's init was started */
+    int script_ready;      /* the script's init returned: reading may start */
+    int name_owned;        /* no heart, or the heart took the consumer name (heart.h) */
     int exit_code;
 
     /* Sentinel URLs: tells every connection here when the master moves. */
@@ -206,12 +211,22 @@ static void opPause(void *ud, int flag) {
     rsgSourcePause(&app->source, flag);
 }
 
+/* The reader is connected and the script's init returned: read. The first
+ * time, systemd hears READY=1. */
+static void startReading(rsgApp *app) {
+    rsgSourceOnReady(&app->source);
+    if (!app->reading) {
+        app->reading = 1;
+        rsgNotifyReady(&app->notify);
+    }
+}
+
 /* The script's init returned: the reader may start (now, or once it is
  * connected). */
 static void opReady(void *ud) {
     rsgApp *app = ud;
     app->script_ready = 1;
-    if (app->reader.ready && !app->stopping && app->name_owned) rsgSourceOnReady(&app->source);
+    if (app->reader.ready && !app->stopping && app->name_owned) startReading(app);
 }
 
 static void maybeFinish(rsgApp *app);
@@ -279,7 +294,7 @@ static void srcFatal(void *ud, const char *reason) {
 static void onReaderReady(rsgConn *c) {
     rsgApp *app = c->data;
     if (c->moved) rsgSourceRewind(&app->source);
-    if (!app->stopping && app->script_ready && app->name_owned) rsgSourceOnReady(&app->source);
+    if (!app->stopping && app->script_ready && app->name_owned) startReading(app);
 }
 
 static void onCmdsReady(rsgConn *c) {
@@ -344,7 +359,7 @@ static void onNameOwned(rsgApp *app) {
         shutdownNow(app, 1);
         return;
     }
-    if (app->reader.ready && app->script_ready) rsgSourceOnReady(&app->source);
+    if (app->reader.ready && app->script_ready) startReading(app);
 }
 
 static void onLifeline(uv_poll_t *p, int status, int events) {
@@ -380,12 +395,45 @@ static void onLifeline(uv_poll_t *p, int status, int events) {
     beginStop(app, 1);
 }
 
+/* --stop-timeout passed and the stop has not finished: a sink that hangs,
+ * or Redis gone with acks unconfirmed. Waiting longer only ends in SIGKILL
+ * from systemd or Kubernetes; exiting now says so in the log and leaves
+ * what was not acknowledged where Redis keeps it. */
+static void onStopTimeout(uv_timer_t *t) {
+    rsgApp *app = t->data;
+    const char *fate =
+        app->src.group      ? "they stay pending in redis and are replayed at the next start"
+        : app->src.reliable ? "they stay in the processing lists and are replayed at the next start"
+        : app->src.kind == RSG_SOURCE_STREAMS
+            ? "plain streams keep no pending list: a checkpoint stays before them"
+            : "popped items of plain lists are lost";
+    rsgError("stop timeout: not flushed after %gs (--stop-timeout); giving up with %ld message(s) "
+             "in the pipeline and %ld ack command(s) unconfirmed; %s",
+             app->opts->stop_timeout, app->source.in_flight, rsgAckPending(&app->ack), fate);
+    shutdownNow(app, 1);
+}
+
+/* The STATUS= line systemd shows (systemctl status): a few counts. */
+static void describeStatus(void *ud, char *buf, size_t len) {
+    rsgApp *app = ud;
+    snprintf(buf, len, "%s; %ld acked, %ld in flight%s",
+             app->stopping  ? "stopping"
+             : app->reading ? (app->reader.ready ? "reading" : "reconnecting")
+                            : "starting",
+             app->ack.acked, app->source.in_flight, app->heart_pid ? ", heartbeats on" : "");
+}
+
 /* The first stop request, from a signal or from the heart dying: stop
- * reading, flush, ack, exit with `code`. */
+ * reading, flush, ack, exit with `code` (1 if it takes longer than
+ * --stop-timeout). */
 static void beginStop(rsgApp *app, int code) {
     if (app->stopping) return;
     app->stopping = 1;
     app->exit_code = code;
+    char status[256];
+    describeStatus(app, status, sizeof(status));
+    rsgNotifyStopping(&app->notify, status);
+    uv_timer_start(&app->stop_timer, onStopTimeout, (uint64_t)(app->opts->stop_timeout * 1000), 0);
     rsgSourceStop(&app->source);
     rsgConnClose(&app->reader);
     rsgClaimStop(&app->claim);
@@ -411,6 +459,8 @@ static void shutdownNow(rsgApp *app, int code) {
     rsgPgClose(&app->pg);
     if (app->heart_pid) closeHandle((uv_handle_t *)&app->lifeline);
     closeHandle((uv_handle_t *)&app->timer);
+    closeHandle((uv_handle_t *)&app->stop_timer);
+    rsgNotifyClose(&app->notify);
     closeHandle((uv_handle_t *)&app->sigint);
     closeHandle((uv_handle_t *)&app->sigterm);
     closeHandle((uv_handle_t *)&app->sighup);
@@ -557,6 +607,8 @@ static int spawnHeart(rsgApp *app) {
 static void startHandles(rsgApp *app) {
     uv_timer_init(&app->loop, &app->timer);
     app->timer.data = app;
+    uv_timer_init(&app->loop, &app->stop_timer);
+    app->stop_timer.data = app;
     uv_signal_init(&app->loop, &app->sigint);
     uv_signal_init(&app->loop, &app->sigterm);
     app->sigint.data = app->sigterm.data = app;
@@ -566,6 +618,11 @@ static void startHandles(rsgApp *app) {
     app->sighup.data = app;
     uv_signal_start(&app->sighup, onHangup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
+    char err[256];
+    /* An unusable NOTIFY_SOCKET is systemd's setup, not ours to fail on:
+     * the unit will say it timed out waiting for READY=1. */
+    if (rsgNotifyStart(&app->notify, &app->loop, 5.0, describeStatus, app, err, sizeof(err)) != 0)
+        rsgWarn("systemd notification off: %s", err);
     unblockStops(); /* main.c blocked them; one that came meanwhile is handled now */
 
     if (app->heart_pid > 0) {
@@ -686,9 +743,10 @@ int rsgAppRun(const rsgOptions *opts) {
     }
     app.type = rsgSourceTypeOf(app.src.kind);
     if (opts->command != RSG_CMD_RUN) {
-        /* dead-letters, redrive: the script loaded and checked as for a run;
+        /* dead-letters, redrive, status: the script loaded and checked as for a run;
          * what it says about its source is all they need. */
-        code = rsgRedriveMain(opts, &app.url, &app.src);
+        code = opts->command == RSG_CMD_STATUS ? rsgStatusMain(opts, &app.url, &app.src)
+                                               : rsgRedriveMain(opts, &app.url, &app.src);
         goto out;
     }
     if (opts->check) {
@@ -696,6 +754,8 @@ int rsgAppRun(const rsgOptions *opts) {
         code = 0;
         goto out;
     }
+    /* Structured log records name the consumer and group (the heart's too). */
+    rsgLogSetContext(app.consumer, app.src.group);
     if (!opts->consumer && checkGeneratedName(&app) != 0) goto out;
     if (spawnHeart(&app) != 0) goto out;
 

@@ -47,14 +47,22 @@ static const optSpec specs[] = {
      OPT_STRING, FIELD(metrics)},
     {"log-level", "LEVEL", "RSGHOST_LOG_LEVEL", "info", "debug, info, warn or error", OPT_STRING,
      FIELD(log_level)},
+    {"log-format", "FORMAT", "RSGHOST_LOG_FORMAT", "text",
+     "text, logfmt (key=value) or json (one object per line)", OPT_STRING, FIELD(log_format)},
+    {"stop-timeout", "SECONDS", "RSGHOST_STOP_TIMEOUT", "25",
+     "a stop that has not flushed and acked within SECONDS gives up: exit 1, the rest stays "
+     "pending",
+     OPT_STRING, FIELD(stop_timeout_arg)},
     {"check", NULL, NULL, NULL, "load and check SCRIPT, print its source settings, exit", OPT_FLAG,
      FIELD(check)},
     {"workers", "N", "RSGHOST_WORKERS", NULL,
      "run N consumers CONSUMER-NAME-1..N (or N generated names) under a master that restarts "
      "them; 'auto': one per core",
      OPT_STRING, FIELD(workers_arg)},
-    {"json", NULL, NULL, NULL, "dead-letters: one JSON object per line instead of a table",
-     OPT_FLAG, FIELD(json)},
+    {"json", NULL, NULL, NULL, "dead-letters, status: JSON instead of a table", OPT_FLAG,
+     FIELD(json)},
+    {"watch", "SECONDS", NULL, NULL, "status: refresh every SECONDS until interrupted", OPT_STRING,
+     FIELD(watch_arg)},
     {"count", "N", NULL, NULL, "dead-letters, redrive: at most the N oldest dead letters",
      OPT_STRING, FIELD(count_arg)},
     {"help", NULL, NULL, NULL, "show this help and exit", OPT_FLAG, FIELD(help)},
@@ -65,13 +73,17 @@ static const optSpec specs[] = {
 
 void rsgOptionsUsage(FILE *out) {
     fprintf(out, "usage: rsghost [options] SCRIPT [CONSUMER-NAME]\n\n"
-                 "Runs the Lua pipeline SCRIPT as consumer CONSUMER-NAME of the consumer group\n"
-                 "the script names: reads Redis Streams, preprocesses, batches, sinks, and\n"
-                 "acknowledges each message only after it has left the pipeline.\n\n"
+                 "Runs the Lua pipeline SCRIPT as consumer CONSUMER-NAME (or $RSGHOST_CONSUMER)\n"
+                 "of the consumer group the script names: reads Redis Streams, preprocesses,\n"
+                 "batches, sinks, and acknowledges each message only after it has left the\n"
+                 "pipeline.\n\n"
                  "       rsghost dead-letters [options] SCRIPT\n"
                  "       rsghost redrive [options] SCRIPT [ENTRY-ID...]\n\n"
                  "List the entries of the script's source.dead_letter stream, or move them\n"
-                 "back to their streams (all, the --count oldest, or the ENTRY-IDs named).\n"
+                 "back to their streams (all, the --count oldest, or the ENTRY-IDs named).\n\n"
+                 "       rsghost status [--json] [--watch SECONDS] SCRIPT\n\n"
+                 "Show the script's streams and group as Redis has them: length, lag, pending,\n"
+                 "and each consumer, alive or not, with what it holds. Read-only.\n\n"
                  "A subcommand is the first word only: run a script named like one as\n"
                  "./dead-letters.\n\n"
                  "options:\n");
@@ -88,7 +100,7 @@ void rsgOptionsUsage(FILE *out) {
     fprintf(out, "\nexit status: 0 after a clean stop (SIGINT/SIGTERM), 1 on a runtime failure,\n"
                  "2 on a usage or script error. dead-letters and redrive: 0 when everything\n"
                  "was listed or moved, 1 on a Redis error or an entry that could not be moved,\n"
-                 "2 on a usage or script error.\n");
+                 "2 on a usage or script error. status: 0, or 1 when Redis cannot be read.\n");
 }
 
 /* The usage line of o's command, for error messages. */
@@ -98,9 +110,41 @@ static const char *usageOf(const rsgOptions *o) {
             return "rsghost dead-letters [options] SCRIPT";
         case RSG_CMD_REDRIVE:
             return "rsghost redrive [options] SCRIPT [ENTRY-ID...]";
+        case RSG_CMD_STATUS:
+            return "rsghost status [--json] [--watch SECONDS] SCRIPT";
         default:
             return "rsghost [options] SCRIPT [CONSUMER-NAME]";
     }
+}
+
+/* Reads a number of seconds, at least min, from the value of option name.
+ * Returns 0, or -1 with a reason in err. */
+static int parseSeconds(const char *name, const char *arg, double min, double *out, char *err,
+                        size_t errlen) {
+    char *end;
+    double v = strtod(arg, &end);
+    if (end == arg || *end || !(v >= min) || v > 1e6) {
+        snprintf(err, errlen, "%s needs a number of seconds, at least %g, not '%s'", name, min,
+                 arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A run's own settings: --stop-timeout as a number,
+ * and RSGHOST_CONSUMER when no CONSUMER-NAME was given (the Kubernetes
+ * downward API and systemd's %i set it, not the command line). Returns 0,
+ * or -1 with a reason in err. */
+static int parseRunOptions(rsgOptions *o, char *err, size_t errlen) {
+    if (parseSeconds("--stop-timeout", o->stop_timeout_arg, 0.1, &o->stop_timeout, err, errlen) !=
+        0)
+        return -1;
+    if (!o->consumer) {
+        const char *env = getenv("RSGHOST_CONSUMER");
+        if (env && *env) o->consumer = env;
+    }
+    return 0;
 }
 
 /* --workers N or auto: at least 1, at most RSG_MAX_WORKERS. Returns 0, or
@@ -127,22 +171,38 @@ static int parseWorkers(rsgOptions *o, char *err, size_t errlen) {
  * Returns 0, or -1 with a reason in err. */
 static int checkCommandOptions(rsgOptions *o, char *err, size_t errlen) {
     if (o->command == RSG_CMD_RUN) {
-        const char *bad = o->json ? "--json" : o->count_arg ? "--count" : NULL;
+        const char *bad = o->json        ? "--json"
+                          : o->count_arg ? "--count"
+                          : o->watch_arg ? "--watch"
+                                         : NULL;
         if (bad) {
-            snprintf(err, errlen,
-                     "%s is for 'rsghost dead-letters' and 'rsghost redrive' (see --help)", bad);
+            snprintf(err, errlen, "%s is for a subcommand: %s (see --help)", bad,
+                     o->count_arg ? "'rsghost dead-letters' and 'rsghost redrive'"
+                     : o->json    ? "'rsghost dead-letters' and 'rsghost status'"
+                                  : "'rsghost status'");
             return -1;
         }
-        return parseWorkers(o, err, errlen);
+        if (parseWorkers(o, err, errlen) != 0) return -1;
+        return parseRunOptions(o, err, errlen);
     }
     if (o->check) {
         snprintf(err, errlen, "--check is for a run, not for a subcommand (usage: %s)", usageOf(o));
         return -1;
     }
-    if (o->json && o->command != RSG_CMD_DEAD_LETTERS) {
-        snprintf(err, errlen, "--json is for 'rsghost dead-letters'");
+    if (o->json && o->command == RSG_CMD_REDRIVE) {
+        snprintf(err, errlen, "--json is for 'rsghost dead-letters' and 'rsghost status'");
         return -1;
     }
+    if (o->watch_arg && o->command != RSG_CMD_STATUS) {
+        snprintf(err, errlen, "--watch is for 'rsghost status'");
+        return -1;
+    }
+    if (o->count_arg && o->command == RSG_CMD_STATUS) {
+        snprintf(err, errlen, "--count is for 'rsghost dead-letters' and 'rsghost redrive'");
+        return -1;
+    }
+    if (o->watch_arg && parseSeconds("--watch", o->watch_arg, 0.1, &o->watch, err, errlen) != 0)
+        return -1;
     if (o->count_arg) {
         char *end;
         o->count = strtol(o->count_arg, &end, 10);
@@ -173,6 +233,8 @@ int rsgOptionsParse(rsgOptions *o, int argc, char **argv, char *err, size_t errl
         o->command = RSG_CMD_DEAD_LETTERS;
     else if (argc > 1 && strcmp(argv[1], "redrive") == 0)
         o->command = RSG_CMD_REDRIVE;
+    else if (argc > 1 && strcmp(argv[1], "status") == 0)
+        o->command = RSG_CMD_STATUS;
     if (o->command != RSG_CMD_RUN) {
         argc--;
         argv++;

@@ -3,6 +3,7 @@
  *   rsghost [options] SCRIPT [CONSUMER-NAME]
  *   rsghost dead-letters [options] SCRIPT
  *   rsghost redrive [options] SCRIPT [ENTRY-ID...]
+ *   rsghost status [options] SCRIPT
  *
  * A subcommand is the first word only, so a script file named like one is
  * run as ./dead-letters.
@@ -19,26 +20,32 @@ typedef enum {
     RSG_CMD_RUN = 0,      /* rsghost SCRIPT: run a consumer */
     RSG_CMD_DEAD_LETTERS, /* rsghost dead-letters SCRIPT: list them (redrive.h) */
     RSG_CMD_REDRIVE,      /* rsghost redrive SCRIPT [ENTRY-ID...]: move them back */
+    RSG_CMD_STATUS,       /* rsghost status SCRIPT: the group as Redis has it (status.h) */
 } rsgCommand;
 
 typedef struct rsgOptions {
-    rsgCommand command;          /* the subcommand, RSG_CMD_RUN without one */
-    const char *redis_url;       /* --redis / RSGHOST_REDIS_URL */
-    const char *log_level;       /* --log-level / RSGHOST_LOG_LEVEL */
-    int check;                   /* --check: load the script, print, exit */
-    int help, version;           /* --help, --version */
-    const char *script;          /* SCRIPT */
-    const char *consumer;        /* CONSUMER-NAME, or NULL */
-    char *redis_arg;             /* the --redis value inside argv, or NULL (to scrub) */
-    const char *tls_ca_cert;     /* --tls-ca-cert / RSGHOST_TLS_CA_CERT, or NULL */
-    const char *tls_cert;        /* --tls-cert / RSGHOST_TLS_CERT, or NULL */
-    const char *tls_key;         /* --tls-key / RSGHOST_TLS_KEY, or NULL */
-    const char *tls_server_name; /* --tls-server-name / RSGHOST_TLS_SERVER_NAME, or NULL */
-    const char *metrics;         /* --metrics HOST:PORT / RSGHOST_METRICS, or NULL */
-    int json;                    /* --json (dead-letters): JSON lines instead of a table */
-    const char *count_arg;       /* --count N as typed, or NULL */
-    long count;                  /* --count N (subcommands): at most N entries, 0 = all */
-    char **ids;                  /* redrive's ENTRY-IDs (inside argv), nids of them */
+    rsgCommand command;           /* the subcommand, RSG_CMD_RUN without one */
+    const char *redis_url;        /* --redis / RSGHOST_REDIS_URL */
+    const char *log_level;        /* --log-level / RSGHOST_LOG_LEVEL */
+    int check;                    /* --check: load the script, print, exit */
+    int help, version;            /* --help, --version */
+    const char *script;           /* SCRIPT */
+    const char *consumer;         /* CONSUMER-NAME or RSGHOST_CONSUMER (runs), or NULL */
+    char *redis_arg;              /* the --redis value inside argv, or NULL (to scrub) */
+    const char *tls_ca_cert;      /* --tls-ca-cert / RSGHOST_TLS_CA_CERT, or NULL */
+    const char *tls_cert;         /* --tls-cert / RSGHOST_TLS_CERT, or NULL */
+    const char *tls_key;          /* --tls-key / RSGHOST_TLS_KEY, or NULL */
+    const char *tls_server_name;  /* --tls-server-name / RSGHOST_TLS_SERVER_NAME, or NULL */
+    const char *metrics;          /* --metrics HOST:PORT / RSGHOST_METRICS, or NULL */
+    int json;                     /* --json (dead-letters, status): JSON instead of a table */
+    const char *watch_arg;        /* --watch SECONDS as typed (status), or NULL */
+    double watch;                 /* --watch SECONDS (status), 0 = once */
+    const char *log_format;       /* --log-format / RSGHOST_LOG_FORMAT: text, logfmt, json */
+    const char *stop_timeout_arg; /* --stop-timeout / RSGHOST_STOP_TIMEOUT as typed */
+    double stop_timeout;          /* --stop-timeout in seconds (runs) */
+    const char *count_arg;        /* --count N as typed, or NULL */
+    long count;                   /* --count N (subcommands): at most N entries, 0 = all */
+    char **ids;                   /* redrive's ENTRY-IDs (inside argv), nids of them */
     int nids;
     const char *workers_arg; /* --workers N|auto / RSGHOST_WORKERS as typed, or NULL */
     int workers;             /* --workers: consumers under a master (supervisor.h), 0 = none */

@@ -98,10 +98,13 @@ static void onDeadLettered(redisAsyncContext *ac, void *rep, void *privdata) {
         rsgWarn("the connection was lost while dead-lettering %s: it is either where it was "
                 "(%s) or in '%s'",
                 what, whereLeft(r), r->key);
-    else if (reply->type == REDIS_REPLY_ERROR)
-        rsgError("dead-lettering %s to '%s' failed, %s: %s", what, r->key, whereLeft(r),
-                 reply->str);
-    else {
+    else if (reply->type == REDIS_REPLY_ERROR) {
+        rsgLogField ev[3] = {{"stream", r->origin.p, r->origin.len},
+                             {"id", r->id.p, r->id.len},
+                             {"error", reply->str, reply->len}};
+        rsgLogFields(RSG_LOG_ERROR, ev, 3, "dead-lettering %s to '%s' failed, %s: %s", what, r->key,
+                     whereLeft(r), reply->str);
+    } else {
         rsgDebug("%s dead-lettered to '%s'", what, r->key);
         if (r->done) r->done(r->ud, r->origin, r->id);
     }

@@ -48,14 +48,32 @@ static int hostNow(lua_State *L) {
     return 1;
 }
 
-/* host.log(level, msg) */
+/* host.log(level, msg [, fields]): fields, a table of the event's string
+ * keys and string values (stream, id, error, sink), go to structured log
+ * records as fields of their own (log.h); the first 8. Other values are
+ * skipped: converting a number would make a string only the stack holds. */
 static int hostLog(lua_State *L) {
     rsgLogLevel level = RSG_LOG_INFO;
     const char *name = luaL_optstring(L, 1, "info");
     if (rsgLogParseLevel(name, &level) != 0) level = RSG_LOG_INFO;
+    if (!rsgLogEnabled(level)) return 0;
     size_t len;
     const char *msg = luaL_checklstring(L, 2, &len);
-    rsgLog(level, "%.*s", (int)len, msg);
+    rsgLogField fields[8];
+    int n = 0;
+    if (lua_type(L, 3) == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (n < 8 && lua_next(L, 3) != 0) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+                fields[n].key = lua_tostring(L, -2);
+                fields[n].val = lua_tolstring(L, -1, &fields[n].len);
+                n++;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    /* The strings stay alive: the table holds them until we return. */
+    rsgLogFields(level, fields, n, "%.*s", (int)len, msg);
     return 0;
 }
 

@@ -35,6 +35,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     rsgLogSetLevel(level);
+    rsgLogFormat format;
+    if (rsgLogParseFormat(opts.log_format, &format) != 0) {
+        fprintf(stderr, "rsghost: unknown log format '%s' (text, logfmt or json)\n",
+                opts.log_format);
+        return 2;
+    }
+    rsgLogSetFormat(format);
     /* Batches and reads are large (a sink's RPUSH of a thousand lines is
      * ~100 KB) and come every few milliseconds. glibc would hand each such
      * buffer back to the kernel and fault it in again: the profile showed a

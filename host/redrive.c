@@ -8,7 +8,8 @@
 
 #include <hiredis/hiredis.h>
 
-#include "tls.h"
+#include "dial.h"
+#include "print.h"
 
 /* KEYS[1] the dead-letter stream, KEYS[2] the entry's original stream or
  * list (read by the client first, declared here so the script names every
@@ -78,48 +79,6 @@ static int readHead(const redisReply *e, deadHead *h) {
     return 0;
 }
 
-/* Writes s for a terminal: control bytes as \n, \t or \xNN, the rest as
- * is (UTF-8 stays readable). Returns the number of columns written, counting
- * each byte as one. With out NULL only counts. */
-static size_t putVisible(FILE *out, rsgStr s) {
-    size_t w = 0;
-    for (size_t i = 0; i < s.len; i++) {
-        unsigned char ch = (unsigned char)s.p[i];
-        char buf[8];
-        if (ch == '\n')
-            strcpy(buf, "\\n");
-        else if (ch == '\t')
-            strcpy(buf, "\\t");
-        else if (ch < 0x20 || ch == 0x7f)
-            snprintf(buf, sizeof(buf), "\\x%02x", ch);
-        else {
-            buf[0] = (char)ch;
-            buf[1] = '\0';
-        }
-        if (out) fputs(buf, out);
-        w += strlen(buf);
-    }
-    return w;
-}
-
-/* Writes s as a JSON string: quote, backslash and control bytes escaped;
- * other bytes as they are (so bytes that are not UTF-8 stay so). */
-static void putJsonString(FILE *out, rsgStr s) {
-    fputc('"', out);
-    for (size_t i = 0; i < s.len; i++) {
-        unsigned char ch = (unsigned char)s.p[i];
-        if (ch == '"' || ch == '\\')
-            fprintf(out, "\\%c", ch);
-        else if (ch == '\n')
-            fputs("\\n", out);
-        else if (ch < 0x20)
-            fprintf(out, "\\u%04x", ch);
-        else
-            fputc(ch, out);
-    }
-    fputc('"', out);
-}
-
 /* A number field as a JSON number when it is one (it always is when
  * dead_letter.c wrote it), else as a string. */
 static void putJsonNumber(FILE *out, rsgStr s) {
@@ -129,147 +88,7 @@ static void putJsonNumber(FILE *out, rsgStr s) {
     if (s.len > 0 && i == s.len && s.len < 19)
         fwrite(s.p, 1, s.len, out);
     else
-        putJsonString(out, s);
-}
-
-/* Sends one command. Returns its reply, or NULL with the reason in err
- * (a connection error or an error reply, which is freed). */
-static redisReply *call(redisContext *c, int argc, const char **argv, const size_t *lens, char *err,
-                        size_t errlen) {
-    redisReply *r = redisCommandArgv(c, argc, argv, lens);
-    if (!r) {
-        snprintf(err, errlen, "%s: %s", argv[0], c->errstr[0] ? c->errstr : "connection lost");
-        return NULL;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errlen, "%s", r->str);
-        freeReplyObject(r);
-        return NULL;
-    }
-    return r;
-}
-
-/* Where to connect, and as whom: the master of a URL, or one sentinel. */
-typedef struct dialTarget {
-    const char *host;     /* TCP host, NULL with path */
-    int port;             /* TCP port */
-    const char *path;     /* unix socket, or NULL */
-    int tls;              /* TLS on the connection */
-    const char *user;     /* AUTH user, or NULL */
-    const char *password; /* AUTH password, or NULL: no AUTH */
-    int db;               /* SELECT db when not 0 */
-    const char *where;    /* its name in error messages (no password) */
-} dialTarget;
-
-/* Connects to d, with TLS, AUTH and SELECT as it says. Returns the
- * connection, or NULL with a reason in err. */
-static redisContext *dial(const dialTarget *d, char *err, size_t errlen) {
-    char why[512];
-    struct timeval tv = {10, 0};
-    redisContext *c = d->path ? redisConnectUnixWithTimeout(d->path, tv)
-                              : redisConnectWithTimeout(d->host, d->port, tv);
-    if (!c) {
-        snprintf(err, errlen, "cannot connect to %s: out of memory", d->where);
-        return NULL;
-    }
-    if (c->err) {
-        snprintf(err, errlen, "cannot connect to %s: %s", d->where, c->errstr);
-        goto fail;
-    }
-    if (d->tls && rsgTlsAttach(c, d->host, why, sizeof(why)) != 0) {
-        /* The handshake ran inside rsgTlsAttach (a blocking context): the
-         * line rsgTlsFailure writes says which certificate was refused and
-         * what to do, as a run's log does; otherwise hiredis's reason. */
-        char line[512];
-        if (rsgTlsFailure(c, d->where, line, sizeof(line)) != RSG_TLS_NONE)
-            snprintf(err, errlen, "%s", line);
-        else
-            snprintf(err, errlen, "cannot connect to %s: %s", d->where, why);
-        goto fail;
-    }
-    if (d->password) {
-        const char *argv[3] = {"AUTH", d->user ? d->user : d->password, d->password};
-        redisReply *r = call(c, d->user ? 3 : 2, argv, NULL, why, sizeof(why));
-        if (!r) {
-            snprintf(err, errlen, "AUTH at %s failed: %s", d->where, why);
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
-    if (d->db) {
-        char db[16];
-        snprintf(db, sizeof(db), "%d", d->db);
-        const char *argv[2] = {"SELECT", db};
-        redisReply *r = call(c, 2, argv, NULL, why, sizeof(why));
-        if (!r) {
-            snprintf(err, errlen, "SELECT %s at %s failed: %s", db, d->where, why);
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
-    return c;
-fail:
-    redisFree(c);
-    return NULL;
-}
-
-/* Asks u's sentinels, in order, where the master is, as sentinel.c does
- * for a run (their own credentials, TLS with rediss+sentinel://). Returns 0
- * with the master's address in host (hostlen bytes) and *port, or -1 with
- * every sentinel's reason in err. */
-static int askSentinels(const rsgRedisUrl *u, char *host, size_t hostlen, int *port, char *err,
-                        size_t errlen) {
-    size_t used = 0;
-    err[0] = '\0';
-    for (int i = 0; i < u->nsentinels; i++) {
-        char where[300], why[768];
-        snprintf(where, sizeof(where), "sentinel %s:%d", u->sentinels[i].host,
-                 u->sentinels[i].port);
-        dialTarget d = {u->sentinels[i].host, u->sentinels[i].port, NULL, u->tls,
-                        u->sentinel_user,     u->sentinel_password, 0,    where};
-        redisContext *c = dial(&d, why, sizeof(why));
-        if (c) {
-            const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", u->master};
-            redisReply *r = call(c, 3, argv, NULL, why, sizeof(why));
-            if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-                r->element[0]->type == REDIS_REPLY_STRING &&
-                r->element[1]->type == REDIS_REPLY_STRING) {
-                snprintf(host, hostlen, "%s", r->element[0]->str);
-                *port = atoi(r->element[1]->str);
-                freeReplyObject(r);
-                redisFree(c);
-                return 0;
-            }
-            if (r) {
-                snprintf(why, sizeof(why), "%s does not know master '%s'", where, u->master);
-                freeReplyObject(r);
-            }
-            redisFree(c);
-        }
-        int n = snprintf(err + used, errlen - used, "%s%s", used ? "; " : "", why);
-        if (n > 0) used += (size_t)n < errlen - used ? (size_t)n : errlen - used - 1;
-    }
-    return -1;
-}
-
-/* Connects to url's master (asking the sentinels first for a Sentinel
- * URL). Returns the connection, or NULL with a reason in err. */
-static redisContext *connectTo(const rsgRedisUrl *u, char *err, size_t errlen) {
-    char where[512], host[256];
-    rsgUrlFormat(u, where, sizeof(where));
-    dialTarget d = {u->host, u->port, u->path, u->tls, u->user, u->password, u->db, where};
-    if (u->nsentinels) {
-        char why[1024];
-        if (askSentinels(u, host, sizeof(host), &d.port, why, sizeof(why)) != 0) {
-            snprintf(err, errlen, "no sentinel of %s told where master '%s' is: %s", where,
-                     u->master, why);
-            return NULL;
-        }
-        d.host = host;
-        size_t l = strlen(where);
-        snprintf(where + l, sizeof(where) - l, " (master at %s:%d)", host, d.port);
-    }
-    return dial(&d, err, errlen);
+        rsgPrintJsonString(out, s);
 }
 
 /* XRANGE of the dead-letter stream: the count oldest entries, or all.
@@ -279,7 +98,7 @@ static redisReply *readEntries(redisContext *c, const char *key, long count, cha
     char n[24];
     snprintf(n, sizeof(n), "%ld", count);
     const char *argv[6] = {"XRANGE", key, "-", "+", "COUNT", n};
-    return call(c, count > 0 ? 6 : 4, argv, NULL, err, errlen);
+    return rsgDialCall(c, count > 0 ? 6 : 4, argv, NULL, err, errlen);
 }
 
 /* rsghost dead-letters: a table, or one JSON object per line. Returns the
@@ -311,7 +130,7 @@ static int listDeadLetters(redisContext *c, const rsgOptions *opts, const char *
         }
         rsgStr cols[4] = {h->entry, h->stream, h->id, h->deliveries};
         for (int k = 0; k < 4; k++) {
-            size_t cw = putVisible(NULL, cols[k]);
+            size_t cw = rsgPrintVisible(NULL, cols[k]);
             if (cw > w[k]) w[k] = cw;
         }
         n++;
@@ -330,22 +149,22 @@ static int listDeadLetters(redisContext *c, const rsgOptions *opts, const char *
                              h->consumer, h->deliveries, h->error, h->failed_at};
             for (int k = 0; k < 8; k++) {
                 fputs(k ? "," : "{", stdout);
-                putJsonString(stdout, names[k]);
+                rsgPrintJsonString(stdout, names[k]);
                 fputc(':', stdout);
                 if (k == 5 || k == 7)
                     putJsonNumber(stdout, vals[k]);
                 else
-                    putJsonString(stdout, vals[k]);
+                    rsgPrintJsonString(stdout, vals[k]);
             }
             fputs("}\n", stdout);
             continue;
         }
         rsgStr cols[4] = {h->entry, h->stream, h->id, h->deliveries};
         for (int k = 0; k < 4; k++) {
-            size_t cw = putVisible(stdout, cols[k]);
+            size_t cw = rsgPrintVisible(stdout, cols[k]);
             printf("%*s  ", (int)(w[k] - cw), "");
         }
-        putVisible(stdout, h->error);
+        rsgPrintVisible(stdout, h->error);
         putchar('\n');
     }
     if (n == 0 && !opts->json) fprintf(stderr, "rsghost: no dead letters in '%s'\n", key);
@@ -360,7 +179,7 @@ static int listDeadLetters(redisContext *c, const rsgOptions *opts, const char *
 static int moveOne(redisContext *c, const char *key, const char *id) {
     char err[1024];
     const char *rargv[4] = {"XRANGE", key, id, id};
-    redisReply *r = call(c, 4, rargv, NULL, err, sizeof(err));
+    redisReply *r = rsgDialCall(c, 4, rargv, NULL, err, sizeof(err));
     if (!r) {
         fprintf(stderr, "rsghost: reading dead letter %s of '%s': %s\n", id, key, err);
         return -1;
@@ -377,7 +196,7 @@ static int moveOne(redisContext *c, const char *key, const char *id) {
     for (int i = 0; i < 6; i++)
         lens[i] = strlen(argv[i]);
     lens[4] = h.stream.len;
-    redisReply *m = call(c, 6, argv, lens, err, sizeof(err));
+    redisReply *m = rsgDialCall(c, 6, argv, lens, err, sizeof(err));
     if (!m || m->type != REDIS_REPLY_STRING) {
         fprintf(stderr,
                 "rsghost: moving dead letter %s of '%s' back to '%.*s' failed, it stays: %s\n", id,
@@ -387,7 +206,7 @@ static int moveOne(redisContext *c, const char *key, const char *id) {
         return -1;
     }
     printf("%s -> ", id);
-    putVisible(stdout, h.stream);
+    rsgPrintVisible(stdout, h.stream);
     printf(" %s\n", m->str);
     fflush(stdout);
     freeReplyObject(m);
@@ -433,7 +252,7 @@ int rsgRedriveMain(const rsgOptions *opts, const rsgRedisUrl *url, const rsgSour
         return 2;
     }
     char err[1024];
-    redisContext *c = connectTo(url, err, sizeof(err));
+    redisContext *c = rsgDialMaster(url, err, sizeof(err));
     if (!c) {
         fprintf(stderr, "rsghost: %s\n", err);
         return 1;

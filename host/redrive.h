@@ -3,9 +3,7 @@
  * says what its entries hold).
  *
  * They talk to Redis with hiredis's blocking API on one connection of their
- * own (TCP or unix socket, TLS when the URL is rediss://, AUTH and SELECT as
- * the URL says; for a Sentinel URL, the master its sentinels name): a
- * command that runs once and exits has no loop to keep responsive.
+ * own (dial.h).
  *
  * Redrive moves each entry with one server-side script, so the move is
  * atomic per entry: the entry is read again inside the script, its original

@@ -204,9 +204,12 @@ static int convertEntry(rsgSource *s, const redisReply *stream, const redisReply
             size_t nlen = name ? name->len : 0;
             const char *dead = s->hooks.dead_letter ? s->cfg->dead_letter : NULL;
             char line[1024];
-            rsgError("%s",
-                     rsgBadFieldLine(line, sizeof(line), stream->str, stream->len, id->str, id->len,
-                                     k, nm, nlen, err, s->type->keeps_pending, dead));
+            rsgLogField ev[3] = {{"stream", stream->str, stream->len},
+                                 {"id", id->str, id->len},
+                                 {"error", err, strlen(err)}};
+            rsgLogFields(RSG_LOG_ERROR, ev, 3, "%s",
+                         rsgBadFieldLine(line, sizeof(line), stream->str, stream->len, id->str,
+                                         id->len, k, nm, nlen, err, s->type->keeps_pending, dead));
             if (dead) {
                 char what[512];
                 rsgBadFieldWhat(what, sizeof(what), k, nm, nlen, err);

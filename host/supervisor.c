@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "log.h"
+#include "notify.h"
 
 /* A worker that dies sooner than this after its start "died young": it
  * counts toward giving up, and its restart backs off. */
@@ -41,7 +42,8 @@ typedef struct master {
     int usage;    /* a worker reported a usage or script error (exit 2) */
     int stops;    /* stop signals seen */
     uv_signal_t sigterm, sigint, sighup;
-    char **env; /* the workers' environment */
+    char **env;   /* the workers' environment */
+    rsgNotify sd; /* systemd hears from the master, not from the workers */
 } master;
 
 static const char *label(const worker *w) {
@@ -94,10 +96,23 @@ static void signalAll(master *m, int sig) {
         if (m->w[i].running) uv_process_kill(&m->w[i].proc, sig);
 }
 
+/* systemd's STATUS= line: how many workers run. */
+static void describeMaster(void *ud, char *buf, size_t len) {
+    master *m = ud;
+    int n = 0;
+    for (int i = 0; i < m->n; i++)
+        n += m->w[i].running;
+    snprintf(buf, len, "%s; %d of %d worker(s) running", m->stopping ? "stopping" : "supervising",
+             n, m->n);
+}
+
 /* Stops every worker and, once none runs, the loop. */
 static void stopAll(master *m) {
     if (!m->stopping) {
         m->stopping = 1;
+        char status[128];
+        describeMaster(m, status, sizeof(status));
+        rsgNotifyStopping(&m->sd, status);
         for (int i = 0; i < m->n; i++)
             uv_timer_stop(&m->w[i].restart);
     }
@@ -185,9 +200,15 @@ static char **workerEnv(const rsgOptions *opts) {
     if (!env) return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
+        /* Under systemd the master is the unit's main process and the
+         * one that notifies: a worker's READY=1 or WATCHDOG=1 would say
+         * nothing about the others. */
         if (strncmp(environ[i], "RSGHOST_REDIS_URL=", 18) != 0 &&
             strncmp(environ[i], "RSGHOST_SUPERVISOR_PID=", 23) != 0 &&
-            strncmp(environ[i], "RSGHOST_WORKERS=", 16) != 0)
+            strncmp(environ[i], "RSGHOST_WORKERS=", 16) != 0 &&
+            strncmp(environ[i], "NOTIFY_SOCKET=", 14) != 0 &&
+            strncmp(environ[i], "WATCHDOG_USEC=", 14) != 0 &&
+            strncmp(environ[i], "WATCHDOG_PID=", 13) != 0)
             env[k++] = environ[i];
     size_t ulen = strlen(opts->redis_url) + 20;
     char *url = malloc(ulen);
@@ -250,6 +271,7 @@ static int metricsPortOf(char **argv, int index) {
 int rsgSupervise(const rsgOptions *opts, const char *exe) {
     master m;
     memset(&m, 0, sizeof(m));
+    m.sd.fd = -1; /* inert until rsgNotifyStart */
     m.loop = uv_default_loop();
     m.opts = opts;
     m.n = opts->workers;
@@ -297,9 +319,15 @@ int rsgSupervise(const rsgOptions *opts, const char *exe) {
         rsgInfo("supervising %d worker(s) of %s%s%s", m.n, opts->script,
                 opts->consumer ? " as " : " with generated names",
                 opts->consumer ? opts->consumer : "");
+        char err[256];
+        if (rsgNotifyStart(&m.sd, m.loop, 5.0, describeMaster, &m, err, sizeof(err)) != 0)
+            rsgWarn("systemd notification off: %s", err);
         for (int i = 0; i < m.n; i++)
             startWorker(&m.w[i]);
+        /* Ready once the workers are started: each then reads on its own. */
+        rsgNotifyReady(&m.sd);
         uv_run(m.loop, UV_RUN_DEFAULT);
+        rsgNotifyClose(&m.sd);
         rc = m.usage ? 2 : m.failed ? 1 : 0;
         if (rc == 0)
             rsgInfo("every worker stopped cleanly");

@@ -366,7 +366,8 @@ local function split(p, flush, err, index)
     local stream, id = b.streams[lo], b.ids[lo]
     local d = b.deliveries and b.deliveries[lo] or 1
     p:log("error", format("message %s from %s rejected by sink %d on its own; dead-lettered to '%s': %s",
-      tostring(id), tostring(stream), index, p.dead_letter_key, err))
+      tostring(id), tostring(stream), index, p.dead_letter_key, err),
+      { stream = tostring(stream), id = tostring(id), sink = tostring(index), error = tostring(err) })
     flush.dead[lo] = true
     flush.ndead = flush.ndead + 1
     p:dead_letter(stream, id, d, err)
@@ -415,7 +416,8 @@ local function backoff(p, flush)
   for i = 1, #failed do
     local index = failed[i]
     p:log("error", format("sink %d of %d failed on a batch of %d messages (attempt %d), retrying in %gs: %s",
-      index, nsinks, #flush.items, attempt, delay, flush.errors[index]))
+      index, nsinks, #flush.items, attempt, delay, flush.errors[index]),
+      { sink = tostring(index), error = tostring(flush.errors[index]) })
   end
   flush.retry_sinks = failed
   flush.retry_at = p.host.now() + delay
@@ -488,8 +490,10 @@ function P:check_finished()
   end
 end
 
-function P:log(level, msg)
-  self.host.log(level, msg)
+-- fields: the event's own (stream, id, error, sink), as strings, which
+-- structured log formats carry as keys (host/log.h); text shows msg alone.
+function P:log(level, msg, fields)
+  self.host.log(level, msg, fields)
 end
 
 ----------------------------------------------------------------------------
@@ -609,7 +613,8 @@ function P:feed(msgs, n, deliveries, fields)
       -- Delivered max times already and never acked: not preprocessed again.
       local why = format("delivered %d times without being acknowledged", max)
       self:log("error", format("message %s from %s was %s; dead-lettered to '%s'",
-        tostring(id), tostring(stream), why, self.dead_letter_key))
+        tostring(id), tostring(stream), why, self.dead_letter_key),
+        { stream = tostring(stream), id = tostring(id), error = why })
       self:dead_letter(stream, id, d, why)
       released = released + 1
     else
@@ -680,7 +685,8 @@ function P:preprocess_failed(stream, id, msg)
   if #shown > 200 then shown = shown:sub(1, 200) .. "..." end
   local what = self.lists and "item" or "message"
   self:log("error", format("preprocess failed on %s %s from %s, %s: %s",
-    what, shown, tostring(stream), self.fate, msg))
+    what, shown, tostring(stream), self.fate, msg),
+    { stream = tostring(stream), id = tostring(id), error = tostring(msg) })
 end
 
 -- The timer fired: flush a timed-out batch, retry failed sinks whose backoff
