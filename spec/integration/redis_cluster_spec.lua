@@ -1,0 +1,192 @@
+-- Redis Cluster (redis+cluster://): a real cluster on loopback, three
+-- masters and three replicas made by `redis-cli --cluster create`, and the
+-- tutorial's pipeline reading streams spread over every master.
+local cjson = require "cjson"
+local H = require "support.host"
+local native = require "rsghost.native"
+local redis_cluster = require "support.redis_cluster"
+
+-- The tutorial's pipeline (examples/simple-consumer-group.lua) over the
+-- streams {{STREAMS}}, its output list P:out.
+local SCRIPT = [[
+local rsghost = require "rsghost"
+local cjson = require "cjson"
+return {
+  source = { streams = {{STREAMS}}, group = "{{P}}:g", timeout = 0.2{{EXTRA}} },
+  preprocess = function(stream, id, data)
+    data._source = stream
+    data._id = id
+    return cjson.encode(data)
+  end,
+  batch = { size = 50, timeout = 0.1 },
+  retry = { initial = 0.1, max = 0.5 },
+  sink = function(items)
+    rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items))
+  end,
+}
+]]
+
+local function lua_list(names)
+  local q = {}
+  for i, n in ipairs(names) do q[i] = string.format("%q", n) end
+  return "{ " .. table.concat(q, ", ") .. " }"
+end
+
+local function script(t, streams, extra)
+  return H.script(t, SCRIPT, { STREAMS = lua_list(streams), EXTRA = extra or "" })
+end
+
+-- "stream id" of every JSON item in the output list.
+local function sunk(r, out)
+  local got = {}
+  for _, item in ipairs(H.list(r, out)) do
+    local d = cjson.decode(item)
+    got[#got + 1] = d._source .. " " .. d._id
+  end
+  return got
+end
+
+local function add(r, streams, per, from)
+  local want = {}
+  for _, s in ipairs(streams) do
+    local ids = H.xadd_many(r, s, per, function(i) return { "n", (from or 0) + i } end)
+    for _, id in ipairs(ids) do want[#want + 1] = s .. " " .. id end
+  end
+  return want
+end
+
+local function append(a, b)
+  for _, x in ipairs(b) do a[#a + 1] = x end
+  return a
+end
+
+describe("redis+cluster://", function()
+  local c, r
+
+  setup(function()
+    c = redis_cluster.start()
+    r = c.client()
+  end)
+  teardown(function() if c then c.stop() end end)
+  after_each(function() H.cleanup() end)
+
+  local function context(tag)
+    local t = H.context { tag = tag }
+    t.url = c.url
+    t.redis = r
+    return t
+  end
+
+  it("routes keys to the slots the cluster gives them, hash tags included", function()
+    local keys = { "somekey", "foo{hash_tag}", "bar{hash_tag}", "{orders}:eu", "{orders}:us",
+      "foo{}{bar}", "foo{{bar}}zap", "a{b", "", "é", "stream-" .. string.rep("x", 300) }
+    for i = 1, 200 do keys[#keys + 1] = "k" .. i * 7919 end
+    local some = c.masters()[1].client()
+    for _, k in ipairs(keys) do
+      assert.equal(some:call("CLUSTER", "KEYSLOT", k), native.key_slot(k), k)
+    end
+    assert.equal(native.key_slot("{orders}:eu"), native.key_slot("{orders}:us"))
+  end)
+
+  it("reads six streams spread over three masters with two consumers: every message once, nothing pending", function()
+    local t = context("six")
+    local streams = redis_cluster.spread(c, t.prefix, 6)
+    local nodes = {}
+    for _, s in ipairs(streams) do nodes[c.node_of(s).port] = true end
+    local n = 0
+    for _ in pairs(nodes) do n = n + 1 end
+    assert.equal(3, n, "the streams are on every master")
+    local path = script(t, streams)
+    local out, group = t.prefix .. ":out", t.prefix .. ":g"
+    -- Each consumer alone reads all six streams (Redis lists a consumer of
+    -- a stream only once it was given something there)...
+    local want = add(r, streams, 100)
+    local h1 = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = out, n = #want, streams = streams, group = group, hosts = { h1 } })
+    assert.equal(0, h1:stop(), h1:describe())
+    append(want, add(r, streams, 100, 100))
+    local h2 = H.start(t, { script = path, consumer = "c2", redis = c.url })
+    H.wait_sunk(r, { out = out, n = #want, streams = streams, group = group, hosts = { h2 } })
+    for _, s in ipairs(streams) do
+      local names = H.consumers(r, s, group)
+      assert.is_true(names.c1 and names.c2, s)
+    end
+    -- ...and the two together share them: every message once, nothing
+    -- pending, also for what is added while they run.
+    append(want, add(r, streams, 100, 200))
+    h1 = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    append(want, add(r, streams, 100, 300))
+    H.wait_sunk(r, { out = out, n = #want, streams = streams, group = group, hosts = { h1, h2 } })
+    H.assert_exactly_once(want, sunk(r, out))
+    assert.matches("6 stream%(s%) in 6 slot group%(s%)", h1:log())
+    assert.matches("cluster of 3 masters", h1:log())
+    assert.equal(0, h1:stop(), h1:describe())
+    assert.equal(0, h2:stop(), h2:describe())
+    assert.equal(#want, #sunk(r, out))
+  end)
+
+  it("reads streams that share a hash tag in one slot group", function()
+    local t = context("tag")
+    local tag = "{" .. t.prefix .. "}"
+    local streams = { tag .. ":eu", tag .. ":us", tag .. ":asia" }
+    local path = script(t, streams)
+    local want = add(r, streams, 40)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g",
+      hosts = { h } })
+    H.assert_exactly_once(want, sunk(r, t.prefix .. ":out"))
+    assert.matches("3 stream%(s%) in 1 slot group%(s%)", h:log())
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("goes on through a replica promoted with CLUSTER FAILOVER mid-run", function()
+    local t = context("failover")
+    local streams = redis_cluster.spread(c, t.prefix, 3)
+    local path = script(t, streams)
+    local want = add(r, streams, 100)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.eventually(function() return #H.list(r, t.prefix .. ":out") > 0 end, 60, function() return h:describe() end)
+    -- The master of the first stream hands over to its replica.
+    append(want, add(r, streams, 50, 100))
+    local replica = c.failover(streams[1])
+    assert.equal(replica.port, c.node_of(streams[1]).port)
+    append(want, add(r, streams, 50, 150))
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g",
+      hosts = { h }, timeout = 120 })
+    -- Every message the cluster kept arrived; a failover may deliver one
+    -- twice (at least once), never lose one.
+    local got = H.compare(want, sunk(r, t.prefix .. ":out"))
+    assert.same({}, got.missing)
+    assert.same({}, got.unexpected)
+    assert.matches("a slot changed master", h:log())
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("refuses at start what it cannot do on a cluster yet, with a clear error", function()
+    local t = context("refuse")
+    local path = script(t, { t.prefix .. ":s" }, ", heartbeat_interval = 1, claim_timeout = 5")
+    local code, _, err = H.run { "--redis", c.url, path, "c1" }
+    assert.equal(2, code, err)
+    assert.matches("heartbeat_interval.*not supported on a Redis Cluster yet", err)
+    path = script(t, { t.prefix .. ":a", t.prefix .. ":b" }, ", dead_letter = '" .. t.prefix .. ":dead'")
+    code, _, err = H.run { "--redis", c.url, path, "c1" }
+    assert.equal(2, code, err)
+    assert.matches("same slot as every source stream", err)
+    code, _, err = H.run { "--redis", c.url .. "/2", path, "c1" }
+    assert.equal(2, code, err)
+    assert.matches("only database 0", err)
+  end)
+
+  it("says so when a node is not in cluster mode", function()
+    local server = require "support.server"
+    local t = context("plain")
+    local srv = server.start()
+    local path = script(t, { t.prefix .. ":s" })
+    local h = H.start(t, { script = path, consumer = "c1", redis = "redis+cluster://127.0.0.1:" .. srv.port })
+    local code = h:wait(30)
+    srv.stop()
+    assert.equal(1, code, h:describe())
+    assert.matches("not a cluster node", h:log())
+  end)
+end)
+
