@@ -446,6 +446,18 @@ static int route(rsgConn *c, redisCallbackFn *fn, void *privdata, char *cmd, siz
         free(cmd);
         return -1;
     }
+    rsgStr a[1];
+    int argc = 0;
+    if (respArgs(cmd, len, a, 1, &argc) == 1 &&
+        (argIs(a[0], "SUBSCRIBE") || argIs(a[0], "PSUBSCRIBE") || argIs(a[0], "SSUBSCRIBE"))) {
+        /* A subscription's callback runs for every message: it cannot go
+         * through a request freed after one reply. Nothing subscribes
+         * through a router (heartbeats are refused on a cluster). */
+        rsgError("redis %s: %.*s is not supported on a Redis Cluster connection", c->name,
+                 (int)a[0].len, a[0].p);
+        free(cmd);
+        return -1;
+    }
     int slot = commandSlot(cmd, len);
     clusterNode *n = NULL;
     if (slot >= 0) {

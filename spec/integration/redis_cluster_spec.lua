@@ -162,6 +162,62 @@ describe("redis+cluster://", function()
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("follows a stream's slot migrated mid-run with redis-cli --cluster reshard", function()
+    local t = context("reshard")
+    local moving = redis_cluster.first_slot_stream(c, t.prefix)
+    local streams = { moving, t.prefix .. ":other" }
+    local path = script(t, streams)
+    local want = add(r, streams, 100)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g", hosts = { h } })
+    local from = c.node_of(moving)
+    local to
+    for _, m in ipairs(c.masters()) do if m.port ~= from.port then to = m end end
+    c.reshard(moving, to, 1)
+    H.eventually(function() return c.node_of(moving).port == to.port end, 60)
+    append(want, add(r, streams, 100, 100))
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g",
+      hosts = { h }, timeout = 120 })
+    local got = H.compare(want, sunk(r, t.prefix .. ":out"))
+    assert.same({}, got.missing)
+    assert.same({}, got.unexpected)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("goes on when a master is killed mid-run and its replica takes over", function()
+    local t = context("kill")
+    local streams = redis_cluster.spread(c, t.prefix, 3)
+    local path = script(t, streams)
+    local want = add(r, streams, 100)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.eventually(function() return #H.list(r, t.prefix .. ":out") > 0 end, 60, function() return h:describe() end)
+    -- The master of a stream (not the one holding the output list) dies.
+    local vs = streams[2]
+    if c.node_of(vs).port == c.node_of(t.prefix .. ":out").port then vs = streams[3] end
+    local victim, replica = c.node_of(vs), assert(c.replica_of(vs))
+    victim.kill()
+    -- Writes go on (the spec's client waits for the replica to take over).
+    append(want, add(r, streams, 50, 100))
+    H.eventually(function() return c.node_of(vs).port == replica.port end, 60)
+    assert.is_true(replica.alive())
+    append(want, add(r, streams, 50, 150))
+    -- Every message the cluster kept arrives, and nothing stays pending.
+    local kept = {}
+    H.eventually(function()
+      kept = {}
+      for _, s in ipairs(streams) do
+        for _, e in ipairs(r:call("XRANGE", s, "-", "+")) do kept[#kept + 1] = s .. " " .. e[1] end
+      end
+      local c2 = H.compare(kept, sunk(r, t.prefix .. ":out"))
+      local pending = 0
+      for _, s in ipairs(streams) do pending = pending + H.xpending(r, s, t.prefix .. ":g").count end
+      return #c2.missing == 0 and pending == 0
+    end, 120, function() return h:describe() end)
+    assert.is_true(#kept >= 300 - 50, "the cluster kept most messages")
+    assert.matches("a slot changed master", h:log())
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("refuses at start what it cannot do on a cluster yet, with a clear error", function()
     local t = context("refuse")
     local path = script(t, { t.prefix .. ":s" }, ", heartbeat_interval = 1, claim_timeout = 5")

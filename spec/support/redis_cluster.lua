@@ -80,9 +80,10 @@ function Client:pcall(...)
       local srv = self:_server(addr)
       local ok, v, e = pcall(function() return srv.client():pcall(unpack(args)) end)
       if ok then value, err = v, e else err = v end
-      if value ~= nil or (err and not err:find("^MOVED") and not err:find("^ASK")
-          and not err:find("^CLUSTERDOWN") and not err:find("^TRYAGAIN")
-          and not err:find("connect") and not err:find("lost") and not err:find("READONLY")) then
+      local e = err and err:lower() or ""
+      if value ~= nil or (err and not e:find("^moved") and not e:find("^ask")
+          and not e:find("^clusterdown") and not e:find("^tryagain") and not e:find("connect")
+          and not e:find("lost") and not e:find("readonly") and not e:find("reset")) then
         return value, err
       end
       if err and err:find("^ASK") then
@@ -217,11 +218,47 @@ function M.start(opts)
     error("support.redis_cluster: the failover did not happen", 2)
   end
 
+  -- The node id of a server.
+  function c.id_of(srv)
+    return srv.client():call("CLUSTER", "MYID")
+  end
+
+  -- Moves count slots from the master of key to another master with
+  -- `redis-cli --cluster reshard` (which takes the source's lowest slots).
+  function c.reshard(key, to, count)
+    local from = c.node_of(key)
+    local argv = { M.cli, "--cluster", "reshard", from.host .. ":" .. from.port,
+      "--cluster-from", c.id_of(from), "--cluster-to", c.id_of(to),
+      "--cluster-slots", tostring(count or 1), "--cluster-yes" }
+    local code, out, err = proc.run { argv = argv, timeout = 120 }
+    if code ~= 0 then
+      error("support.redis_cluster: reshard failed (" .. tostring(code) .. "): " .. tostring(out) .. tostring(err), 2)
+    end
+  end
+
   function c.stop()
     for _, srv in ipairs(c.servers) do srv.stop() end
   end
 
   return c
+end
+
+-- A stream name whose slot is the lowest slot its master serves, so that
+-- c.reshard(name, to, 1) moves that very slot: "{TAG}:" .. suffix.
+function M.first_slot_stream(c, suffix)
+  local owner = assert(learn_map(c.servers))
+  local lowest = {}
+  for s = 0, 16383 do
+    local a = owner[s]
+    if a and lowest[a] == nil then lowest[a] = s end
+  end
+  local want = {}
+  for _, s in pairs(lowest) do want[s] = true end
+  for i = 1, 2000000 do
+    local tag = "t" .. i
+    if want[native.key_slot(tag)] then return "{" .. tag .. "}:" .. suffix end
+  end
+  error("support.redis_cluster: no name found", 2)
 end
 
 -- Names of n streams, each served by a different master in turn, so that
