@@ -218,6 +218,67 @@ describe("redis+cluster://", function()
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("dead-letters into a stream in the source streams' slot, atomically with the ack", function()
+    local t = context("dead")
+    local tag = "{" .. t.prefix .. "}"
+    local streams = { tag .. ":a", tag .. ":b" }
+    local dead = tag .. ":dead"
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+return {
+  source = { streams = {{STREAMS}}, group = "{{P}}:g", timeout = 0.2, dead_letter = "{{DEAD}}" },
+  preprocess = function(stream, id, data)
+    if data.bad then error("cannot take " .. data.bad) end
+    return stream .. " " .. id
+  end,
+  batch = { size = 20, timeout = 0.1 },
+  sink = function(items) rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items)) end,
+}
+]], { STREAMS = lua_list(streams), DEAD = dead })
+    local want, bad = {}, 0
+    for _, s in ipairs(streams) do
+      local ids = H.xadd_many(r, s, 30, function(i) if i % 10 == 0 then return { "bad", i } end return { "n", i } end)
+      for i, id in ipairs(ids) do
+        if i % 10 == 0 then bad = bad + 1 else want[#want + 1] = s .. " " .. id end
+      end
+    end
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g", hosts = { h } })
+    H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+    H.eventually(function() return r:call("XLEN", dead) == bad end, 30, function() return h:describe() end)
+    local entries = r:call("XRANGE", dead, "-", "+")
+    for _, e in ipairs(entries) do
+      local f = {}
+      for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
+      assert.matches("cannot take " .. f.bad, f["rsghost:error"])
+    end
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("gives a sink's cross-slot command Redis's own CROSSSLOT error", function()
+    local t = context("cross")
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+return {
+  source = { streams = "{{P}}:s", group = "{{P}}:g", timeout = 0.2 },
+  preprocess = function(stream, id, data) return id end,
+  batch = { size = 1, timeout = 0.1 },
+  retry = { initial = 0.1, max = 0.2 },
+  sink = function(items)
+    local ok, err = pcall(rsghost.redis.call, "MSET", "{{P}}:x1", "1", "{{P}}:x2", "2")
+    rsghost.redis.call("RPUSH", "{{P}}:out", ok and "ok" or tostring(err))
+  end,
+}
+]])
+    H.xadd_many(r, t.prefix .. ":s", 1)
+    -- The two keys are in different slots (the test checks it), so Redis refuses.
+    assert.are_not.equal(native.key_slot(t.prefix .. ":x1"), native.key_slot(t.prefix .. ":x2"))
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = 1, streams = t.prefix .. ":s", group = t.prefix .. ":g", hosts = { h } })
+    assert.matches("CROSSSLOT", H.list(r, t.prefix .. ":out")[1])
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("refuses at start what it cannot do on a cluster yet, with a clear error", function()
     local t = context("refuse")
     local path = script(t, { t.prefix .. ":s" }, ", heartbeat_interval = 1, claim_timeout = 5")
