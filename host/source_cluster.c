@@ -285,7 +285,10 @@ static int readGroup(rsgSource *s, slotGroup *g) {
         g->replaying = 0;
         return 0;
     }
-    long count = rsgSourceReadCount(s, keys);
+    /* The room is shared among every stream, as one read over all of them
+     * would share it: a group blocked on an empty stream holds its share,
+     * and the others still have theirs. */
+    long count = rsgSourceReadCount(s, cfg->nstreams);
     if (count < 1) return -1;
     char countbuf[24], blockbuf[24];
     snprintf(countbuf, sizeof(countbuf), "%ld", count);
