@@ -24,6 +24,7 @@ typedef struct clusterNode {
     rsgRedisUrl url; /* the router's URL with this node's host and port */
     int master;      /* a master of the current map */
     int probe;       /* opened only to ask a seed for the map */
+    int subscribed;  /* carries a subscription: no other command may go on it */
     int closed;      /* rsgConnClose called */
 } clusterNode;
 
@@ -198,6 +199,7 @@ static void onNodeReady(rsgConn *nc) {
 
 static void onNodeLost(rsgConn *nc) {
     clusterNode *n = (clusterNode *)nc;
+    n->subscribed = 0; /* the owner subscribes again when the router is back */
     if (n->master) routerLost(n->cl);
 }
 
@@ -352,7 +354,7 @@ static void askMap(rsgCluster *cl) {
         clusterNode *n = cl->nodes[i];
         if (n->closed) continue;
         if (n->probe) probe = n;
-        if (!n->conn.ready) continue;
+        if (!n->conn.ready || n->subscribed) continue;
         const char *argv[] = {"CLUSTER", "SLOTS"};
         if (rsgConnCommand(&n->conn, onSlots, n, 2, argv, NULL) == 0) {
             cl->asking = 1;
@@ -449,14 +451,21 @@ static int route(rsgConn *c, redisCallbackFn *fn, void *privdata, char *cmd, siz
     rsgStr a[1];
     int argc = 0;
     if (respArgs(cmd, len, a, 1, &argc) == 1 &&
-        (argIs(a[0], "SUBSCRIBE") || argIs(a[0], "PSUBSCRIBE") || argIs(a[0], "SSUBSCRIBE"))) {
-        /* A subscription's callback runs for every message: it cannot go
-         * through a request freed after one reply. Nothing subscribes
-         * through a router (heartbeats are refused on a cluster). */
-        rsgError("redis %s: %.*s is not supported on a Redis Cluster connection", c->name,
-                 (int)a[0].len, a[0].p);
+        (argIs(a[0], "SUBSCRIBE") || argIs(a[0], "PSUBSCRIBE"))) {
+        /* A cluster delivers a PUBLISH to every node, so one master's
+         * connection is enough. It then carries nothing else, and the
+         * caller's callback runs for every message: no request wraps it.
+         * The same connection again when it still has the subscription. */
+        clusterNode *n = NULL;
+        for (int i = 0; i < cl->nnodes; i++) {
+            clusterNode *x = cl->nodes[i];
+            if (!x->master || !x->conn.ready || x->closed) continue;
+            if (!n || (x->subscribed && !n->subscribed)) n = x;
+        }
+        int rc = n ? rsgConnFormatted(&n->conn, fn, privdata, cmd, len) : -1;
+        if (rc == 0) n->subscribed = 1;
         free(cmd);
-        return -1;
+        return rc;
     }
     int slot = commandSlot(cmd, len);
     clusterNode *n = NULL;
@@ -464,10 +473,11 @@ static int route(rsgConn *c, redisCallbackFn *fn, void *privdata, char *cmd, siz
         n = ownerNode(cl, slot);
     } else {
         for (int i = 0; i < cl->nnodes && !n; i++)
-            if (cl->nodes[i]->master && cl->nodes[i]->conn.ready) n = cl->nodes[i];
+            if (cl->nodes[i]->master && cl->nodes[i]->conn.ready && !cl->nodes[i]->subscribed)
+                n = cl->nodes[i];
     }
     request *q = malloc(sizeof(*q));
-    if (!n || !n->conn.ready || !q) {
+    if (!n || !n->conn.ready || n->subscribed || !q) {
         /* A slot no master serves (a failover under way): not ready. */
         free(q);
         free(cmd);

@@ -22,6 +22,10 @@
  *  - A master's connection lost: on_lost, and the map is asked for every
  *    RSG_CLUSTER_REFRESH_MS until a ready set of masters serves it again.
  *
+ * SUBSCRIBE and PSUBSCRIBE go to one master (a cluster delivers a PUBLISH
+ * to every node), on a connection that then carries nothing else; after
+ * on_ready the owner subscribes again, as after a reconnect.
+ *
  * A cross-slot command gets Redis's own CROSSSLOT error. Blocking reads do
  * not go through the router (a blocked connection carries nothing else):
  * the cluster source opens its own connection per slot, to the node

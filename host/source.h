@@ -193,7 +193,7 @@ int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *ent
 void rsgSourceRewind(rsgSource *s);
 
 /* What a source on a Redis Cluster cannot do (yet): only consumer groups,
- * no heartbeats or max_deliveries, and a dead-letter stream in the slot of
+ * no max_deliveries, and a dead-letter stream in the slot of
  * every source stream. Returns 0, or -1 with the reason in err (a usage
  * error, before anything touches Redis). source_cluster.c. */
 int rsgSourceClusterCheck(const rsgSourceConfig *cfg, char *err, size_t errlen);

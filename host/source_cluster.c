@@ -275,27 +275,22 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     rsgSourceDeliver(s, n, 1);
 }
 
-/* Sends g's next read. Returns 0, or -1 when there is no room. */
-static int readGroup(rsgSource *s, slotGroup *g) {
+/* Sends g's next read, of count per stream. */
+static void readGroup(rsgSource *s, slotGroup *g, long count) {
     const rsgSourceConfig *cfg = s->cfg;
     int keys = 0;
     for (int j = 0; j < g->nstreams; j++)
         if (!g->replaying || s->cursor[g->streams[j]]) keys++;
     if (keys == 0) {
         g->replaying = 0;
-        return 0;
+        return;
     }
-    /* The room is shared among every stream, as one read over all of them
-     * would share it: a group blocked on an empty stream holds its share,
-     * and the others still have theirs. */
-    long count = rsgSourceReadCount(s, cfg->nstreams);
-    if (count < 1) return -1;
     char countbuf[24], blockbuf[24];
     snprintf(countbuf, sizeof(countbuf), "%ld", count);
     snprintf(blockbuf, sizeof(blockbuf), "%ld", cfg->block_ms);
     int max = 9 + 2 * g->nstreams, argc = 0;
     const char **argv = malloc(sizeof(char *) * (size_t)max);
-    if (!argv) return -1;
+    if (!argv) return;
     argv[argc++] = "XREADGROUP";
     argv[argc++] = "GROUP";
     argv[argc++] = cfg->group;
@@ -321,7 +316,6 @@ static int readGroup(rsgSource *s, slotGroup *g) {
         rsgConnFlush(&g->gc->conn);
     }
     free(argv);
-    return 0;
 }
 
 /* The core calls this when a read may go out (s->reading stays 0: each
@@ -329,10 +323,17 @@ static int readGroup(rsgSource *s, slotGroup *g) {
  * back the others): every idle group with a ready connection reads. */
 static void clusterRead(rsgSource *s) {
     clusterState *st = s->state;
+    /* The room is shared among every stream, as one read over all of them
+     * would share it (and, before any message size is known, one message
+     * per stream): sized once for this round, so each idle group gets its
+     * streams' share and a group blocked on an empty stream holds only its
+     * own. */
+    long count = rsgSourceReadCount(s, s->cfg->nstreams);
+    if (count < 1) return;
     for (int k = 0; k < st->ngroups; k++) {
         slotGroup *g = &st->groups[k];
         if (g->busy || !g->gc || !g->gc->conn.ready) continue;
-        if (readGroup(s, g) != 0) break;
+        readGroup(s, g, count);
     }
 }
 
@@ -391,12 +392,6 @@ int rsgSourceClusterCheck(const rsgSourceConfig *cfg, char *err, size_t errlen) 
                  "a %s source is not supported on a Redis Cluster yet: only a consumer group "
                  "(source.group) is",
                  rsgSourceTypeOf(cfg->kind)->key_type);
-        return -1;
-    }
-    if (cfg->heartbeat_interval > 0) {
-        snprintf(err, errlen,
-                 "source.heartbeat_interval (heartbeats and claiming) is not "
-                 "supported on a Redis Cluster yet");
         return -1;
     }
     if (cfg->max_deliveries > 0) {

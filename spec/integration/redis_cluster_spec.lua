@@ -115,6 +115,8 @@ describe("redis+cluster://", function()
     -- pending, also for what is added while they run.
     append(want, add(r, streams, 100, 200))
     h1 = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.eventually(function() return h1:log():find("slot reader: connected", 1, true) end, 60,
+      function() return h1:describe() end)
     append(want, add(r, streams, 100, 300))
     H.wait_sunk(r, { out = out, n = #want, streams = streams, group = group, hosts = { h1, h2 } })
     H.assert_exactly_once(want, sunk(r, out))
@@ -279,12 +281,63 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("claims the messages of a consumer killed with -9 on every node (heartbeats)", function()
+    local t = context("claim")
+    local streams = redis_cluster.spread(c, t.prefix, 6)
+    -- c1's sink fails while its block key exists, so what it read stays
+    -- pending under its name, on every master.
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+return {
+  source = { streams = {{STREAMS}}, group = "{{P}}:g", timeout = 0.2,
+             heartbeat_interval = 0.2, claim_timeout = 1.5 },
+  preprocess = function(stream, id, data) return stream .. " " .. id end,
+  batch = { size = 20, timeout = 0.05 },
+  retry = { initial = 0.1, max = 0.2 },
+  sink = function(items)
+    if rsghost.redis.call("EXISTS", "{{P}}:block:" .. rsghost.consumer) == 1 then
+      error("blocked: holding " .. #items .. " message(s)")
+    end
+    rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items))
+  end,
+}
+]], { STREAMS = lua_list(streams) })
+    r:call("SET", t.prefix .. ":block:c1", "1")
+    local want = add(r, streams, 20)
+    local h1 = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    -- Once c1 beats (it is in the group's registry), the spec reads what c1
+    -- has not as c1, so that c1 surely holds messages on every master.
+    local group = t.prefix .. ":g"
+    H.eventually(function()
+      return r:call("HEXISTS", "rsghost:consumers:" .. group, "c1") == 1
+    end, 60, function() return h1:describe() end)
+    for _, s in ipairs(streams) do
+      r:pcall("XGROUP", "CREATE", s, group, "0", "MKSTREAM")
+    end
+    for _, s in ipairs(streams) do
+      r:call("XREADGROUP", "GROUP", group, "c1", "COUNT", 1000, "STREAMS", s, ">")
+      assert.equal(20, H.xpending(r, s, group).consumers.c1, s)
+    end
+    h1:kill()
+    local h2 = H.start(t, { script = path, consumer = "c2", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g",
+      hosts = { h2 }, timeout = 90 })
+    H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+    local claimed = 0
+    for _, line in ipairs(h2:log_lines("claimed %d+ message")) do
+      claimed = claimed + tonumber(line:match("claimed (%d+) message"))
+    end
+    assert.equal(#want, claimed, h2:describe())
+    assert.equal(0, h2:stop(), h2:describe())
+  end)
+
   it("refuses at start what it cannot do on a cluster yet, with a clear error", function()
     local t = context("refuse")
-    local path = script(t, { t.prefix .. ":s" }, ", heartbeat_interval = 1, claim_timeout = 5")
+    local tagged = "{" .. t.prefix .. "}"
+    local path = script(t, { tagged .. ":s" }, ", max_deliveries = 3, dead_letter = '" .. tagged .. ":dead'")
     local code, _, err = H.run { "--redis", c.url, path, "c1" }
     assert.equal(2, code, err)
-    assert.matches("heartbeat_interval.*not supported on a Redis Cluster yet", err)
+    assert.matches("max_deliveries is not supported on a Redis Cluster yet", err)
     path = script(t, { t.prefix .. ":a", t.prefix .. ":b" }, ", dead_letter = '" .. t.prefix .. ":dead'")
     code, _, err = H.run { "--redis", c.url, path, "c1" }
     assert.equal(2, code, err)

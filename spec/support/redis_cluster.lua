@@ -81,7 +81,9 @@ function Client:pcall(...)
       local ok, v, e = pcall(function() return srv.client():pcall(unpack(args)) end)
       if ok then value, err = v, e else err = v end
       local e = err and err:lower() or ""
-      if value ~= nil or (err and not e:find("^moved") and not e:find("^ask")
+      -- A reply (nil included: XREADGROUP with nothing new) or an error
+      -- that no retry mends goes back as it is.
+      if err == nil or (err and not e:find("^moved") and not e:find("^ask")
           and not e:find("^clusterdown") and not e:find("^tryagain") and not e:find("connect")
           and not e:find("lost") and not e:find("readonly") and not e:find("reset")) then
         return value, err
@@ -93,7 +95,7 @@ function Client:pcall(...)
         return dst:pcall(unpack(args))
       end
     end
-    if proc.now() > deadline then return nil, err or "no master serves the key" end
+    if proc.now() > deadline then return nil, err or ("no master serves the key " .. tostring(key) .. " (" .. tostring(args[1]) .. ")") end
     self.owner = nil
     proc.sleep(0.1)
   end
