@@ -7,19 +7,21 @@
 -- message of every stream is delivered and acked (XINFO GROUPS: lag 0,
 -- pending 0), then stops it. Reports messages per second of each, and their
 -- ratio. Run from the repository root with the spec support on the path:
---   luajit bench/cluster.lua [-n N] [-s STREAMS] [-r REPEAT] [--rsghost PATH]
+--   luajit bench/cluster.lua [-n N] [-s STREAMS] [-r REPEAT] [--replicas K] [--rsghost PATH]
+-- (--replicas: per master, default 1; 0 shows what replication costs).
 package.path = "./lua/?.lua;./lua/?/init.lua;./spec/?.lua;" .. package.path
 local proc = require "support.proc"
 local server = require "support.server"
 local redis_cluster = require "support.redis_cluster"
 
-local n, nstreams, repeat_, bin = 300000, 6, 1, "build/rsghost"
+local n, nstreams, repeat_, bin, replicas = 300000, 6, 1, "build/rsghost", 1
 local i = 1
 while arg[i] do
   local a, v = arg[i], arg[i + 1]
   if a == "-n" then n = tonumber(v) elseif a == "-s" then nstreams = tonumber(v)
   elseif a == "-r" then repeat_ = tonumber(v) elseif a == "--rsghost" then bin = v
-  else io.stderr:write("usage: luajit bench/cluster.lua [-n N] [-s STREAMS] [-r R] [--rsghost PATH]\n"); os.exit(2) end
+  elseif a == "--replicas" then replicas = tonumber(v)
+  else io.stderr:write("usage: luajit bench/cluster.lua [-n N] [-s STREAMS] [-r R] [--replicas K] [--rsghost PATH]\n"); os.exit(2) end
   i = i + 2
 end
 local per = math.floor(n / nstreams)
@@ -99,7 +101,7 @@ local one = server.start()
 local oc = one.client()
 local single = {}
 for k = 1, nstreams do single[k] = "bench:s" .. k end
-local c = redis_cluster.start()
+local c = redis_cluster.start { replicas = replicas }
 local spread = redis_cluster.spread(c, "bench", nstreams)
 local node_client = {}
 for _, s in ipairs(spread) do node_client[s] = c.node_of(s).client() end
@@ -114,8 +116,8 @@ for r = 1, repeat_ do
 end
 local s1, s2 = median(t1), median(t2)
 print(string.format("trivial pipeline, %d messages over %d streams (median of %d):", n, nstreams, repeat_))
-print(string.format("  one redis-server         %8.2f s  %10.0f msg/s", s1, n / s1))
-print(string.format("  cluster, 3 masters       %8.2f s  %10.0f msg/s  (%.2f x one server)", s2, n / s2, s1 / s2))
+print(string.format("  one redis-server                     %8.2f s  %10.0f msg/s", s1, n / s1))
+print(string.format("  cluster, 3 masters (%d replica(s) each) %8.2f s  %10.0f msg/s  (%.2f x one server)", replicas, s2, n / s2, s1 / s2))
 c.stop()
 one.stop()
 if not os.getenv("BENCH_LOG") then server.rmtree(dir) end
