@@ -57,69 +57,6 @@ static void requestFree(request *q) {
     free(q);
 }
 
-/* ---- Which key routes a command ---- */
-
-/* Up to max arguments of a RESP command, as views into cmd. Returns how
- * many, or -1 when cmd is not a RESP array of bulk strings. */
-static int respArgs(const char *cmd, size_t len, rsgStr *args, int max, int *argc) {
-    const char *p = cmd, *end = cmd + len;
-    if (p >= end || *p != '*') return -1;
-    long n = strtol(p + 1, NULL, 10);
-    if (!(p = memchr(p, '\n', (size_t)(end - p)))) return -1;
-    p++;
-    int got = 0;
-    for (long i = 0; i < n && got < max; i++) {
-        if (p >= end || *p != '$') return -1;
-        long l = strtol(p + 1, NULL, 10);
-        if (!(p = memchr(p, '\n', (size_t)(end - p)))) return -1;
-        p++;
-        if (l < 0 || p + l + 2 > end) return -1;
-        args[got++] = (rsgStr){p, (size_t)l};
-        p += l + 2;
-    }
-    *argc = (int)n;
-    return got;
-}
-
-static int argIs(rsgStr a, const char *s) {
-    return a.len == strlen(s) && strncasecmp(a.p, s, a.len) == 0;
-}
-
-/* The slot of cmd's first key, or -1 for a command without keys (which any
- * master may serve). The rule: scripts and functions name their keys after
- * numkeys; stream reads after STREAMS; XGROUP, XINFO, OBJECT and MEMORY
- * after a subcommand; commands of the server itself have none; every other
- * command's first argument is its first key. */
-static int commandSlot(const char *cmd, size_t len) {
-    rsgStr a[64];
-    int argc = 0;
-    int n = respArgs(cmd, len, a, 64, &argc);
-    if (n < 1) return -1;
-    static const char *const keyless[] = {
-        "PING",   "ECHO",    "INFO",   "CLUSTER",  "SCRIPT",   "FUNCTION", "TIME",     "DBSIZE",
-        "CLIENT", "COMMAND", "CONFIG", "PUBLISH",  "SPUBLISH", "ASKING",   "READONLY", "AUTH",
-        "HELLO",  "SELECT",  "WAIT",   "LASTSAVE", "MULTI",    "EXEC",     "DISCARD",  "ROLE"};
-    for (size_t i = 0; i < sizeof(keyless) / sizeof(keyless[0]); i++)
-        if (argIs(a[0], keyless[i])) return -1;
-    rsgStr key = {NULL, 0};
-    if (argIs(a[0], "EVAL") || argIs(a[0], "EVALSHA") || argIs(a[0], "EVAL_RO") ||
-        argIs(a[0], "EVALSHA_RO") || argIs(a[0], "FCALL") || argIs(a[0], "FCALL_RO")) {
-        if (n >= 4 && strtol(a[2].p, NULL, 10) > 0) key = a[3];
-    } else if (argIs(a[0], "XREAD") || argIs(a[0], "XREADGROUP")) {
-        for (int i = 1; i + 1 < n; i++)
-            if (argIs(a[i], "STREAMS")) {
-                key = a[i + 1];
-                break;
-            }
-    } else if (argIs(a[0], "XGROUP") || argIs(a[0], "XINFO") || argIs(a[0], "OBJECT") ||
-               argIs(a[0], "MEMORY")) {
-        if (n >= 3) key = a[2];
-    } else if (n >= 2) {
-        key = a[1];
-    }
-    return key.p ? rsgClusterKeySlot(key.p, key.len) : -1;
-}
-
 /* ---- Node connections ---- */
 
 static rsgCluster *clusterOf(rsgConn *c) {
@@ -448,10 +385,7 @@ static int route(rsgConn *c, redisCallbackFn *fn, void *privdata, char *cmd, siz
         free(cmd);
         return -1;
     }
-    rsgStr a[1];
-    int argc = 0;
-    if (respArgs(cmd, len, a, 1, &argc) == 1 &&
-        (argIs(a[0], "SUBSCRIBE") || argIs(a[0], "PSUBSCRIBE"))) {
+    if (rsgClusterCommandIs(cmd, len, "SUBSCRIBE") || rsgClusterCommandIs(cmd, len, "PSUBSCRIBE")) {
         /* A cluster delivers a PUBLISH to every node, so one master's
          * connection is enough. It then carries nothing else, and the
          * caller's callback runs for every message: no request wraps it.
@@ -467,7 +401,7 @@ static int route(rsgConn *c, redisCallbackFn *fn, void *privdata, char *cmd, siz
         free(cmd);
         return rc;
     }
-    int slot = commandSlot(cmd, len);
+    int slot = rsgClusterCommandSlot(cmd, len);
     clusterNode *n = NULL;
     if (slot >= 0) {
         n = ownerNode(cl, slot);

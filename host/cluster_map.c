@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Bit by bit rather than by table: keys are short and routing happens once
  * per command, not per byte of payload, so 256 constants buy nothing. */
@@ -220,6 +221,76 @@ void rsgClusterMapFree(rsgClusterMap *m) {
     }
     free(m->nodes);
     mapReset(m);
+}
+
+/* ---- Which key routes a command ---- */
+
+/* A view of one argument inside a RESP command. */
+typedef struct argView {
+    const char *p;
+    size_t len;
+} argView;
+
+/* Up to max arguments of a RESP command, as views into cmd. Returns how
+ * many, or -1 when cmd is not a RESP array of bulk strings. */
+static int respArgs(const char *cmd, size_t len, argView *args, int max, int *argc) {
+    const char *p = cmd, *end = cmd + len;
+    if (p >= end || *p != '*') return -1;
+    long n = strtol(p + 1, NULL, 10);
+    if (!(p = memchr(p, '\n', (size_t)(end - p)))) return -1;
+    p++;
+    int got = 0;
+    for (long i = 0; i < n && got < max; i++) {
+        if (p >= end || *p != '$') return -1;
+        long l = strtol(p + 1, NULL, 10);
+        if (!(p = memchr(p, '\n', (size_t)(end - p)))) return -1;
+        p++;
+        if (l < 0 || p + l + 2 > end) return -1;
+        args[got++] = (argView){p, (size_t)l};
+        p += l + 2;
+    }
+    *argc = (int)n;
+    return got;
+}
+
+static int argIs(argView a, const char *s) {
+    return a.len == strlen(s) && strncasecmp(a.p, s, a.len) == 0;
+}
+
+int rsgClusterCommandSlot(const char *cmd, size_t len) {
+    argView a[64];
+    int argc = 0;
+    int n = respArgs(cmd, len, a, 64, &argc);
+    if (n < 1) return -1;
+    static const char *const keyless[] = {
+        "PING",   "ECHO",    "INFO",   "CLUSTER",  "SCRIPT",   "FUNCTION", "TIME",     "DBSIZE",
+        "CLIENT", "COMMAND", "CONFIG", "PUBLISH",  "SPUBLISH", "ASKING",   "READONLY", "AUTH",
+        "HELLO",  "SELECT",  "WAIT",   "LASTSAVE", "MULTI",    "EXEC",     "DISCARD",  "ROLE"};
+    for (size_t i = 0; i < sizeof(keyless) / sizeof(keyless[0]); i++)
+        if (argIs(a[0], keyless[i])) return -1;
+    argView key = {NULL, 0};
+    if (argIs(a[0], "EVAL") || argIs(a[0], "EVALSHA") || argIs(a[0], "EVAL_RO") ||
+        argIs(a[0], "EVALSHA_RO") || argIs(a[0], "FCALL") || argIs(a[0], "FCALL_RO")) {
+        if (n >= 4 && strtol(a[2].p, NULL, 10) > 0) key = a[3];
+    } else if (argIs(a[0], "XREAD") || argIs(a[0], "XREADGROUP")) {
+        for (int i = 1; i + 1 < n; i++)
+            if (argIs(a[i], "STREAMS")) {
+                key = a[i + 1];
+                break;
+            }
+    } else if (argIs(a[0], "XGROUP") || argIs(a[0], "XINFO") || argIs(a[0], "OBJECT") ||
+               argIs(a[0], "MEMORY")) {
+        if (n >= 3) key = a[2];
+    } else if (n >= 2) {
+        key = a[1];
+    }
+    return key.p ? rsgClusterKeySlot(key.p, key.len) : -1;
+}
+
+int rsgClusterCommandIs(const char *cmd, size_t len, const char *name) {
+    argView a[1];
+    int argc = 0;
+    return respArgs(cmd, len, a, 1, &argc) == 1 && argIs(a[0], name);
 }
 
 /* ---- Redirections ---- */

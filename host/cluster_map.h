@@ -72,6 +72,19 @@ int rsgClusterMapFind(const rsgClusterMap *m, const char *host, int port);
  * on a zeroed or already freed map. */
 void rsgClusterMapFree(rsgClusterMap *m);
 
+/* The slot of the first key of cmd[0..len), a command in RESP form (as
+ * redisFormatCommandArgv makes it), or -1 for a command without keys, which
+ * any master may serve, or text that is not a RESP array of bulk strings.
+ * The rule: scripts and functions (EVAL, EVALSHA, FCALL and their _RO
+ * forms) name their keys after numkeys; XREAD and XREADGROUP after
+ * STREAMS; XGROUP, XINFO, OBJECT and MEMORY after a subcommand; commands of
+ * the server or the connection (PING, INFO, CLUSTER, PUBLISH, ...) have
+ * none; every other command's first argument is its first key. */
+int rsgClusterCommandSlot(const char *cmd, size_t len);
+
+/* 1 when the command cmd[0..len) (RESP form) is `name` (any case). */
+int rsgClusterCommandIs(const char *cmd, size_t len, const char *name);
+
 /* A redirection in an error reply. */
 typedef struct rsgClusterRedirect {
     int ask;        /* 1: ASK (this key, once, after ASKING); 0: MOVED (the slot moved) */

@@ -190,6 +190,59 @@ static void mapFromClusterShards(void) {
     freeReplyObject(r);
 }
 
+/* The slot cmd routes by, formatted as the host formats commands. */
+static int routed(int argc, const char **argv) {
+    char *cmd = NULL;
+    long long len = redisFormatCommandArgv(&cmd, argc, argv, NULL);
+    int slot = rsgClusterCommandSlot(cmd, (size_t)len);
+    redisFreeCommand(cmd);
+    return slot;
+}
+
+static void commandRouting(void) {
+    const char *xack[] = {"XACK", "somekey", "g", "1-1", "1-2"};
+    CHECK(routed(5, xack) == 11058);
+    const char *rpush[] = {"rpush", "{user1000}.following", "a"};
+    CHECK(routed(3, rpush) == 3443);
+    /* Scripts: the first key after numkeys; none when numkeys is 0. */
+    const char *eval[] = {"EVAL", "return 1", "2", "foo{hash_tag}", "somekey", "arg"};
+    CHECK(routed(6, eval) == 2515);
+    const char *eval0[] = {"EVALSHA", "abc", "0", "somekey"};
+    CHECK(routed(4, eval0) == -1);
+    const char *fcall[] = {"FCALL_RO", "f", "1", "somekey"};
+    CHECK(routed(4, fcall) == 11058);
+    /* Stream reads: the first stream after STREAMS. */
+    const char *xrg[] = {
+        "XREADGROUP",    "GROUP",         "g", "c", "COUNT", "10", "BLOCK", "100", "streams",
+        "foo{hash_tag}", "bar{hash_tag}", ">", ">"};
+    CHECK(routed(13, xrg) == 2515);
+    const char *xread[] = {"XREAD", "STREAMS", "somekey", "0"};
+    CHECK(routed(4, xread) == 11058);
+    /* Subcommands: the key comes after them. */
+    const char *xgroup[] = {"XGROUP", "CREATE", "somekey", "g", "0", "MKSTREAM"};
+    CHECK(routed(6, xgroup) == 11058);
+    const char *xinfo[] = {"XINFO", "CONSUMERS", "foo{hash_tag}", "g"};
+    CHECK(routed(4, xinfo) == 2515);
+    /* Commands of the server or the connection: any master. */
+    const char *keyless[][2] = {{"PING", NULL},      {"publish", "somekey"}, {"CLUSTER", "SLOTS"},
+                                {"INFO", "somekey"}, {"SCRIPT", "LOAD"},     {"WAIT", "1"}};
+    for (size_t i = 0; i < sizeof(keyless) / sizeof(keyless[0]); i++)
+        CHECK(routed(keyless[i][1] ? 2 : 1, keyless[i]) == -1);
+    /* Binary keys route by all their bytes. */
+    const char *bin[] = {"GET", "a\0b"};
+    size_t lens[] = {3, 3};
+    char *cmd = NULL;
+    long long len = redisFormatCommandArgv(&cmd, 2, bin, lens);
+    CHECK(rsgClusterCommandSlot(cmd, (size_t)len) == rsgClusterKeySlot("a\0b", 3));
+    redisFreeCommand(cmd);
+    /* Not RESP: no slot, and no reading past the end. */
+    CHECK(rsgClusterCommandSlot("GET x\r\n", 7) == -1);
+    CHECK(rsgClusterCommandSlot("*2\r\n$3\r\nGET\r\n$9\r\nsho", 22) == -1);
+    CHECK(rsgClusterCommandSlot("", 0) == -1);
+    CHECK(rsgClusterCommandIs("*1\r\n$9\r\nsubscribe\r\n", 19, "SUBSCRIBE") == 1);
+    CHECK(rsgClusterCommandIs("*1\r\n$4\r\nPING\r\n", 14, "SUBSCRIBE") == 0);
+}
+
 static void redirections(void) {
     rsgClusterRedirect d;
     const char *moved = "MOVED 3999 127.0.0.1:6381";
@@ -236,6 +289,7 @@ int main(void) {
     slotsWithUnknownEndpointAndGaps();
     refusesMalformedSlots();
     mapFromClusterShards();
+    commandRouting();
     redirections();
     TEST_DONE();
 }
