@@ -19,9 +19,10 @@
  * group source does after a reconnect (from the start after a failover:
  * rsgSourceRewind), and reads on from the slot's master, wherever it is.
  *
- * Replayed entries go to Lua without delivery counts (as at their first
- * delivery): source.max_deliveries needs them, and is refused on a
- * cluster (app.c) until they are counted here too. */
+ * Delivery counts, as a group source has them: before a group's replay
+ * read, one XPENDING per stream of the group over the same range goes on
+ * the group's connection (replies come in order, so they are there when
+ * the read's reply is); the read adds one to each. Live reads carry none. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,15 @@
 
 typedef struct slotGroup slotGroup;
 
+/* XPENDING of one stream for the replay read in flight: ids and counts in
+ * id order, copied (a reply lives only during its callback). */
+typedef struct pendingCounts {
+    slotGroup *g; /* back pointer: privdata of the XPENDING */
+    char **ids;   /* pending ids, NULL when none asked or the reply failed */
+    long *counts; /* their times-delivered before the read */
+    size_t n;     /* how many */
+} pendingCounts;
+
 /* One connection of a slot group, allocated per (re)connection: a closing
  * one frees itself from its close callback while the next one starts. */
 typedef struct groupConn {
@@ -43,15 +53,68 @@ typedef struct groupConn {
 
 struct slotGroup {
     rsgSource *s;
-    int slot;      /* the slot every stream of the group hashes to */
-    int *streams;  /* indexes into cfg->streams */
-    int nstreams;  /* how many */
-    groupConn *gc; /* the current connection, or NULL */
-    int busy;      /* a read in flight on gc */
-    long asked;    /* what it may bring (counted in s->requested) */
-    int replaying; /* reading our pending entries after the cursors */
-    long replayed; /* entries replayed, for the log */
+    int slot;            /* the slot every stream of the group hashes to */
+    int *streams;        /* indexes into cfg->streams */
+    int nstreams;        /* how many */
+    groupConn *gc;       /* the current connection, or NULL */
+    int busy;            /* a read in flight on gc */
+    long asked;          /* what it may bring (counted in s->requested) */
+    int replaying;       /* reading our pending entries after the cursors */
+    long replayed;       /* entries replayed, for the log */
+    pendingCounts *pend; /* per stream of the group (same order as streams) */
 };
+
+static void pendingClear(pendingCounts *p) {
+    for (size_t i = 0; i < p->n; i++)
+        free(p->ids[i]);
+    free(p->ids);
+    free(p->counts);
+    p->ids = NULL;
+    p->counts = NULL;
+    p->n = 0;
+}
+
+/* XPENDING stream group IDLE 0 (cursor + count consumer. A failed reply
+ * leaves no counts: those entries go to Lua as at their first delivery. */
+static void onPending(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    pendingCounts *p = privdata;
+    redisReply *reply = r;
+    pendingClear(p);
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) return;
+    size_t n = reply->elements;
+    p->ids = calloc(n, sizeof(char *));
+    p->counts = calloc(n, sizeof(long));
+    if (!p->ids || !p->counts) {
+        pendingClear(p);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *e = reply->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
+            e->element[0]->type != REDIS_REPLY_STRING || e->element[3]->type != REDIS_REPLY_INTEGER)
+            break;
+        if (!(p->ids[i] = strndup(e->element[0]->str, e->element[0]->len))) break;
+        p->counts[i] = (long)e->element[3]->integer;
+        p->n = i + 1;
+    }
+}
+
+/* The times-delivered of list's entries (a replay read of one stream) into
+ * counts[]: XPENDING's count plus this read; one unknown is 1. */
+static void replayCounts(const pendingCounts *p, const redisReply *list, long *counts) {
+    size_t k = 0;
+    for (size_t j = 0; j < list->elements; j++) {
+        const redisReply *id = list->element[j]->element[0];
+        counts[j] = 1;
+        for (size_t q = k; q < p->n; q++)
+            if (strlen(p->ids[q]) == id->len && memcmp(p->ids[q], id->str, id->len) == 0) {
+                counts[j] = p->counts[q] + 1;
+                k = q + 1;
+                break;
+            }
+    }
+}
 
 typedef struct clusterState {
     slotGroup *groups; /* one per distinct slot, in the order streams were given */
@@ -91,7 +154,9 @@ static int clusterInit(rsgSource *s) {
             g = &st->groups[st->ngroups++];
             *g = (slotGroup){.s = s, .slot = slot};
             if (!(g->streams = calloc((size_t)cfg->nstreams, sizeof(int)))) return -1;
+            if (!(g->pend = calloc((size_t)cfg->nstreams, sizeof(pendingCounts)))) return -1;
         }
+        g->pend[g->nstreams].g = g;
         g->streams[g->nstreams++] = i;
     }
     if (cfg->replay_pending)
@@ -105,8 +170,13 @@ static int clusterInit(rsgSource *s) {
 static void clusterFree(rsgSource *s) {
     clusterState *st = s->state;
     if (st && st->groups)
-        for (int k = 0; k < st->ngroups; k++)
-            free(st->groups[k].streams);
+        for (int k = 0; k < st->ngroups; k++) {
+            slotGroup *g = &st->groups[k];
+            for (int j = 0; g->pend && j < g->nstreams; j++)
+                pendingClear(&g->pend[j]);
+            free(g->pend);
+            free(g->streams);
+        }
     if (st) free(st->groups);
     free(st);
     s->state = NULL;
@@ -252,7 +322,13 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
         const redisReply *stream = reply->element[i];
         const redisReply *list = stream->element[1];
         int si = rsgSourceIndex(s, stream->element[0]->str, stream->element[0]->len);
-        rsgSourceCollect(s, stream->element[0], list, &n, &fvused, NULL);
+        long *counts = NULL;
+        if (g->replaying && si >= 0 && list->elements &&
+            (counts = malloc(sizeof(long) * list->elements)))
+            for (int j = 0; j < g->nstreams; j++)
+                if (g->streams[j] == si) replayCounts(&g->pend[j], list, counts);
+        rsgSourceCollect(s, stream->element[0], list, &n, &fvused, counts);
+        free(counts);
         if (list->elements && si >= 0) {
             const redisReply *last = list->element[list->elements - 1]->element[0];
             rsgSourceSetCursor(s, si, last->str, last->len);
@@ -309,6 +385,21 @@ static void readGroup(rsgSource *s, slotGroup *g, long count) {
             argv[argc++] = ">";
         else if (s->cursor[g->streams[j]])
             argv[argc++] = s->cursor[g->streams[j]];
+    if (g->replaying) {
+        /* The delivery counts of what this replay read will return. */
+        for (int j = 0; j < g->nstreams; j++) {
+            const char *cursor = s->cursor[g->streams[j]];
+            if (!cursor) continue;
+            char start[160];
+            snprintf(start, sizeof(start), "(%s", cursor);
+            const char *pargv[] = {"XPENDING", cfg->streams[g->streams[j]],
+                                   cfg->group, "IDLE",
+                                   "0",        start,
+                                   "+",        countbuf,
+                                   s->consumer};
+            rsgConnCommand(&g->gc->conn, onPending, &g->pend[j], 9, pargv, NULL);
+        }
+    }
     if (rsgConnCommand(&g->gc->conn, onRead, g->gc, argc, argv, NULL) == 0) {
         g->busy = 1;
         g->asked = count * keys;
@@ -392,12 +483,6 @@ int rsgSourceClusterCheck(const rsgSourceConfig *cfg, char *err, size_t errlen) 
                  "a %s source is not supported on a Redis Cluster yet: only a consumer group "
                  "(source.group) is",
                  rsgSourceTypeOf(cfg->kind)->key_type);
-        return -1;
-    }
-    if (cfg->max_deliveries > 0) {
-        snprintf(err, errlen,
-                 "source.max_deliveries is not supported on a Redis Cluster yet "
-                 "(delivery counts are not read there)");
         return -1;
     }
     if (cfg->dead_letter) {

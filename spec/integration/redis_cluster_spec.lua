@@ -257,6 +257,30 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("dead-letters a message delivered more than max_deliveries times", function()
+    local t = context("maxdel")
+    local tag = "{" .. t.prefix .. "}"
+    local stream, dead, group = tag .. ":s", tag .. ":dead", t.prefix .. ":g"
+    local ids = H.xadd_many(r, stream, 5)
+    -- The first message was delivered twice to c1 already (a read, and a
+    -- re-read of its pending entries), and never acknowledged.
+    r:call("XGROUP", "CREATE", stream, group, "0")
+    r:call("XREADGROUP", "GROUP", group, "c1", "COUNT", 1, "STREAMS", stream, ">")
+    r:call("XREADGROUP", "GROUP", group, "c1", "COUNT", 1, "STREAMS", stream, "0")
+    local path = script(t, { stream }, ", max_deliveries = 2, dead_letter = '" .. dead .. "'")
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = 4, streams = stream, group = group, hosts = { h } })
+    local entries = r:call("XRANGE", dead, "-", "+")
+    assert.equal(1, #entries)
+    local f = {}
+    for i = 1, #entries[1][2], 2 do f[entries[1][2][i]] = entries[1][2][i + 1] end
+    assert.equal(ids[1], f["rsghost:id"])
+    assert.equal("3", f["rsghost:deliveries"])
+    assert.matches("delivered 2 times without being acknowledged", f["rsghost:error"])
+    assert.equal(4, #sunk(r, t.prefix .. ":out"))
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("gives a sink's cross-slot command Redis's own CROSSSLOT error", function()
     local t = context("cross")
     local path = H.script(t, [[
@@ -333,11 +357,16 @@ return {
 
   it("refuses at start what it cannot do on a cluster yet, with a clear error", function()
     local t = context("refuse")
-    local tagged = "{" .. t.prefix .. "}"
-    local path = script(t, { tagged .. ":s" }, ", max_deliveries = 3, dead_letter = '" .. tagged .. ":dead'")
+    local path = H.script(t, [[
+return {
+  source = { lists = { "{{P}}:l" } },
+  preprocess = function(list, item) return item end,
+  sink = function(items) end,
+}
+]])
     local code, _, err = H.run { "--redis", c.url, path, "c1" }
     assert.equal(2, code, err)
-    assert.matches("max_deliveries is not supported on a Redis Cluster yet", err)
+    assert.matches("a list source is not supported on a Redis Cluster yet", err)
     path = script(t, { t.prefix .. ":a", t.prefix .. ":b" }, ", dead_letter = '" .. t.prefix .. ":dead'")
     code, _, err = H.run { "--redis", c.url, path, "c1" }
     assert.equal(2, code, err)
