@@ -281,16 +281,17 @@ static void onSlots(redisAsyncContext *ac, void *r, void *privdata) {
     routerReady(cl);
 }
 
-/* Asks a ready node for CLUSTER SLOTS; with none ready, opens a probe to
- * the next seed (one at a time; a probe that stays unready for a few ticks
- * makes way for the next seed). */
+/* Asks a ready node for CLUSTER SLOTS. With none ready, probes the seeds:
+ * the first at once, then one more every other tick (a dead seed must not
+ * hold up the start for long, and a slow one keeps its chance), each seed
+ * by at most one connection; probes keep retrying until a map arrives. */
 static void askMap(rsgCluster *cl) {
     if (cl->closing || cl->asking) return;
-    clusterNode *probe = NULL;
+    int probes = 0;
     for (int i = 0; i < cl->nnodes; i++) {
         clusterNode *n = cl->nodes[i];
         if (n->closed) continue;
-        if (n->probe) probe = n;
+        probes += n->probe;
         if (!n->conn.ready || n->subscribed) continue;
         const char *argv[] = {"CLUSTER", "SLOTS"};
         if (rsgConnCommand(&n->conn, onSlots, n, 2, argv, NULL) == 0) {
@@ -298,13 +299,17 @@ static void askMap(rsgCluster *cl) {
             return;
         }
     }
-    if (probe && cl->ticks % 8 != 7) return;
-    if (probe) closeNode(probe);
+    if (probes && cl->ticks % 2) return;
     const rsgRedisUrl *u = cl->router->url;
-    const rsgAddr *seed = &u->seeds[cl->seed_next++ % u->nseeds];
-    if (!openNode(cl, seed->host, seed->port, 1))
-        rsgError("redis %s: out of memory connecting to %s:%d", cl->router->name, seed->host,
-                 seed->port);
+    for (int k = 0; k < u->nseeds; k++) {
+        const rsgAddr *seed = &u->seeds[(cl->seed_next + k) % u->nseeds];
+        if (findNode(cl, seed->host, seed->port)) continue;
+        cl->seed_next = (cl->seed_next + k + 1) % u->nseeds;
+        if (!openNode(cl, seed->host, seed->port, 1))
+            rsgError("redis %s: out of memory connecting to %s:%d", cl->router->name, seed->host,
+                     seed->port);
+        return;
+    }
 }
 
 void rsgClusterStart(rsgConn *c) {
@@ -431,8 +436,11 @@ int rsgClusterCommand(rsgConn *c, redisCallbackFn *fn, void *privdata, int argc,
     char *fmt = NULL;
     long long len = redisFormatCommandArgv(&fmt, argc, argv, argvlen);
     if (len < 0 || !fmt) return -1;
-    char *cmd = malloc((size_t)len);
-    if (cmd) memcpy(cmd, fmt, (size_t)len);
+    char *cmd = malloc((size_t)len + 1);
+    if (cmd) {
+        memcpy(cmd, fmt, (size_t)len);
+        cmd[len] = '\0'; /* hiredis 0.14 reads a SUBSCRIBE's channels with strchr */
+    }
     redisFreeCommand(fmt);
     if (!cmd) return -1;
     return route(c, fn, privdata, cmd, (size_t)len);
@@ -440,9 +448,10 @@ int rsgClusterCommand(rsgConn *c, redisCallbackFn *fn, void *privdata, int argc,
 
 int rsgClusterFormatted(rsgConn *c, redisCallbackFn *fn, void *privdata, const char *cmd,
                         size_t len) {
-    char *copy = malloc(len ? len : 1);
+    char *copy = malloc(len + 1);
     if (!copy) return -1;
     memcpy(copy, cmd, len);
+    copy[len] = '\0'; /* as in rsgClusterCommand */
     return route(c, fn, privdata, copy, len);
 }
 

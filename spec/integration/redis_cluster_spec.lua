@@ -127,13 +127,16 @@ describe("redis+cluster://", function()
     assert.equal(#want, #sunk(r, out))
   end)
 
-  it("reads streams that share a hash tag in one slot group", function()
+  it("reads streams that share a hash tag in one slot group, past a seed that is down", function()
     local t = context("tag")
     local tag = "{" .. t.prefix .. "}"
     local streams = { tag .. ":eu", tag .. ":us", tag .. ":asia" }
     local path = script(t, streams)
     local want = add(r, streams, 40)
-    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    -- The first seed named is down: the next one tells the map.
+    local dead = "127.0.0.1:" .. require("support.server").free_port()
+    local url = c.url:gsub("^redis%+cluster://", "redis+cluster://" .. dead .. ",")
+    local h = H.start(t, { script = path, consumer = "c1", redis = url })
     H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g",
       hosts = { h } })
     H.assert_exactly_once(want, sunk(r, t.prefix .. ":out"))
