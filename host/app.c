@@ -15,9 +15,12 @@
 #include "arena.h"
 #include "claim.h"
 #include "conn.h"
+#include "file_out.h"
 #include "heart.h"
 #include "log.h"
 #include "lua_bridge.h"
+#include "metrics.h"
+#include "monitor.h"
 #include "paths.h"
 #include "redrive.h"
 #include "sentinel.h"
@@ -41,6 +44,8 @@ typedef struct rsgApp {
     rsgHostOps ops;            /* what Lua may ask of us */
     uv_timer_t timer;          /* the pipeline's batch/retry timer */
     uv_signal_t sigint, sigterm;
+    uv_signal_t sighup;  /* reopen the file sinks' files (log rotation) */
+    rsgFiles files;      /* the file sinks' files (file_out.h) */
     rsgClaim claim;      /* dead peers' messages (heartbeats on) */
     pid_t heart_pid;     /* the heart process, 0 when heartbeats are off */
     int lifeline_fd;     /* our end of the socket pair shared with it */
@@ -56,6 +61,9 @@ typedef struct rsgApp {
 
     /* Sentinel URLs: tells every connection here when the master moves. */
     rsgSentinelWatch watch;
+
+    rsgMetrics metrics; /* counted always; shown with --metrics */
+    rsgMonitor monitor; /* --metrics: the HTTP endpoint (monitor.h) */
 } rsgApp;
 
 static void shutdownNow(rsgApp *app, int code);
@@ -93,12 +101,24 @@ static void opDeadLetter(void *ud, rsgStr stream, rsgStr id, long deliveries, rs
                  (int)id.len, id.p);
         return;
     }
+    app->metrics.dead_lettered++;
     rsgSourceDeadLetter(&app->source, &app->cmds, stream, id, deliveries, err);
 }
 
 static void opRelease(void *ud, long n) {
     rsgApp *app = ud;
     rsgSourceRelease(&app->source, n);
+}
+
+static void onFileDone(void *ud, int cbref, const char *err) {
+    rsgApp *app = ud;
+    rsgLuaDone(&app->lua, cbref, err);
+}
+
+static int opFileAppend(void *ud, const char *path, const char *data, size_t len, int fsync,
+                        int cbref) {
+    rsgApp *app = ud;
+    return rsgFilesAppend(&app->files, path, data, len, fsync, cbref);
 }
 
 static void onTimer(uv_timer_t *t) {
@@ -180,6 +200,7 @@ static void onAckIdle(void *ud) {
 
 static int srcDeliver(void *ud, const rsgMsg *msgs, int n, const long *deliveries) {
     rsgApp *app = ud;
+    app->metrics.read += (uint64_t)n;
     return rsgLuaFeed(&app->lua, msgs, n, deliveries);
 }
 
@@ -239,6 +260,15 @@ static void onSignal(uv_signal_t *h, int signum) {
     beginStop(app, 0);
 }
 
+/* SIGHUP, as logrotate's postrotate sends it: every file a file sink writes
+ * is reopened before its next append. Only state changes here. */
+static void onHangup(uv_signal_t *h, int signum) {
+    rsgApp *app = h->data;
+    (void)signum;
+    rsgInfo("SIGHUP: files are reopened before their next write");
+    rsgFilesReopen(&app->files);
+}
+
 static void onLifeline(uv_poll_t *p, int status, int events) {
     rsgApp *app = p->data;
     (void)events;
@@ -291,10 +321,12 @@ static void shutdownNow(rsgApp *app, int code) {
     rsgConnClose(&app->reader);
     rsgConnClose(&app->cmds);
     rsgSentinelWatchStop(&app->watch);
+    rsgMonitorClose(&app->monitor);
     if (app->heart_pid) closeHandle((uv_handle_t *)&app->lifeline);
     closeHandle((uv_handle_t *)&app->timer);
     closeHandle((uv_handle_t *)&app->sigint);
     closeHandle((uv_handle_t *)&app->sigterm);
+    closeHandle((uv_handle_t *)&app->sighup);
 }
 
 static void walkClose(uv_handle_t *h, void *arg) {
@@ -443,6 +475,9 @@ static void startHandles(rsgApp *app) {
     app->sigint.data = app->sigterm.data = app;
     uv_signal_start(&app->sigint, onSignal, SIGINT);
     uv_signal_start(&app->sigterm, onSignal, SIGTERM);
+    uv_signal_init(&app->loop, &app->sighup);
+    app->sighup.data = app;
+    uv_signal_start(&app->sighup, onHangup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
     unblockStops(); /* main.c blocked them; one that came meanwhile is handled now */
 
@@ -451,6 +486,51 @@ static void startHandles(rsgApp *app) {
         app->lifeline.data = app;
         uv_poll_start(&app->lifeline, UV_READABLE | UV_DISCONNECT, onLifeline);
     }
+}
+
+/* ---- --metrics ---- */
+
+/* Copies what the host counts for its own use into the metrics. */
+static void monitorCollect(void *ud, rsgMetrics *m) {
+    rsgApp *app = ud;
+    m->acked = (uint64_t)app->ack.acked;
+    m->claimed = (uint64_t)app->claim.claimed;
+    m->in_flight = app->source.in_flight;
+    m->reconnects = app->reader.reconnects + app->cmds.reconnects;
+    m->heartbeat_age = -1;
+    if (app->heart_pid && app->claim.self_heard)
+        m->heartbeat_age = (double)(uv_now(&app->loop) - app->claim.self_heard) / 1000.0;
+}
+
+/* /readyz: reading, on a live connection, with the group made. */
+static int monitorReady(void *ud, char *why, size_t len) {
+    rsgApp *app = ud;
+    if (app->stopping)
+        snprintf(why, len, "stopping");
+    else if (!app->reader.ready)
+        snprintf(why, len, "not connected to redis (%s)",
+                 app->reader.was_ready ? "reconnecting" : "connecting");
+    else if (!app->script_ready)
+        snprintf(why, len, "waiting for the script's init");
+    else if (app->source.phase == RSG_SRC_SETUP)
+        snprintf(why, len, "setting up the %s", app->src.group ? "group" : "source");
+    else
+        return 1;
+    return 0;
+}
+
+/* Serves --metrics on the loop (the socket was bound in rsgAppRun).
+ * Returns 0, or -1 having said why. */
+static int startMonitor(rsgApp *app) {
+    char err[512];
+    rsgMonitorHooks hooks = {monitorCollect, monitorReady, app};
+    if (rsgMonitorStart(&app->monitor, &app->loop, &app->metrics, &app->cmds, app->src.group,
+                        &hooks, err, sizeof(err)) != 0) {
+        rsgError("%s", err);
+        return -1;
+    }
+    rsgInfo("metrics on http://%s/metrics (and /livez, /readyz)", rsgMonitorWhere(&app->monitor));
+    return 0;
 }
 
 /* Starts the connections (and the Sentinel watch, and claiming with a
@@ -483,6 +563,7 @@ static int runLoop(rsgApp *app) {
     rsgAckFree(&app->ack);
     rsgArenaFree(&app->arena);
     rsgClaimFree(&app->claim);
+    rsgFilesFree(&app->files);
     return app->exit_code;
 }
 
@@ -547,12 +628,28 @@ int rsgAppRun(const rsgOptions *opts) {
     if (spawnHeart(&app) != 0) goto out;
 
     code = 1;
+    /* Counted always (plain integers); the group's streams only have lag. */
+    if (rsgMetricsInit(&app.metrics, rsgLuaSinkCount(&app.lua),
+                       app.src.group ? app.src.nstreams : 0, app.src.streams) != 0) {
+        fprintf(stderr, "rsghost: out of memory\n");
+        goto out;
+    }
+    /* Bound before the loop and before any connection: a port in use
+     * stops the start before anything is read. */
+    if (opts->metrics && rsgMonitorListen(&app.monitor, opts->metrics, err, sizeof(err)) != 0) {
+        fprintf(stderr, "rsghost: %s\n", err);
+        goto out;
+    }
     if (uv_loop_init(&app.loop) != 0) {
         fprintf(stderr, "rsghost: cannot create the event loop\n");
         goto out;
     }
-    app.ops = (rsgHostOps){&app,      opSend,     opAck,   opAbandon, opDeadLetter,
-                           opRelease, opSetTimer, opPause, opReady,   opFinished};
+    /* The pipeline counts its own events only for --metrics. */
+    app.ops =
+        (rsgHostOps){&app,         opSend,     opAck,        opAbandon,
+                     opDeadLetter, opRelease,  opSetTimer,   opPause,
+                     opReady,      opFinished, opFileAppend, opts->metrics ? &app.metrics : NULL};
+    rsgFilesInit(&app.files, &app.loop, onFileDone, &app);
     rsgSourceHooks hooks = {srcDeliver, srcFatal, app.src.dead_letter ? opDeadLetter : NULL, &app};
     if (rsgSourceInit(&app.source, &app.reader, &app.ack, &app.src, app.consumer, &hooks, err,
                       sizeof(err)) != 0 ||
@@ -567,6 +664,11 @@ int rsgAppRun(const rsgOptions *opts) {
     app.ack.on_idle = onAckIdle;
     app.ack.ud = &app;
 
+    if (opts->metrics && startMonitor(&app) != 0) {
+        rsgSourceFree(&app.source); /* nothing else on the loop yet */
+        uv_loop_close(&app.loop);
+        goto out;
+    }
     startHandles(&app);
     logStart(&app);
     startConnections(&app);
@@ -578,6 +680,8 @@ out:
         close(app.lifeline_fd);
         waitpid(app.heart_pid, NULL, 0);
     }
+    rsgMonitorFree(&app.monitor); /* the socket, when the loop never ran */
+    rsgMetricsFree(&app.metrics);
     rsgLuaClose(&app.lua);
     rsgSourceConfigFree(&app.src);
     rsgUrlFree(&app.url);

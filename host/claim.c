@@ -300,6 +300,10 @@ static void onHeartbeat(redisAsyncContext *ac, void *rep, void *privdata) {
     const redisReply *kind = reply->element[0], *payload = reply->element[2];
     if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0) return;
     if (payload->type != REDIS_REPLY_STRING) return;
+    /* Our own heartbeat coming back proves the heart and the channel work:
+     * its age is a metric. */
+    if (payload->len == strlen(c->consumer) && memcmp(payload->str, c->consumer, payload->len) == 0)
+        c->self_heard = uv_now(c->loop);
     int p = findPeer(c, payload->str, payload->len, 1);
     if (p >= 0) c->peers[p].last_heard = uv_now(c->loop);
 }

@@ -53,6 +53,7 @@ typedef struct rsgClaim {
     int outstanding; /* replies the current step still waits for */
     int stopped;
     long claimed;                 /* messages taken over, for logs and tests */
+    uint64_t self_heard;          /* ms, loop time our own heartbeat was last heard, 0 = never */
     int leaving;                  /* rsgClaimLeave: replies still expected */
     int left;                     /* rsgClaimLeave: streams we were removed from */
     void (*leave_done)(void *ud); /* rsgClaimLeave's callback */

@@ -97,11 +97,13 @@ static void routerReady(rsgCluster *cl) {
     c->moved = c->was_ready && cl->changed;
     cl->changed = 0;
     int masters = rsgClusterMasters(c);
-    if (c->was_ready)
+    if (c->was_ready) {
+        c->reconnects++;
         rsgInfo("redis %s: cluster ready again (%d masters)", c->name, masters);
-    else
+    } else {
         rsgInfo("redis %s: cluster of %d masters, %d slots served", c->name, masters,
                 cl->map.covered);
+    }
     c->was_ready = 1;
     if (c->on_ready) c->on_ready(c);
 }

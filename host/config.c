@@ -42,6 +42,10 @@ static const optSpec specs[] = {
      "rediss://: the name the server's certificate must carry (and SNI); "
      "without it, the URL's host",
      OPT_STRING, FIELD(tls_server_name)},
+    {"metrics", "HOST:PORT", "RSGHOST_METRICS", NULL,
+     "serve /metrics (Prometheus), /livez and /readyz over HTTP on HOST:PORT "
+     "(e.g. 127.0.0.1:9100, :9100 for every interface)",
+     OPT_STRING, FIELD(metrics)},
     {"log-level", "LEVEL", "RSGHOST_LOG_LEVEL", "info", "debug, info, warn or error", OPT_STRING,
      FIELD(log_level)},
     {"check", NULL, NULL, NULL, "load and check SCRIPT, print its source settings, exit", OPT_FLAG,

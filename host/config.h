@@ -34,6 +34,7 @@ typedef struct rsgOptions {
     const char *tls_cert;        /* --tls-cert / RSGHOST_TLS_CERT, or NULL */
     const char *tls_key;         /* --tls-key / RSGHOST_TLS_KEY, or NULL */
     const char *tls_server_name; /* --tls-server-name / RSGHOST_TLS_SERVER_NAME, or NULL */
+    const char *metrics;         /* --metrics HOST:PORT / RSGHOST_METRICS, or NULL */
     int json;                    /* --json (dead-letters): JSON lines instead of a table */
     const char *count_arg;       /* --count N as typed, or NULL */
     long count;                  /* --count N (subcommands): at most N entries, 0 = all */

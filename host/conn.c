@@ -220,9 +220,10 @@ static void onHandshakeReply(redisAsyncContext *ac, void *r, void *privdata) {
     c->ready_port = c->port;
     char where[256];
     describe(c, where, sizeof(where));
-    if (c->was_ready)
+    if (c->was_ready) {
+        c->reconnects++;
         rsgInfo("redis %s: reconnected to %s", c->name, where);
-    else
+    } else
         rsgDebug("redis %s: connected to %s", c->name, where);
     c->was_ready = 1;
     if (c->on_ready) c->on_ready(c);

@@ -62,6 +62,7 @@ struct rsgConn {
     int moved;            /* this ready is on another server than the last one (a failover) */
     char ready_host[256]; /* where the last handshake succeeded */
     int ready_port;
+    unsigned long reconnects;   /* handshakes done after a loss (--metrics) */
     struct rsgCluster *cluster; /* redis+cluster: the router's state (cluster.h), else NULL */
 };
 

@@ -98,6 +98,42 @@ static int hostSend(lua_State *L) {
     return 0;
 }
 
+/* host.file_append({ path =, data =, fsync = }, cb): cb(true) once data is
+ * appended (and fsync'd), cb(nil, err) if that failed. */
+static int hostFileAppend(lua_State *L) {
+    rsgLua *lua = self(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_getfield(L, 1, "path");
+    lua_getfield(L, 1, "data");
+    lua_getfield(L, 1, "fsync");
+    const char *path = lua_tostring(L, -3);
+    size_t len;
+    const char *data = lua_tolstring(L, -2, &len);
+    int fsync = lua_toboolean(L, -1);
+    if (!path || !data) return luaL_error(L, "host.file_append expects { path =, data = } strings");
+    lua_pushvalue(L, 2);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* The data is copied by the host: the strings may go when we return. */
+    if (lua->ops->file_append(lua->ops->ud, path, data, len, fsync, ref) != 0)
+        rsgLuaDone(lua, ref, "out of memory appending to a file");
+    return 0;
+}
+
+void rsgLuaDone(rsgLua *lua, int cbref, const char *err) {
+    lua_State *L = lua->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, cbref);
+    luaL_unref(L, LUA_REGISTRYINDEX, cbref);
+    if (err) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+    } else {
+        lua_pushboolean(L, 1);
+        lua_pushnil(L);
+    }
+    pcallLogged(lua, 2, "host operation callback");
+}
+
 static rsgStr *scratch(rsgLua *lua, size_t n) {
     if (n > lua->scratch_cap) {
         size_t cap = lua->scratch_cap ? lua->scratch_cap : 1024;
@@ -192,6 +228,52 @@ static int hostFinished(lua_State *L) {
     rsgLua *lua = self(L);
     lua->ops->finished(lua->ops->ud, (long)luaL_optnumber(L, 1, 0));
     return 0;
+}
+
+/* ---- --metrics: the pipeline's events, once per read or per batch ---- */
+
+static rsgMetrics *metricsOf(lua_State *L) {
+    return self(L)->ops->metrics;
+}
+
+/* host.count_feed(dropped, failed): one read's preprocess outcomes. */
+static int hostCountFeed(lua_State *L) {
+    rsgMetrics *m = metricsOf(L);
+    m->dropped += (uint64_t)luaL_checknumber(L, 1);
+    m->failed += (uint64_t)luaL_checknumber(L, 2);
+    return 0;
+}
+
+/* host.count_flush(reason): a batch closed ("size", "timeout", ...). */
+static int hostCountFlush(lua_State *L) {
+    int r = rsgMetricsFlushReason(luaL_checkstring(L, 1));
+    if (r >= 0) metricsOf(L)->flushed[r]++;
+    return 0;
+}
+
+/* host.count_sink(index, seconds, failed): one sink run on a batch. */
+static int hostCountSink(lua_State *L) {
+    rsgMetrics *m = metricsOf(L);
+    int i = (int)luaL_checknumber(L, 1) - 1;
+    if (i < 0 || i >= m->nsinks) return 0;
+    m->sinks[i].calls++;
+    if (lua_toboolean(L, 3)) m->sinks[i].errors++;
+    rsgHistogramObserve(&m->sinks[i].duration, luaL_checknumber(L, 2));
+    return 0;
+}
+
+/* host.count_acked(n, seconds): a batch of n acked, seconds after its first
+ * message was read (each of the n counts that latency: an upper bound for
+ * all but the first, and no per-message clock). */
+static int hostCountAcked(lua_State *L) {
+    double n = luaL_checknumber(L, 1);
+    if (n > 0)
+        rsgHistogramObserveN(&metricsOf(L)->ack_latency, luaL_checknumber(L, 2), (uint64_t)n);
+    return 0;
+}
+
+int rsgLuaSinkCount(const rsgLua *lua) {
+    return lua->nsinks;
 }
 
 int rsgLuaInit(rsgLua *lua, const char *luadir, char *err, size_t errlen) {
@@ -394,6 +476,9 @@ int rsgLuaLoadScript(rsgLua *lua, const char *path, const char *consumer, rsgSou
     }
     lua_pushvalue(L, -1);
     lua->cfg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "sinks");
+    lua->nsinks = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    lua_pop(L, 1);
     lua_getfield(L, -1, "source");
     int rc = readSource(L, src, err, errlen);
     lua_settop(L, top);
@@ -404,12 +489,12 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
     static const struct {
         const char *name;
         lua_CFunction fn;
-    } api[] = {{"now", hostNow},          {"log", hostLog},
-               {"send", hostSend},        {"ack", hostAck},
-               {"abandon", hostAbandon},  {"dead_letter", hostDeadLetter},
-               {"release", hostRelease},  {"set_timer", hostSetTimer},
-               {"pause", hostPause},      {"ready", hostReady},
-               {"finished", hostFinished}};
+    } api[] = {{"now", hostNow},           {"log", hostLog},
+               {"send", hostSend},         {"ack", hostAck},
+               {"abandon", hostAbandon},   {"dead_letter", hostDeadLetter},
+               {"release", hostRelease},   {"set_timer", hostSetTimer},
+               {"pause", hostPause},       {"ready", hostReady},
+               {"finished", hostFinished}, {"file_append", hostFileAppend}};
     lua_State *L = lua->L;
     int top = lua_gettop(L);
     lua->ops = ops;
@@ -428,6 +513,20 @@ int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen) {
     /* host.debug: the pipeline builds its debug lines only when they show. */
     lua_pushboolean(L, rsgLogEnabled(RSG_LOG_DEBUG));
     lua_setfield(L, -2, "debug");
+    if (ops->metrics) {
+        static const struct {
+            const char *name;
+            lua_CFunction fn;
+        } counts[] = {{"count_feed", hostCountFeed},
+                      {"count_flush", hostCountFlush},
+                      {"count_sink", hostCountSink},
+                      {"count_acked", hostCountAcked}};
+        for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+            lua_pushlightuserdata(L, lua);
+            lua_pushcclosure(L, counts[i].fn, 1);
+            lua_setfield(L, -2, counts[i].name);
+        }
+    }
     if (lua_pcall(L, 2, 1, top + 1) != 0) goto fail;
     /* feed_ref: a function(ptr, n) made by rsghost.handover for this pipeline. */
     lua_getglobal(L, "require");

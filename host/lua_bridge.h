@@ -12,6 +12,7 @@
 #include <hiredis/hiredis.h>
 #include <stddef.h>
 
+#include "metrics.h"
 #include "types.h"
 
 typedef struct lua_State lua_State;
@@ -42,6 +43,15 @@ typedef struct rsgHostOps {
     /* After rsgLuaStop: everything was flushed and acked (unsunk == 0), or
      * the pipeline gave up on unsunk messages whose sink kept failing. */
     void (*finished)(void *ud, long unsunk);
+    /* Appends data to the file at path (fsync'd when fsync is set), off the
+     * loop (file_out.h); the host calls rsgLuaDone(lua, cbref, err) when it
+     * is on disk or failed. Returns 0, or -1 out of memory (the bridge then
+     * answers Lua at once). */
+    int (*file_append)(void *ud, const char *path, const char *data, size_t len, int fsync,
+                       int cbref);
+    /* Where the pipeline's own events are counted (--metrics), or NULL: the
+     * host table then has no count_* functions and the pipeline skips them. */
+    rsgMetrics *metrics;
 } rsgHostOps;
 
 typedef struct rsgLua {
@@ -57,6 +67,7 @@ typedef struct rsgLua {
     const rsgHostOps *ops; /* set by rsgLuaStart */
     rsgStr *scratch;       /* ids handed to ops->ack */
     size_t scratch_cap;
+    int nsinks; /* the script's sinks, known once it loaded */
 } rsgLua;
 
 /* Creates the state, opens the standard libraries and points require at
@@ -67,6 +78,9 @@ int rsgLuaInit(rsgLua *lua, const char *luadir, char *err, size_t errlen);
  * Touches no Redis. Returns 0, or -1 with the script's "path:LINE: reason". */
 int rsgLuaLoadScript(rsgLua *lua, const char *path, const char *consumer, rsgSourceConfig *src,
                      char *err, size_t errlen);
+
+/* How many sinks the loaded script has (metrics.h labels them 1..n). */
+int rsgLuaSinkCount(const rsgLua *lua);
 
 /* Builds the pipeline with the host's ops. Returns 0 or -1 with err. */
 int rsgLuaStart(rsgLua *lua, const rsgHostOps *ops, char *err, size_t errlen);
@@ -92,6 +106,10 @@ int rsgLuaStop(rsgLua *lua);
 /* Delivers the reply of a command sent through ops->send; reply NULL means
  * the connection was lost before the reply came. */
 void rsgLuaReply(rsgLua *lua, int cbref, const redisReply *reply);
+
+/* Finishes a host operation other than a command (ops->file_append): calls
+ * its Lua callback with true, or with nil and err. */
+void rsgLuaDone(rsgLua *lua, int cbref, const char *err);
 
 /* Frees *src's strings. */
 void rsgSourceConfigFree(rsgSourceConfig *src);

@@ -219,6 +219,34 @@ static void freeEnv(char **env) {
     free(env);
 }
 
+/* --metrics HOST:PORT for worker `index` (1-based): one endpoint per worker,
+ * on PORT+index-1, so that a scrape job lists them all and no two workers
+ * fight over one port; PORT 0 stays 0 (each worker takes a free port and
+ * logs it). Rewrites argv's "--metrics=..." in place. Returns 0, or -1 with
+ * the reason logged (a port past 65535, out of memory). */
+static int metricsPortOf(char **argv, int index) {
+    for (char **a = argv; *a; a++) {
+        if (strncmp(*a, "--metrics=", 10) != 0) continue;
+        const char *colon = strrchr(*a, ':');
+        char *end;
+        long port = colon ? strtol(colon + 1, &end, 10) : -1;
+        if (!colon || *end || port <= 0) return 0; /* 0, or invalid: the worker says so */
+        if (port + index - 1 > 65535) {
+            rsgError("--metrics %s: worker %d would need port %ld", *a + 10, index,
+                     port + index - 1);
+            return -1;
+        }
+        size_t len = (size_t)(colon - *a) + 8;
+        char *s = malloc(len);
+        if (!s) return -1;
+        snprintf(s, len, "%.*s:%ld", (int)(colon - *a), *a, port + index - 1);
+        free(*a);
+        *a = s;
+        return 0;
+    }
+    return 0;
+}
+
 int rsgSupervise(const rsgOptions *opts, const char *exe) {
     master m;
     memset(&m, 0, sizeof(m));
@@ -250,7 +278,7 @@ int rsgSupervise(const rsgOptions *opts, const char *exe) {
         w->argv = rsgOptionsWorkerArgv(opts, path, opts->consumer ? w->name : NULL);
         uv_timer_init(m.loop, &w->restart);
         w->restart.data = w;
-        if (!w->argv) rc = 1;
+        if (!w->argv || (opts->metrics && metricsPortOf(w->argv, w->index) != 0)) rc = 1;
     }
     if (rc == 0) {
         uv_signal_init(m.loop, &m.sigterm);

@@ -23,14 +23,18 @@ Batch.__index = Batch
 -- timeout: seconds from the first item until the batch is due; 0 = due at the
 --   end of each feed (see end_of_feed); nil = only when full (or taken).
 -- clock: function returning the current time in seconds.
-function M.new(size, timeout, clock)
+-- stamp: when true, each batch records first_at, the clock time of its first
+--   item (a host that measures read-to-ack time; one clock read per batch).
+function M.new(size, timeout, clock, stamp)
   assert(type(size) == "number" and size >= 1, "batch size must be >= 1")
   local self = setmetatable({
     size = size,
     timeout = timeout,
     clock = clock,
     timed = timeout ~= nil and timeout > 0, -- whether a deadline applies
-    started = nil, -- clock time of the current batch's first item
+    started = nil, -- clock time of the current batch's first item (timed batches)
+    stamp = stamp and true or false,
+    first_at = nil, -- the same, for stamp
     n = 0,
     hint = 0, -- size of the previous batch: how big to pre-size the next
   }, Batch)
@@ -42,8 +46,9 @@ end
 function Batch:take()
   local n = self.n
   if n == 0 then return nil end
-  local b = { items = self.items, streams = self.streams, ids = self.ids, n = n, deliveries = self.deliveries }
-  self.deliveries = nil
+  local b = { items = self.items, streams = self.streams, ids = self.ids, n = n, deliveries = self.deliveries,
+    first_at = self.first_at }
+  self.deliveries, self.first_at = nil, nil
   local hint = n < self.size and n or self.size
   self.items, self.streams, self.ids = new_table(hint, 0), new_table(hint, 0), new_table(hint, 0)
   self.n, self.started, self.hint = 0, nil, hint
@@ -56,7 +61,10 @@ function Batch:add(item, stream, id)
   local n = self.n + 1
   self.items[n], self.streams[n], self.ids[n] = item, stream, id
   self.n = n
-  if n == 1 and self.timed then self.started = self.clock() end
+  if n == 1 then
+    if self.timed then self.started = self.clock() end
+    if self.stamp then self.first_at = self.started or self.clock() end
+  end
   if n >= self.size then return self:take() end
   return nil
 end

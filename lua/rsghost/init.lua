@@ -206,6 +206,15 @@ function M._command(argv)
   return yield(MARKER, argv)
 end
 
+-- For sinks whose I/O is not a Redis command: yields req to the pipeline,
+-- which hands it to the host operation named op (host[op](req, cb), e.g.
+-- "file_append") and resumes with what cb got: result, or nil and err.
+-- name is the caller's, for the error outside a sink.
+function M._request(name, op, req)
+  check_task(name)
+  return yield(MARKER, req, op)
+end
+
 -- rsghost.every(seconds, fn): run fn every `seconds`, first `seconds` after
 -- the script's init returned, in a coroutine where rsghost.redis works (to
 -- refresh data a preprocess looks up, say). Runs never overlap; an error is

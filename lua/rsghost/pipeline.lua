@@ -1,9 +1,15 @@
 -- The pipeline runner: messages in (p:feed), preprocess, batches, sinks,
 -- acknowledgements out. The C host and the test kit both drive this file
 -- through a `host` table (now, send, ack, abandon, release, set_timer,
--- pause, ready, finished, log, dead_letter, and the flag debug: host/lua_bridge.c builds
+-- pause, ready, finished, log, dead_letter, the operations sinks yield
+-- for by name (file_append), and the flag debug: host/lua_bridge.c builds
 -- the C host's, rsghost.testing's make_host the kit's), so there is one
 -- implementation of the pipeline's semantics.
+--
+-- A host that counts (rsghost --metrics) also has count_feed(dropped,
+-- failed), count_flush(reason), count_sink(index, seconds, failed) and
+-- count_acked(n, seconds); they are called once per feed or per batch,
+-- never per message, and not at all when the host has none.
 --
 -- Flow of a message: feed -> preprocess (xpcall) -> current batch -> (full,
 -- timed out, end of feed with timeout 0, or stop) -> queue -> sinks, one
@@ -116,7 +122,11 @@ local function drive(task, a, b, c)
     -- second call of the same callback, is ignored (task.seq has moved on).
     local seq = task.seq + 1
     task.seq, task.sync, task.got = seq, true, false
-    if n == nil then
+    if n == nil or type(n) == "string" then
+      -- One request: a Redis command (host.send), or for a string n another
+      -- host operation, host[n](req, cb) (the file sink's "file_append"), with
+      -- the same contract: cb(result, err) exactly once, maybe synchronously.
+      local op = n == nil and host.send or host[n]
       local cb = function(reply, err)
         if task.seq ~= seq then return end
         task.seq = seq + 1
@@ -126,8 +136,13 @@ local function drive(task, a, b, c)
           drive(task, reply, err)
         end
       end
-      local sent, err = pcall(host.send, req, cb)
-      if not sent and task.seq == seq then cb(nil, "host.send failed: " .. tostring(err)) end
+      local sent, err
+      if op == nil then
+        sent, err = false, "this host has no operation " .. tostring(n)
+      else
+        sent, err = pcall(op, req, cb)
+      end
+      if not sent and task.seq == seq then cb(nil, "host." .. (n or "send") .. " failed: " .. tostring(err)) end
     else
       -- A pipeline: n commands, one callback each, resumed once all answered.
       local replies, left, first_err, first_at = {}, n, nil, nil
@@ -165,21 +180,34 @@ end
 
 local finish -- forward: a sink task's end (defined below)
 
+-- A sink's second argument: where its items came from, item i from message
+-- ids[i] of stream streams[i] (for a lists source: streams[i] is the list
+-- and ids[i] the item as popped, its raw bytes, the only identity a list
+-- item has). The batch's own arrays, not copies: a sink must not change
+-- them (they are what gets acked). group is the consumer group (nil for
+-- the other sources). deliveries: nil while every item is at its first
+-- delivery, else deliveries[i] is Redis's times-delivered of item i (nil
+-- meaning 1): a sink may look for an earlier write of a replayed item.
+local function meta_of(p, ids, streams, n, deliveries)
+  return { ids = ids, streams = streams, n = n, group = p.group, deliveries = deliveries }
+end
+
 -- Run the sinks listed in `which` (indexes into p.sinks) on the active
--- flush's items (its batch's, or the part being bisected).
+-- flush's items (its batch's, or the part being bisected): sink(items, meta).
 local function run_sinks(p, flush, which)
-  local items = flush.items
+  local items, meta = flush.items, flush.meta
   local n = #which
   flush.running = n
   flush.failed = {}
   for i = 1, n do
     local index = which[i]
     local task = { p = p, flush = flush, index = index, co = create(p.sinks[index]), seq = 0, done = finish }
-    drive(task, items)
+    if p.counting then task.t0 = p.host.now() end
+    drive(task, items, meta)
   end
 end
 
--- A batch is sunk: acknowledge it, resume reading if a failure paused it, and
+-- A batch is sunk: acknowledge it (unless an atomic sink did), resume reading if a failure paused it, and
 -- start the next batch.
 -- After a bisection the dead-lettered items (acked by their dead letter)
 -- are left out of the ack.
@@ -195,12 +223,14 @@ local function settle(p, flush)
         kept.streams[k], kept.ids[k], kept.n = b.streams[i], b.ids[i], k
       end
     end
-    if kept.n > 0 then host.ack(acks_of(kept)) end
+    if kept.n > 0 and not p.sink_acks then host.ack(acks_of(kept)) end
+    if p.counting and b.first_at then host.count_acked(kept.n, host.now() - b.first_at) end
     p:log("info", format("batch of %d messages bisected: %d dead-lettered, %d sunk and acked",
       b.n, flush.ndead, kept.n))
   else
     if p.debug then p:log("debug", format("batch of %d message(s) sunk on attempt %d; acking them", b.n, flush.attempt)) end
-    host.ack(acks_of(b))
+    if not p.sink_acks then host.ack(acks_of(b)) end
+    if p.counting and b.first_at then host.count_acked(b.n, host.now() - b.first_at) end
   end
   host.release(b.n)
   if p.paused then
@@ -291,9 +321,19 @@ local function next_part(p, flush)
       return settle(p, flush)
     end
     parts[#parts] = nil
-    local items, all = {}, flush.batch.items
-    for i = part.lo, part.hi do items[#items + 1] = all[i] end
+    local b = flush.batch
+    local items, ids, streams, all, all_ids, all_streams = {}, {}, {}, b.items, b.ids, b.streams
+    local k, all_d, deliveries = 0, b.deliveries, nil
+    for i = part.lo, part.hi do
+      k = k + 1
+      items[k], ids[k], streams[k] = all[i], all_ids[i], all_streams[i]
+      if all_d and all_d[i] then
+        deliveries = deliveries or {}
+        deliveries[k] = all_d[i]
+      end
+    end
     flush.part, flush.items, flush.attempt, flush.errors = part, items, 1, {}
+    flush.meta = meta_of(p, ids, streams, k, deliveries)
     run_sinks(p, flush, part.sinks)
   until not flush.again or p.active ~= flush
   flush.stepping = false
@@ -371,6 +411,8 @@ end
 
 function finish(task, err)
   local flush = task.flush
+  local p = task.p
+  if p.counting then p.host.count_sink(task.index, p.host.now() - task.t0, err ~= nil) end
   if err ~= nil then
     flush.failed[#flush.failed + 1] = task.index
     flush.errors[task.index] = err
@@ -400,7 +442,8 @@ function P:pump()
     local b = queue[self.head]
     queue[self.head] = nil
     self.head = self.head + 1
-    local flush = { batch = b, items = b.items, attempt = 1, fails = 0, running = 0, failed = nil, errors = {} }
+    local flush = { batch = b, items = b.items, meta = meta_of(self, b.ids, b.streams, b.n, b.deliveries),
+      attempt = 1, fails = 0, running = 0, failed = nil, errors = {} }
     self.active = flush
     run_sinks(self, flush, self.all_sinks)
   end
@@ -412,6 +455,7 @@ end
 -- the debug log.
 function P:enqueue(b, reason)
   if self.debug then self:log("debug", format("batch of %d message(s) flushed (%s)", b.n, reason)) end
+  if self.counting then self.host.count_flush(reason) end
   local tail = self.tail + 1
   self.tail = tail
   self.queue[tail] = b
@@ -538,6 +582,7 @@ function P:feed(msgs, n, deliveries, fields)
   local max, wants_info = self.max_deliveries, self.wants_info
   local add = batch.add
   local released, drops, failed = 0, nil, nil
+  local ndropped, nfailed = 0, 0 -- for host.count_feed
   for i = 1, 3 * n, 3 do
     local stream, id, data = msgs[i], msgs[i + 1], msgs[i + 2]
     local ok, out
@@ -568,14 +613,17 @@ function P:feed(msgs, n, deliveries, fields)
           -- Dropped by preprocess: it has left the pipeline.
           drops = group_id(drops, stream, id)
           released = released + 1
+          ndropped = ndropped + 1
         end
       elseif self.dead_letter_key then
         released = released + 1
+        nfailed = nfailed + 1
         self:preprocess_failed(stream, id, out)
         self:dead_letter(stream, id, d or 1, out)
       else
         -- Left pending in Redis (not acked), so it is not lost.
         released = released + 1
+        nfailed = nfailed + 1
         failed = group_id(failed, stream, id)
         self:preprocess_failed(stream, id, out)
       end
@@ -586,6 +634,7 @@ function P:feed(msgs, n, deliveries, fields)
   -- what was given up on, to move its checkpoint past it.
   if failed and host.abandon then host.abandon(failed) end
   if released > 0 then host.release(released) end
+  if self.counting and released > 0 then host.count_feed(ndropped, nfailed) end
   local last = batch:end_of_feed()
   if last then self:enqueue(last, "end of read") end
   self:arm()
@@ -656,6 +705,7 @@ function P:stop()
   local b = self.batch:take()
   if b then
     if self.debug then self:log("debug", format("batch of %d message(s) flushed (stop)", b.n)) end
+    if self.counting then self.host.count_flush("stop") end
     local tail = self.tail + 1
     self.tail = tail
     self.queue[tail] = b
@@ -691,6 +741,12 @@ function M.new(cfg, host)
     -- retry.max_attempts: lasting sink errors before a batch is bisected.
     max_attempts = cfg.retry and cfg.retry.max_attempts,
     lists = cfg.source and cfg.source.kind == "lists",
+    -- The script's sink is atomic (rsghost.sink's atomic = true): it XACKs
+    -- each batch in the script that writes it, so the pipeline does not
+    -- (a second XACK would be harmless, but costs a round trip a batch).
+    sink_acks = cfg.sink_acks or false,
+    -- meta.group of every sink call (consumer-group sources only).
+    group = cfg.source and (cfg.source.kind or "group") == "group" and cfg.source.group or nil,
     -- What becomes of a message preprocess fails on, for the log: plain
     -- streams keep no pending list, reliable lists keep it in theirs.
     fate = FATE[cfg.source and cfg.source.kind or "group"]
@@ -703,7 +759,10 @@ function M.new(cfg, host)
     wants_info = false,
     given_up = GIVEN_UP[cfg.source and (cfg.source.reliable and "reliable" or cfg.source.kind) or "group"],
     -- Read through host.now on each use, so a host may swap its clock.
-    batch = batching.new(cfg.batch.size, cfg.batch.timeout, function() return host.now() end),
+    batch = batching.new(cfg.batch.size, cfg.batch.timeout, function() return host.now() end,
+      host.count_acked ~= nil),
+    -- The host counts events for --metrics (host.count_*): see the top.
+    counting = host.count_sink ~= nil,
     -- Debug lines are built only when the host logs them (host.debug).
     debug = host.debug and true or false,
     queue = {}, head = 1, tail = 0, -- batches waiting for the sinks

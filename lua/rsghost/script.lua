@@ -541,6 +541,35 @@ local function check_retry(ctx, r)
   return out
 end
 
+-- An atomic sink (rsghost.sink.redis_list/redis_stream with atomic = true)
+-- XACKs the batch in the script that writes it. That needs messages to
+-- XACK (a consumer group), and no other sink: the batch would be acked
+-- before the other sinks had it, and a crash then would lose it for them.
+-- Its writes go to the Redis the source reads by construction (sinks reach
+-- no other). Returns true when the script's sink acks its batches itself.
+local function check_atomic(ctx, cfg)
+  local sinks = package.loaded["rsghost.sink"]
+  if sinks == nil then return nil end
+  for i, fn in ipairs(cfg.sinks) do
+    local name = sinks._atomic[fn]
+    if name then
+      local what = #cfg.sinks > 1 and format("sink[%d]", i) or nil
+      if cfg.source.kind ~= "group" then
+        bad(ctx, nil, "sink", what, "is %s, which acks each message with XACK in the script that writes "
+          .. "it: that needs a consumer-group source (source.group), and a %s has nothing to XACK; "
+          .. "remove atomic", name, KIND_NAMES[cfg.source.kind])
+      end
+      if #cfg.sinks > 1 then
+        bad(ctx, nil, "sink", what, "is %s, which must be the script's only sink: it acks the batch as "
+          .. "it writes it, before the other sinks have it, so a crash then would lose the batch for "
+          .. "them; use it alone, or remove atomic", name)
+      end
+      return true
+    end
+  end
+  return nil
+end
+
 -- Validate the table a script returned; returns the normalized cfg.
 -- Exposed for the test kit, which may build scripts in memory; `path` is
 -- used for messages and line lookups.
@@ -564,6 +593,7 @@ function M.validate(t, path)
   cfg.batch = check_batch(ctx, t.batch)
   cfg.sinks = check_sinks(ctx, t.sink)
   cfg.retry = check_retry(ctx, t.retry)
+  cfg.sink_acks = check_atomic(ctx, cfg)
   -- Used-up attempts end in bisection and dead letters; with nowhere to put
   -- a rejected message they could only be retried on, as without the
   -- setting, so a max_attempts that cannot take effect is refused here.

@@ -69,6 +69,8 @@
 -- Looking.
 --   k:sink_calls(i)   every call of sink i (default 1), retries included: an
 --                     array of item arrays
+--   k:sink_metas(i)   the meta of each of those calls: { ids =, streams =,
+--                     n =, group =, deliveries = } (copies), call for call
 --   k:batches()       the batches every sink took (acked), in order
 --   k:sunk()          their items, flattened
 --   k:acked([stream]) { [stream] = { id, ... } } acknowledged, in order (or
@@ -92,7 +94,9 @@
 --   k:host_calls()    every call the pipeline made to the host: { "ack", acks },
 --                     { "abandon", ids }, { "release", n }, { "set_timer", delay },
 --                     { "pause", flag }, { "ready" }, { "finished", unsunk },
---                     { "dead_letter", stream, id, deliveries, err }
+--                     { "dead_letter", stream, id, deliveries, err },
+--                     { "file_append", path, data, fsync } (rsghost.sink.file:
+--                     the kit appends to the real file at once)
 --   k.redis           the fake or real client, for setup and inspection
 --   k.cfg, k.pipeline the normalized configuration and the pipeline
 --
@@ -109,6 +113,9 @@
 --
 -- Limits: one rsghost module serves every kit of a busted run, so
 -- rsghost.consumer and rsghost.group are those of the last script loaded.
+-- An atomic sink (rsghost.sink.redis_list/redis_stream, atomic = true) has
+-- its script played by the kit: it acks (k:acked) and writes each item whose
+-- message is still pending, as Redis would.
 -- The kit answers Redis synchronously, so a sink never waits; what is acked
 -- and when is the same as with the host. Time does not pass for a real
 -- server: its keys expire on its own clock, and XADD * takes its ids from it.
@@ -118,6 +125,7 @@ local native = require "rsghost.native" -- the host's own rules, through the FFI
 local script = require "rsghost.script"
 local pipeline = require "rsghost.pipeline"
 local fakeredis = require "rsghost.fakeredis"
+local sinks = require "rsghost.sink"
 
 local type, pairs, ipairs, tostring, error, setmetatable = type, pairs, ipairs, tostring, error, setmetatable
 local format, floor, concat = string.format, math.floor, table.concat
@@ -179,6 +187,24 @@ end
 ----------------------------------------------------------------------------
 -- The host table
 
+-- fsync(2) of the file at path, as the host's file sink does after a write.
+local declared = false
+local function fsync_path(path)
+  local ffi = require "ffi"
+  if not declared then
+    -- One at a time: another module may have declared some of them already.
+    pcall(ffi.cdef, "int open(const char *path, int flags, ...);")
+    pcall(ffi.cdef, "int fsync(int fd);")
+    pcall(ffi.cdef, "int close(int fd);")
+    declared = true
+  end
+  local fd = ffi.C.open(path, 1) -- O_WRONLY
+  if fd >= 0 then
+    ffi.C.fsync(fd)
+    ffi.C.close(fd)
+  end
+end
+
 local function make_host(k)
   local host = {}
 
@@ -196,6 +222,8 @@ local function make_host(k)
         return cb(nil, rule.err)
       end
     end
+    local atomic = sinks._atomic_parse(cmd)
+    if atomic then return cb(k:_atomic(atomic)) end
     local reply, err
     local r = k.redis
     if r.command then
@@ -281,6 +309,22 @@ local function make_host(k)
     k._ready = true
   end
 
+  -- rsghost.sink.file: the C host appends on libuv's threadpool and
+  -- answers later; the kit appends and fsyncs at once (the pipeline takes a
+  -- synchronous answer the same way). Reopened each time, so a rotation
+  -- needs nothing more.
+  function host.file_append(req, cb)
+    k._host_calls[#k._host_calls + 1] = { "file_append", req.path, req.data, req.fsync }
+    local f, err = io.open(req.path, "ab")
+    if not f then return cb(nil, format("cannot open '%s': %s", req.path, tostring(err))) end
+    local ok, werr = f:write(req.data)
+    if ok then ok, werr = f:flush() end
+    f:close()
+    if not ok then return cb(nil, format("cannot write to '%s': %s", req.path, tostring(werr))) end
+    if req.fsync then fsync_path(req.path) end
+    cb(true)
+  end
+
   function host.finished(unsunk)
     k._host_calls[#k._host_calls + 1] = { "finished", unsunk }
     k._finished = true
@@ -294,9 +338,12 @@ end
 -- Sinks, wrapped to record what they get and to fail on demand
 
 local function wrap_sink(k, index, sink)
-  return function(items)
+  return function(items, meta)
     local calls = k._sink_calls[index]
     calls[#calls + 1] = copy(items)
+    local metas = k._sink_metas[index]
+    metas[#metas + 1] = { ids = copy(meta.ids), streams = copy(meta.streams), n = meta.n, group = meta.group,
+      deliveries = deep_copy(meta.deliveries) }
     local fault = k._sink_faults[index]
     if fault then
       if fault.times then
@@ -305,7 +352,7 @@ local function wrap_sink(k, index, sink)
       end
       if fault.fn then fault.fn(items) else error(fault.err, 0) end
     end
-    sink(items)
+    sink(items, meta)
     -- Every sink done with this batch: the pipeline acks it now.
     local done = k._sink_done[items]
     if done == nil then
@@ -337,7 +384,7 @@ function M.load(source, opts)
     _released = 0, _paused = false, _finished = false, _stopped = false,
     _fed = {}, _fed_count = 0,
     _last_id = {}, -- stream -> { ms, seq } of the last generated id
-    _sink_calls = {}, _sink_faults = {}, _sink_done = setmetatable({}, { __mode = "k" }),
+    _sink_calls = {}, _sink_metas = {}, _sink_faults = {}, _sink_done = setmetatable({}, { __mode = "k" }),
     _batches = {},
     _redis_faults = {},
   }, Kit)
@@ -388,6 +435,7 @@ function M.load(source, opts)
   run_cfg.sinks = {}
   for i, sink in ipairs(cfg.sinks) do
     k._sink_calls[i] = {}
+    k._sink_metas[i] = {}
     run_cfg.sinks[i] = wrap_sink(k, i, sink)
   end
   k.pipeline = pipeline.new(run_cfg, host)
@@ -669,6 +717,15 @@ function Kit:sink_calls(i)
   return deep_copy(calls)
 end
 
+-- The meta (ids, streams, n, group) of every call of sink i, matching
+-- k:sink_calls(i) call for call.
+function Kit:sink_metas(i)
+  i = i or 1
+  local metas = self._sink_metas[i]
+  if metas == nil then error(format("k:sink_metas: the script has no sink %s", tostring(i)), 2) end
+  return deep_copy(metas)
+end
+
 function Kit:batches() return deep_copy(self._batches) end
 
 function Kit:sunk()
@@ -713,6 +770,51 @@ function Kit:pending()
     end
   end
   return out
+end
+
+-- An atomic sink's script (rsghost.sink, atomic = true), played by the kit
+-- as Redis runs it: each message that is still pending (fed, not acked) is
+-- acked and its item written, in order; the others are skipped. The
+-- target's type is checked first, as the script does. Returns the number
+-- written, or nil and the error.
+function Kit:_atomic(a)
+  local r = self.redis
+  local function run(argv)
+    if r.command then return r:command(argv) end
+    return r:pcall(unpack(argv))
+  end
+  local want = a.cmd == "XADD" and "stream" or "list"
+  local t = run({ "TYPE", a.key })
+  if type(t) == "table" then t = t.ok end
+  if t ~= "none" and t ~= want then
+    return nil, format("WRONGTYPE %s holds a %s, not a %s; nothing written or acked", a.key, tostring(t), want)
+  end
+  local left = {}
+  for stream, ids in pairs(self:pending()) do
+    local counts = {}
+    for _, id in ipairs(ids) do counts[id] = (counts[id] or 0) + 1 end
+    left[stream] = counts
+  end
+  local n = 0
+  for _, e in ipairs(a.entries) do
+    local counts = left[e.stream]
+    if counts and (counts[e.id] or 0) > 0 then
+      counts[e.id] = counts[e.id] - 1
+      local list = self._acked[e.stream]
+      if list == nil then
+        list = {}
+        self._acked[e.stream] = list
+      end
+      list[#list + 1] = e.id
+      local argv = { a.cmd, a.key }
+      for _, x in ipairs(a.head) do argv[#argv + 1] = x end
+      for _, x in ipairs(e.values) do argv[#argv + 1] = x end
+      local _, err = run(argv)
+      if err ~= nil then return nil, err end
+      n = n + 1
+    end
+  end
+  return n
 end
 
 -- What was dead-lettered, in order: { stream =, id =, error =, deliveries =,

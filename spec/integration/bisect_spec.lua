@@ -6,16 +6,7 @@
 local server = require "support.server"
 local H = require "support.host"
 
--- The dead-letter stream's entries, each { [field] = value } (first value).
-local function dead_letters(r, key)
-  local out = {}
-  for _, e in ipairs(r:call("XRANGE", key, "-", "+")) do
-    local f = {}
-    for i = #e[2] - 1, 1, -2 do f[e[2][i]] = e[2][i + 1] end
-    out[#out + 1] = f
-  end
-  return out
-end
+local dead_letters = H.dead_letters
 
 describe("a sink that rejects some messages", function()
   after_each(function() H.cleanup() end)

@@ -7,16 +7,7 @@
 -- in exactly one place, pending in its stream or dead-lettered, never both.
 local H = require "support.host"
 
--- The dead-letter stream's entries, each { [field] = value } (first value).
-local function dead_letters(r, key)
-  local out = {}
-  for _, e in ipairs(r:call("XRANGE", key, "-", "+")) do
-    local f = { ["@entry"] = e[1] }
-    for i = #e[2] - 1, 1, -2 do f[e[2][i]] = e[2][i + 1] end
-    out[#out + 1] = f
-  end
-  return out
-end
+local dead_letters = H.dead_letters
 
 -- The dead letters' rsghost:id (or item, for lists) in stream order.
 local function dead_ids(r, key, field)

@@ -597,4 +597,78 @@ describe("rsghost.pipeline", function()
       assert.equal(0, h.released)
     end)
   end)
+
+  describe("counting for --metrics", function()
+    -- A host with count_* functions (the C host has them with --metrics)
+    -- records each call; time passes only when a sink makes it.
+    local function counting_host()
+      local h = fake_host()
+      h.counts = {}
+      local function rec(name)
+        return function(...) h.counts[#h.counts + 1] = { name, ... } end
+      end
+      h.count_feed, h.count_flush = rec("feed"), rec("flush")
+      h.count_sink, h.count_acked = rec("sink"), rec("acked")
+      return h
+    end
+
+    local function preprocess(stream, id, data)
+      if data.v == "drop" then return nil end
+      if data.v == "bad" then error("bad value") end
+      return data.v
+    end
+
+    it("reports once per feed and once per batch, never per message", function()
+      local h = counting_host()
+      local sink = function() h.t = h.t + 0.5 end
+      local p = pipeline.new({ preprocess = preprocess, sinks = { sink },
+        batch = { size = 2, timeout = 3 }, retry = { initial = 0.5, max = 30 },
+        source = { kind = "group" } }, h)
+      feed(p, { "s", "1", "a" }, { "s", "2", "b" }, { "s", "3", "drop" }, { "s", "4", "bad" },
+        { "s", "5", "c" })
+      -- a, b: a full batch, sunk at once (t 0 -> 0.5); c waits for its timeout.
+      h.advance(p, 3.5)
+      p:stop()
+      assert.same({
+        { "flush", "size" },
+        { "sink", 1, 0.5, false },
+        { "acked", 2, 0.5 },
+        { "feed", 1, 1 },
+        { "flush", "timeout" },
+        { "sink", 1, 0.5, false },
+        { "acked", 1, 3.5 },
+      }, h.counts)
+    end)
+
+    it("counts a sink run that raised, and the retry", function()
+      local h, fail = counting_host(), true
+      local sink = function()
+        if fail then
+          fail = false
+          error("down")
+        end
+      end
+      local p = pipeline.new({ preprocess = preprocess, sinks = { sink },
+        batch = { size = 1 }, retry = { initial = 1, max = 30 }, source = { kind = "group" } }, h)
+      feed(p, { "s", "1", "a" })
+      h.advance(p, 1)
+      assert.same({
+        { "flush", "size" },
+        { "sink", 1, 0, true },
+        { "sink", 1, 0, false },
+        { "acked", 1, 1 },
+      }, h.counts)
+    end)
+
+    it("counts the batch a stop flushes", function()
+      local h = counting_host()
+      local p = pipeline.new({ preprocess = preprocess, sinks = { function() end },
+        batch = { size = 10, timeout = 5 }, retry = { initial = 1, max = 30 },
+        source = { kind = "group" } }, h)
+      feed(p, { "s", "1", "a" })
+      p:stop()
+      assert.same({ "flush", "stop" }, h.counts[1])
+      assert.equal(1, h.finished_calls)
+    end)
+  end)
 end)

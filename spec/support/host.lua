@@ -267,6 +267,19 @@ function M.id_less(a, b)
   return a < b
 end
 
+-- The entries of dead-letter stream key, oldest first, each a table of its
+-- fields by name (the first value of a repeated name), with the entry's own
+-- id under "@entry".
+function M.dead_letters(r, key)
+  local out = {}
+  for _, e in ipairs(r:call("XRANGE", key, "-", "+")) do
+    local f = { ["@entry"] = e[1] }
+    for i = #e[2] - 1, 1, -2 do f[e[2][i]] = e[2][i + 1] end
+    out[#out + 1] = f
+  end
+  return out
+end
+
 function M.list(r, key)
   return r:call("LRANGE", key, 0, -1)
 end
