@@ -742,6 +742,20 @@ int rsgAppRun(const rsgOptions *opts) {
         goto out;
     }
     app.type = rsgSourceTypeOf(app.src.kind);
+    if (app.url.cluster) {
+        /* redis+cluster:// (cluster.h, source_cluster.c): what it cannot do
+         * yet is refused here rather than done wrong. */
+        app.src.cluster = 1;
+        if (opts->command != RSG_CMD_RUN)
+            snprintf(err, sizeof(err),
+                     "dead-letters and redrive are not supported on a Redis "
+                     "Cluster yet");
+        if (opts->command != RSG_CMD_RUN ||
+            rsgSourceClusterCheck(&app.src, err, sizeof(err)) != 0) {
+            fprintf(stderr, "%s: %s\n", opts->script, err);
+            goto out;
+        }
+    }
     if (opts->command != RSG_CMD_RUN) {
         /* dead-letters, redrive, status: the script loaded and checked as for a run;
          * what it says about its source is all they need. */

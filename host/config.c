@@ -25,8 +25,9 @@ typedef struct optSpec {
 static const optSpec specs[] = {
     {"redis", "URL", "RSGHOST_REDIS_URL", DEFAULT_URL,
      "Redis to read from: redis://[[user]:password@]host[:port][/db], "
-     "rediss://... (TLS), unix:///path/to/socket[?db=N] or "
-     "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]",
+     "rediss://... (TLS), unix:///path/to/socket[?db=N], "
+     "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db] or "
+     "redis+cluster://[[user]:password@]host[:port][,host[:port]...] (a Redis Cluster)",
      OPT_STRING, FIELD(redis_url)},
     {"tls-ca-cert", "FILE", "RSGHOST_TLS_CA_CERT", NULL,
      "rediss://: PEM file of the CA(s) the server's certificate must be signed by; "

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "arena.h"
+#include "cluster.h"
 #include "log.h"
 #include "sentinel.h"
 #include "tls.h"
@@ -404,6 +405,11 @@ void rsgConnStart(rsgConn *c, uv_loop_t *loop, const rsgRedisUrl *url, const cha
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     c->timer_open = 1;
+    c->cluster = NULL;
+    if (url->cluster) {
+        rsgClusterStart(c);
+        return;
+    }
     connectNext(c);
 }
 
@@ -479,6 +485,7 @@ static cmdWrap *wrap(rsgConn *c, redisCallbackFn *fn, void *privdata) {
 
 int rsgConnCommand(rsgConn *c, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
                    const size_t *argvlen) {
+    if (c->cluster) return rsgClusterCommand(c, fn, privdata, argc, argv, argvlen);
     if (!c->ready || !c->ac || c->dropping) return -1;
     cmdWrap *w = argc > 0 && !isSubscribe(argv[0]) ? wrap(c, fn, privdata) : NULL;
     if (!w)
@@ -489,6 +496,7 @@ int rsgConnCommand(rsgConn *c, redisCallbackFn *fn, void *privdata, int argc, co
 }
 
 int rsgConnFormatted(rsgConn *c, redisCallbackFn *fn, void *privdata, const char *cmd, size_t len) {
+    if (c->cluster) return rsgClusterFormatted(c, fn, privdata, cmd, len);
     if (!c->ready || !c->ac || c->dropping) return -1;
     cmdWrap *w = wrap(c, fn, privdata);
     if (!w) return redisAsyncFormattedCommand(c->ac, fn, privdata, cmd, len) == REDIS_OK ? 0 : -1;
@@ -514,6 +522,10 @@ void rsgConnMasterMoved(rsgConn *c, const char *host, int port) {
 }
 
 void rsgConnFlush(rsgConn *c) {
+    if (c->cluster) {
+        rsgClusterFlush(c);
+        return;
+    }
     if (!c->ready || !c->ac || c->dropping) return;
     int done = 0;
     /* The async layer keeps its write event armed: it finds nothing left
@@ -531,6 +543,7 @@ void rsgConnClose(rsgConn *c) {
     if (c->closing && !c->timer_open) return;
     c->closing = 1;
     c->ready = 0;
+    rsgClusterClose(c);
     if (c->query) {
         rsgSentinelCancel(c->query);
         c->query = NULL;

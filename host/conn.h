@@ -14,7 +14,10 @@
  * of -READONLY or -UNBLOCKED to any command means a failover left us on a
  * replica: the connection is dropped and remade, and the command's callback
  * gets the NULL reply of a lost connection, so callers resend as they do
- * after any loss instead of failing for good. */
+ * after any loss instead of failing for good.
+ *
+ * With a redis+cluster:// URL the connection is a router over one
+ * connection per master (cluster.h): the same functions, the same events. */
 #ifndef RSG_CONN_H
 #define RSG_CONN_H
 
@@ -59,9 +62,10 @@ struct rsgConn {
     int moved;            /* this ready is on another server than the last one (a failover) */
     char ready_host[256]; /* where the last handshake succeeded */
     int ready_port;
-    unsigned long reconnects; /* handshakes done after a loss (--metrics) */
-    int failed_over;          /* dropped for -READONLY: the next ready counts as moved */
-    unsigned readonly;        /* consecutive -READONLY drops: the backoff of a plain URL */
+    unsigned long reconnects;   /* handshakes done after a loss (--metrics) */
+    int failed_over;            /* dropped for -READONLY: the next ready counts as moved */
+    unsigned readonly;          /* consecutive -READONLY drops: the backoff of a plain URL */
+    struct rsgCluster *cluster; /* redis+cluster: the router's state (cluster.h), else NULL */
 };
 
 /* Sets the connection up and starts connecting. The callbacks and data must be

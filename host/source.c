@@ -30,7 +30,8 @@ int rsgSourceInit(rsgSource *s, rsgConn *conn, rsgAck *ack, const rsgSourceConfi
     s->ack = ack;
     s->consumer = consumer;
     s->hooks = *hooks;
-    s->type = rsgSourceTypeOf(cfg->kind);
+    s->type = cfg->cluster && cfg->kind == RSG_SOURCE_GROUP ? &rsgSourceClusterGroup
+                                                            : rsgSourceTypeOf(cfg->kind);
     if (rsgDecoderInit(&s->dec, cfg->encoding, err, errlen) != 0) return -1;
     s->cfg = cfg; /* from here on rsgSourceFree cleans up */
     s->cursor = calloc((size_t)cfg->nstreams, sizeof(char *));

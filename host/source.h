@@ -192,6 +192,12 @@ int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *ent
  * Call before rsgSourceOnReady. */
 void rsgSourceRewind(rsgSource *s);
 
+/* What a source on a Redis Cluster cannot do (yet): only consumer groups
+ * are read there, and a dead-letter stream must be in the slot of every
+ * source stream. Returns 0, or -1 with the reason in err (a usage error,
+ * before anything touches Redis). source_cluster.c. */
+int rsgSourceClusterCheck(const rsgSourceConfig *cfg, char *err, size_t errlen);
+
 /* Reads no more (the caller closes the connection to abort a blocked read)
  * and closes the source's own handles. May be called more than once. */
 void rsgSourceStop(rsgSource *s);

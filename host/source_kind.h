@@ -11,6 +11,7 @@
 extern const rsgSourceType rsgSourceGroup;
 extern const rsgSourceType rsgSourceStreams;
 extern const rsgSourceType rsgSourceLists;
+extern const rsgSourceType rsgSourceClusterGroup; /* a group on a Redis Cluster */
 
 /* Setup is done: reading starts in `phase` (REPLAY or LIVE) at once. */
 void rsgSourceBegin(rsgSource *s, rsgSourcePhase phase);

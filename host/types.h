@@ -57,6 +57,8 @@ typedef struct rsgSourceConfig {
     long dead_letter_maxlen;    /* XADD MAXLEN ~ of that stream, 0 = no trimming */
     long max_deliveries;        /* more deliveries than this: dead-lettered (0 = no limit;
                                    applied by pipeline.lua, kept here for --check) */
+    int cluster;                /* --redis is a Redis Cluster: a group reads per slot
+                                   (source_cluster.c); set by app.c, not the script */
 } rsgSourceConfig;
 
 #endif

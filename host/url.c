@@ -243,14 +243,35 @@ static int parseMaster(parser *p, const char *path, size_t len, rsgRedisUrl *out
     return 0;
 }
 
-static int parseNetwork(parser *p, const char *rest, int sentinel, rsgRedisUrl *out) {
+/* What the hosts of a network URL are. */
+enum { URL_ONE, URL_SENTINEL, URL_CLUSTER };
+
+/* A comma-separated list of host[:port] into *list, counted in *n. */
+static int parseAddrList(parser *p, const char *hosts, const char *end, int dflt, const char *what,
+                         rsgAddr **list, int *n) {
+    int cap = 1;
+    for (const char *s = hosts; s < end; s++)
+        cap += *s == ',';
+    if (!(*list = calloc((size_t)cap, sizeof(rsgAddr)))) return fail(p, "out of memory");
+    const char *s = hosts;
+    for (;;) {
+        size_t len = strcspn(s, ",/?#");
+        if (len == 0) return fail(p, "empty host in the list of %s", what);
+        if (parseAddr(p, s, len, dflt, &(*list)[(*n)++])) return -1;
+        if (s[len] != ',') break;
+        s += len + 1;
+    }
+    return 0;
+}
+
+static int parseNetwork(parser *p, const char *rest, int mode, rsgRedisUrl *out) {
     const char *end = rest + strcspn(rest, "/?#");
     const char *at = NULL;
     for (const char *s = rest; s < end; s++)
         if (*s == '@') at = s;
     if (at && parseUserinfo(p, rest, (size_t)(at - rest), &out->user, &out->password)) return -1;
     const char *hosts = at ? at + 1 : rest;
-    if (!sentinel) {
+    if (mode == URL_ONE) {
         rsgAddr a = {0};
         if (memchr(hosts, ',', (size_t)(end - hosts)))
             return fail(p, "several hosts need redis+sentinel:// (or redis+cluster://)");
@@ -260,30 +281,28 @@ static int parseNetwork(parser *p, const char *rest, int sentinel, rsgRedisUrl *
         }
         out->host = a.host;
         out->port = a.port;
+    } else if (mode == URL_SENTINEL) {
+        if (parseAddrList(p, hosts, end, RSG_SENTINEL_PORT, "sentinels", &out->sentinels,
+                          &out->nsentinels))
+            return -1;
     } else {
-        int n = 1;
-        for (const char *s = hosts; s < end; s++)
-            n += *s == ',';
-        if (!(out->sentinels = calloc((size_t)n, sizeof(rsgAddr)))) return fail(p, "out of memory");
-        const char *s = hosts;
-        for (;;) {
-            size_t len = strcspn(s, ",/?#");
-            if (len == 0) return fail(p, "empty host in the list of sentinels");
-            if (parseAddr(p, s, len, RSG_SENTINEL_PORT, &out->sentinels[out->nsentinels++]))
-                return -1;
-            if (s[len] != ',') break;
-            s += len + 1;
-        }
+        out->cluster = 1;
+        if (parseAddrList(p, hosts, end, 6379, "cluster nodes", &out->seeds, &out->nseeds))
+            return -1;
     }
     if (*end == '#') return fail(p, "unexpected '#'");
     const char *q = strchr(end, '?');
     size_t plen = q ? (size_t)(q - end) : strlen(end);
-    if (sentinel) {
+    if (mode == URL_SENTINEL) {
         if (parseMaster(p, end, plen, out)) return -1;
     } else if (plen > 1 && parseint(end + 1, plen - 1, 0, 1 << 30, &out->db)) {
         return fail(p, "bad database number '%.*s'", (int)(plen - 1), end + 1);
     }
-    return parseQuery(p, q ? q + 1 : NULL, out);
+    if (parseQuery(p, q ? q + 1 : NULL, out)) return -1;
+    /* A cluster has database 0 only (SELECT is refused there). */
+    if (out->cluster && out->db != 0)
+        return fail(p, "a Redis Cluster has only database 0, not %d", out->db);
+    return 0;
 }
 
 int rsgUrlParse(const char *url, rsgRedisUrl *out, char *err, size_t errlen) {
@@ -292,11 +311,13 @@ int rsgUrlParse(const char *url, rsgRedisUrl *out, char *err, size_t errlen) {
     out->port = 6379;
     static const struct {
         const char *prefix;
-        int tls, sentinel;
-    } schemes[] = {{"redis://", 0, 0},
-                   {"rediss://", 1, 0},
-                   {"redis+sentinel://", 0, 1},
-                   {"rediss+sentinel://", 1, 1}};
+        int tls, mode;
+    } schemes[] = {{"redis://", 0, URL_ONE},
+                   {"rediss://", 1, URL_ONE},
+                   {"redis+sentinel://", 0, URL_SENTINEL},
+                   {"rediss+sentinel://", 1, URL_SENTINEL},
+                   {"redis+cluster://", 0, URL_CLUSTER},
+                   {"rediss+cluster://", 1, URL_CLUSTER}};
     int rc = -1;
     if (strncmp(url, "unix://", 7) == 0) {
         rc = parseUnix(&p, url + 7, out);
@@ -305,11 +326,11 @@ int rsgUrlParse(const char *url, rsgRedisUrl *out, char *err, size_t errlen) {
         while (i < n && strncmp(url, schemes[i].prefix, strlen(schemes[i].prefix)) != 0)
             i++;
         if (i == n) {
-            fail(&p, "unknown scheme (want redis://, rediss://, unix://, redis+sentinel:// or "
-                     "rediss+sentinel://)");
+            fail(&p, "unknown scheme (want redis://, rediss://, unix://, redis+sentinel://, "
+                     "rediss+sentinel://, redis+cluster:// or rediss+cluster://)");
         } else {
             out->tls = schemes[i].tls;
-            rc = parseNetwork(&p, url + strlen(schemes[i].prefix), schemes[i].sentinel, out);
+            rc = parseNetwork(&p, url + strlen(schemes[i].prefix), schemes[i].mode, out);
         }
     }
     if (rc != 0) rsgUrlFree(out);
@@ -330,6 +351,9 @@ void rsgUrlFree(rsgRedisUrl *u) {
     for (int i = 0; i < u->nsentinels; i++)
         free(u->sentinels[i].host);
     free(u->sentinels);
+    for (int i = 0; i < u->nseeds; i++)
+        free(u->seeds[i].host);
+    free(u->seeds);
     free(u->master);
     free(u->sentinel_user);
     freeSecret(u->sentinel_password);
@@ -351,9 +375,20 @@ void rsgUrlFormat(const rsgRedisUrl *u, char *buf, size_t len) {
         return;
     }
     size_t o = (size_t)snprintf(buf, len, "%s%s://%s%s%s", u->tls ? "rediss" : "redis",
-                                u->nsentinels ? "+sentinel" : "", u->user ? u->user : "",
-                                u->password ? ":***" : "", (u->user || u->password) ? "@" : "");
+                                u->nsentinels ? "+sentinel"
+                                : u->cluster  ? "+cluster"
+                                              : "",
+                                u->user ? u->user : "", u->password ? ":***" : "",
+                                (u->user || u->password) ? "@" : "");
     if (o >= len) return;
+    if (u->cluster) {
+        for (int i = 0; i < u->nseeds && o + 1 < len; i++) {
+            if (i) buf[o++] = ',';
+            o += formatAddr(buf + o, len - o, u->seeds[i].host, u->seeds[i].port);
+        }
+        buf[o < len ? o : len - 1] = '\0';
+        return;
+    }
     if (!u->nsentinels) {
         o += formatAddr(buf + o, len - o, u->host, u->port);
         if (o < len) snprintf(buf + o, len - o, "/%d", u->db);

@@ -5,12 +5,15 @@
  *   unix:///path/to/socket[?db=N]
  *   redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]
  *   rediss+sentinel://...               sentinels and master over TLS
+ *   redis+cluster://[[user]:password@]host[:port][,host[:port]...]
+ *   rediss+cluster://...                a Redis Cluster, every node over TLS
  *
  * User and password may be percent-encoded; a lone credential
  * (redis://secret@host) is a password, as in redis-cli. IPv6 hosts go in
  * brackets. The query may hold db=N, and for Sentinel sentinel_user= and
  * sentinel_password= (the sentinels' own credentials); any other query
- * parameter is an error, never silently ignored. */
+ * parameter is an error, never silently ignored. A cluster URL lists seed
+ * nodes (any of them tells the slot map) and has database 0 only. */
 #ifndef RSG_URL_H
 #define RSG_URL_H
 
@@ -24,7 +27,7 @@ typedef struct rsgAddr {
 } rsgAddr;
 
 typedef struct rsgRedisUrl {
-    char *host;              /* TCP host; NULL for a unix socket or Sentinel */
+    char *host;              /* TCP host; NULL for a unix socket, Sentinel or a cluster */
     int port;                /* TCP port, 6379 by default */
     char *path;              /* unix socket path, NULL otherwise */
     char *user;              /* ACL user name, NULL when none was given */
@@ -36,6 +39,9 @@ typedef struct rsgRedisUrl {
     char *master;            /* Sentinel: the master's name */
     char *sentinel_user;     /* Sentinel: the sentinels' ACL user, or NULL */
     char *sentinel_password; /* Sentinel: the sentinels' password, or NULL */
+    int cluster;             /* redis+cluster: a Redis Cluster */
+    rsgAddr *seeds;          /* cluster: the nodes to learn the slot map from, in order */
+    int nseeds;              /* 0 unless this is a cluster URL */
 } rsgRedisUrl;
 
 /* Parses url into *out. Returns 0, or -1 with a reason in err that never

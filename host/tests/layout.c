@@ -41,6 +41,9 @@ int main(void) {
     FIELD(rsgRedisUrl, master);
     FIELD(rsgRedisUrl, sentinel_user);
     FIELD(rsgRedisUrl, sentinel_password);
+    FIELD(rsgRedisUrl, cluster);
+    FIELD(rsgRedisUrl, seeds);
+    FIELD(rsgRedisUrl, nseeds);
     SIZE(redisReply);
     FIELD(redisReply, type);
     FIELD(redisReply, integer);

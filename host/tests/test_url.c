@@ -116,6 +116,47 @@ static void tlsAndSentinel(void) {
     CHECK(rsgUrlParse("redis://h/0?sentinel_password=x", &u, err, sizeof(err)) == -1);
 }
 
+static void cluster(void) {
+    rsgRedisUrl u;
+    char err[512], buf[512];
+    CHECK(rsgUrlParse("redis+cluster://app:pw@10.0.0.1:7000,node-b,[::1]:7002", &u, err,
+                      sizeof(err)) == 0);
+    CHECK(u.cluster == 1 && u.nseeds == 3 && u.host == NULL && u.nsentinels == 0);
+    CHECK_STR(u.seeds[0].host, "10.0.0.1");
+    CHECK(u.seeds[0].port == 7000);
+    CHECK_STR(u.seeds[1].host, "node-b");
+    CHECK(u.seeds[1].port == 6379);
+    CHECK_STR(u.seeds[2].host, "::1");
+    CHECK(u.seeds[2].port == 7002);
+    CHECK_STR(u.user, "app");
+    CHECK_STR(u.password, "pw");
+    CHECK(u.db == 0 && u.tls == 0);
+    rsgUrlFormat(&u, buf, sizeof(buf));
+    CHECK_STR(buf, "redis+cluster://app:***@10.0.0.1:7000,node-b:6379,[::1]:7002");
+    rsgUrlFree(&u);
+    CHECK(u.nseeds == 0 && u.seeds == NULL && u.cluster == 0);
+
+    CHECK(rsgUrlParse("rediss+cluster://:s%40cret@c1:6380", &u, err, sizeof(err)) == 0);
+    CHECK(u.tls == 1 && u.cluster == 1 && u.nseeds == 1);
+    CHECK_STR(u.password, "s@cret");
+    rsgUrlFree(&u);
+    CHECK(rsgUrlParse("redis+cluster://c1:7000/0", &u, err, sizeof(err)) == 0);
+    rsgUrlFree(&u);
+    /* A cluster has database 0 only: any other is refused, not ignored. */
+    CHECK(rsgUrlParse("redis+cluster://:pw@c1:7000/3", &u, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "only database 0") != NULL && strstr(err, "pw") == NULL);
+    CHECK(rsgUrlParse("redis+cluster://c1:7000?db=2", &u, err, sizeof(err)) == -1);
+    CHECK(rsgUrlParse("redis+cluster://c1,,c2", &u, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "cluster nodes") != NULL);
+    CHECK(rsgUrlParse("redis+cluster://c1?sentinel_password=x", &u, err, sizeof(err)) == -1);
+    CHECK(rsgUrlParse("redis+cluster://c1:0", &u, err, sizeof(err)) == -1);
+    CHECK(rsgUrlParse("redis+clusters://c1", &u, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "redis+cluster://") != NULL);
+    char r[] = "redis+cluster://u:topsecret@a:1,b:2";
+    rsgUrlScrub(r);
+    CHECK_STR(r, "redis+cluster://u:*********@a:1,b:2");
+}
+
 static void redactsAnything(void) {
     char buf[256];
     rsgUrlRedact("redis://u:p@h/0", buf, sizeof(buf));
@@ -147,6 +188,7 @@ int main(void) {
     ipv6AndUnix();
     rejectsGarbage();
     tlsAndSentinel();
+    cluster();
     redactsAnything();
     scrubsPasswordInPlace();
     TEST_DONE();

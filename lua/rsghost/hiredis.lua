@@ -193,13 +193,16 @@ end
 -- and unix:///path[?db=N] into { host=, port=, path=, user=, password=,
 -- db=, tls= }. redis://secret@host means a password, as in redis-cli and the
 -- host. Raises the host's error (passwords masked) on a bad URL, and on a
--- Sentinel URL (this client connects to one server).
+-- Sentinel or cluster URL (this client connects to one server).
 function M.parse_url(url)
   if type(url) ~= "string" then error("rsghost.hiredis: URL must be a string", 0) end
   local u, err = native.parse_url(url)
   if not u then error("rsghost.hiredis: " .. err, 0) end
   if u.sentinels then
     error("rsghost.hiredis: connects to one server, not through Sentinel: " .. M.redact(url), 0)
+  end
+  if u.cluster then
+    error("rsghost.hiredis: connects to one server, not to a Redis Cluster: " .. M.redact(url), 0)
   end
   return {
     host = u.host, port = u.host and u.port or nil, path = u.path,

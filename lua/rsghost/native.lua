@@ -41,10 +41,16 @@ typedef struct rsgRedisUrl {
   char *master;
   char *sentinel_user;
   char *sentinel_password;
+  int cluster;
+  rsgAddr *seeds;
+  int nseeds;
 } rsgRedisUrl;
 int rsgUrlParse(const char *url, rsgRedisUrl *out, char *err, size_t errlen);
 void rsgUrlFree(rsgRedisUrl *u);
 void rsgUrlRedact(const char *s, char *buf, size_t len);
+
+/* host/cluster_map.h */
+int rsgClusterKeySlot(const char *key, size_t len);
 ]]
 
 local function dir_of_this_file()
@@ -127,7 +133,8 @@ end
 
 -- The URL parsed as the host parses it: { host=, port=, path=, user=,
 -- password=, db=, tls=, sentinels = { {host=, port=} ... }, master=,
--- sentinel_user=, sentinel_password= }, or nil and the host's error (its
+-- sentinel_user=, sentinel_password=, cluster = { {host=, port=} ... } (the
+-- seed nodes of a redis+cluster:// URL) }, or nil and the host's error (its
 -- passwords masked).
 function M.parse_url(url)
   local u = ffi.new("rsgRedisUrl")
@@ -145,8 +152,20 @@ function M.parse_url(url)
       out.sentinels[i + 1] = { host = ffi.string(u.sentinels[i].host), port = u.sentinels[i].port }
     end
   end
+  if u.cluster ~= 0 then
+    out.cluster = {}
+    for i = 0, u.nseeds - 1 do
+      out.cluster[i + 1] = { host = ffi.string(u.seeds[i].host), port = u.seeds[i].port }
+    end
+  end
   C.rsgUrlFree(u)
   return out
+end
+
+-- The Redis Cluster slot of a key (its hash tag's, when it has one), as
+-- the host routes it (host/cluster_map.c).
+function M.key_slot(key)
+  return C.rsgClusterKeySlot(key, #key)
 end
 
 -- The string with every password masked, as the host prints URLs.

@@ -1,0 +1,394 @@
+-- Redis Cluster (redis+cluster://): a real cluster on loopback, three
+-- masters and three replicas made by `redis-cli --cluster create`, and the
+-- tutorial's pipeline reading streams spread over every master.
+local cjson = require "cjson"
+local H = require "support.host"
+local native = require "rsghost.native"
+local redis_cluster = require "support.redis_cluster"
+
+-- The tutorial's pipeline (examples/simple-consumer-group.lua) over the
+-- streams {{STREAMS}}, its output list P:out.
+local SCRIPT = [[
+local rsghost = require "rsghost"
+local cjson = require "cjson"
+return {
+  source = { streams = {{STREAMS}}, group = "{{P}}:g", timeout = 0.2{{EXTRA}} },
+  preprocess = function(stream, id, data)
+    data._source = stream
+    data._id = id
+    return cjson.encode(data)
+  end,
+  batch = { size = 50, timeout = 0.1 },
+  retry = { initial = 0.1, max = 0.5 },
+  sink = function(items)
+    rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items))
+  end,
+}
+]]
+
+local function lua_list(names)
+  local q = {}
+  for i, n in ipairs(names) do q[i] = string.format("%q", n) end
+  return "{ " .. table.concat(q, ", ") .. " }"
+end
+
+local function script(t, streams, extra)
+  return H.script(t, SCRIPT, { STREAMS = lua_list(streams), EXTRA = extra or "" })
+end
+
+-- "stream id" of every JSON item in the output list.
+local function sunk(r, out)
+  local got = {}
+  for _, item in ipairs(H.list(r, out)) do
+    local d = cjson.decode(item)
+    got[#got + 1] = d._source .. " " .. d._id
+  end
+  return got
+end
+
+local function add(r, streams, per, from)
+  local want = {}
+  for _, s in ipairs(streams) do
+    local ids = H.xadd_many(r, s, per, function(i) return { "n", (from or 0) + i } end)
+    for _, id in ipairs(ids) do want[#want + 1] = s .. " " .. id end
+  end
+  return want
+end
+
+local function append(a, b)
+  for _, x in ipairs(b) do a[#a + 1] = x end
+  return a
+end
+
+describe("redis+cluster://", function()
+  local c, r
+
+  setup(function()
+    c = redis_cluster.start()
+    r = c.client()
+  end)
+  teardown(function() if c then c.stop() end end)
+  after_each(function() H.cleanup() end)
+
+  local function context(tag)
+    local t = H.context { tag = tag }
+    t.url = c.url
+    t.redis = r
+    return t
+  end
+
+  it("routes keys to the slots the cluster gives them, hash tags included", function()
+    local keys = { "somekey", "foo{hash_tag}", "bar{hash_tag}", "{orders}:eu", "{orders}:us",
+      "foo{}{bar}", "foo{{bar}}zap", "a{b", "", "é", "stream-" .. string.rep("x", 300) }
+    for i = 1, 200 do keys[#keys + 1] = "k" .. i * 7919 end
+    local some = c.masters()[1].client()
+    for _, k in ipairs(keys) do
+      assert.equal(some:call("CLUSTER", "KEYSLOT", k), native.key_slot(k), k)
+    end
+    assert.equal(native.key_slot("{orders}:eu"), native.key_slot("{orders}:us"))
+  end)
+
+  it("reads six streams spread over three masters with two consumers: every message once, nothing pending", function()
+    local t = context("six")
+    local streams = redis_cluster.spread(c, t.prefix, 6)
+    local nodes = {}
+    for _, s in ipairs(streams) do nodes[c.node_of(s).port] = true end
+    local n = 0
+    for _ in pairs(nodes) do n = n + 1 end
+    assert.equal(3, n, "the streams are on every master")
+    local path = script(t, streams)
+    local out, group = t.prefix .. ":out", t.prefix .. ":g"
+    -- Each consumer alone reads all six streams (Redis lists a consumer of
+    -- a stream only once it was given something there)...
+    local want = add(r, streams, 100)
+    local h1 = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = out, n = #want, streams = streams, group = group, hosts = { h1 } })
+    assert.equal(0, h1:stop(), h1:describe())
+    append(want, add(r, streams, 100, 100))
+    local h2 = H.start(t, { script = path, consumer = "c2", redis = c.url })
+    H.wait_sunk(r, { out = out, n = #want, streams = streams, group = group, hosts = { h2 } })
+    for _, s in ipairs(streams) do
+      local names = H.consumers(r, s, group)
+      assert.is_true(names.c1 and names.c2, s)
+    end
+    -- ...and the two together share them: every message once, nothing
+    -- pending, also for what is added while they run.
+    append(want, add(r, streams, 100, 200))
+    h1 = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.eventually(function() return h1:log():find("slot reader: connected", 1, true) end, 60,
+      function() return h1:describe() end)
+    append(want, add(r, streams, 100, 300))
+    H.wait_sunk(r, { out = out, n = #want, streams = streams, group = group, hosts = { h1, h2 } })
+    H.assert_exactly_once(want, sunk(r, out))
+    assert.matches("6 stream%(s%) in 6 slot group%(s%)", h1:log())
+    assert.matches("cluster of 3 masters", h1:log())
+    assert.equal(0, h1:stop(), h1:describe())
+    assert.equal(0, h2:stop(), h2:describe())
+    assert.equal(#want, #sunk(r, out))
+  end)
+
+  it("reads streams that share a hash tag in one slot group, past a seed that is down", function()
+    local t = context("tag")
+    local tag = "{" .. t.prefix .. "}"
+    local streams = { tag .. ":eu", tag .. ":us", tag .. ":asia" }
+    local path = script(t, streams)
+    local want = add(r, streams, 40)
+    -- The first seed named is down: the next one tells the map.
+    local dead = "127.0.0.1:" .. require("support.server").free_port()
+    local url = c.url:gsub("^redis%+cluster://", "redis+cluster://" .. dead .. ",")
+    local h = H.start(t, { script = path, consumer = "c1", redis = url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g",
+      hosts = { h } })
+    H.assert_exactly_once(want, sunk(r, t.prefix .. ":out"))
+    assert.matches("3 stream%(s%) in 1 slot group%(s%)", h:log())
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("goes on through a replica promoted with CLUSTER FAILOVER mid-run", function()
+    local t = context("failover")
+    local streams = redis_cluster.spread(c, t.prefix, 3)
+    local path = script(t, streams)
+    local want = add(r, streams, 100)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.eventually(function() return #H.list(r, t.prefix .. ":out") > 0 end, 60, function() return h:describe() end)
+    -- The master of the first stream hands over to its replica.
+    append(want, add(r, streams, 50, 100))
+    local replica = c.failover(streams[1])
+    assert.equal(replica.port, c.node_of(streams[1]).port)
+    append(want, add(r, streams, 50, 150))
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g",
+      hosts = { h }, timeout = 120 })
+    -- Every message the cluster kept arrived; a failover may deliver one
+    -- twice (at least once), never lose one.
+    local got = H.compare(want, sunk(r, t.prefix .. ":out"))
+    assert.same({}, got.missing)
+    assert.same({}, got.unexpected)
+    assert.matches("a slot changed master", h:log())
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("follows a stream's slot migrated mid-run with redis-cli --cluster reshard", function()
+    local t = context("reshard")
+    local moving = redis_cluster.first_slot_stream(c, t.prefix)
+    local streams = { moving, t.prefix .. ":other" }
+    local path = script(t, streams)
+    local want = add(r, streams, 100)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g", hosts = { h } })
+    local from = c.node_of(moving)
+    local to
+    for _, m in ipairs(c.masters()) do if m.port ~= from.port then to = m end end
+    c.reshard(moving, to, 1)
+    H.eventually(function() return c.node_of(moving).port == to.port end, 60)
+    append(want, add(r, streams, 100, 100))
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g",
+      hosts = { h }, timeout = 120 })
+    local got = H.compare(want, sunk(r, t.prefix .. ":out"))
+    assert.same({}, got.missing)
+    assert.same({}, got.unexpected)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("goes on when a master is killed mid-run and its replica takes over", function()
+    local t = context("kill")
+    local streams = redis_cluster.spread(c, t.prefix, 3)
+    local path = script(t, streams)
+    local want = add(r, streams, 100)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.eventually(function() return #H.list(r, t.prefix .. ":out") > 0 end, 60, function() return h:describe() end)
+    -- The master of a stream (not the one holding the output list) dies.
+    local vs = streams[2]
+    if c.node_of(vs).port == c.node_of(t.prefix .. ":out").port then vs = streams[3] end
+    local victim, replica = c.node_of(vs), assert(c.replica_of(vs))
+    victim.kill()
+    -- Writes go on (the spec's client waits for the replica to take over).
+    append(want, add(r, streams, 50, 100))
+    H.eventually(function() return c.node_of(vs).port == replica.port end, 60)
+    assert.is_true(replica.alive())
+    append(want, add(r, streams, 50, 150))
+    -- Every message the cluster kept arrives, and nothing stays pending.
+    local kept = {}
+    H.eventually(function()
+      kept = {}
+      for _, s in ipairs(streams) do
+        for _, e in ipairs(r:call("XRANGE", s, "-", "+")) do kept[#kept + 1] = s .. " " .. e[1] end
+      end
+      local c2 = H.compare(kept, sunk(r, t.prefix .. ":out"))
+      local pending = 0
+      for _, s in ipairs(streams) do pending = pending + H.xpending(r, s, t.prefix .. ":g").count end
+      return #c2.missing == 0 and pending == 0
+    end, 120, function() return h:describe() end)
+    assert.is_true(#kept >= 300 - 50, "the cluster kept most messages")
+    assert.matches("a slot changed master", h:log())
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("dead-letters into a stream in the source streams' slot, atomically with the ack", function()
+    local t = context("dead")
+    local tag = "{" .. t.prefix .. "}"
+    local streams = { tag .. ":a", tag .. ":b" }
+    local dead = tag .. ":dead"
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+return {
+  source = { streams = {{STREAMS}}, group = "{{P}}:g", timeout = 0.2, dead_letter = "{{DEAD}}" },
+  preprocess = function(stream, id, data)
+    if data.bad then error("cannot take " .. data.bad) end
+    return stream .. " " .. id
+  end,
+  batch = { size = 20, timeout = 0.1 },
+  sink = function(items) rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items)) end,
+}
+]], { STREAMS = lua_list(streams), DEAD = dead })
+    local want, bad = {}, 0
+    for _, s in ipairs(streams) do
+      local ids = H.xadd_many(r, s, 30, function(i) if i % 10 == 0 then return { "bad", i } end return { "n", i } end)
+      for i, id in ipairs(ids) do
+        if i % 10 == 0 then bad = bad + 1 else want[#want + 1] = s .. " " .. id end
+      end
+    end
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g", hosts = { h } })
+    H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+    H.eventually(function() return r:call("XLEN", dead) == bad end, 30, function() return h:describe() end)
+    local entries = r:call("XRANGE", dead, "-", "+")
+    for _, e in ipairs(entries) do
+      local f = {}
+      for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
+      assert.matches("cannot take " .. f.bad, f["rsghost:error"])
+    end
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("dead-letters a message delivered more than max_deliveries times", function()
+    local t = context("maxdel")
+    local tag = "{" .. t.prefix .. "}"
+    local stream, dead, group = tag .. ":s", tag .. ":dead", t.prefix .. ":g"
+    local ids = H.xadd_many(r, stream, 5)
+    -- The first message was delivered twice to c1 already (a read, and a
+    -- re-read of its pending entries), and never acknowledged.
+    r:call("XGROUP", "CREATE", stream, group, "0")
+    r:call("XREADGROUP", "GROUP", group, "c1", "COUNT", 1, "STREAMS", stream, ">")
+    r:call("XREADGROUP", "GROUP", group, "c1", "COUNT", 1, "STREAMS", stream, "0")
+    local path = script(t, { stream }, ", max_deliveries = 2, dead_letter = '" .. dead .. "'")
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = 4, streams = stream, group = group, hosts = { h } })
+    local entries = r:call("XRANGE", dead, "-", "+")
+    assert.equal(1, #entries)
+    local f = {}
+    for i = 1, #entries[1][2], 2 do f[entries[1][2][i]] = entries[1][2][i + 1] end
+    assert.equal(ids[1], f["rsghost:id"])
+    assert.equal("3", f["rsghost:deliveries"])
+    assert.matches("delivered 2 times without being acknowledged", f["rsghost:error"])
+    assert.equal(4, #sunk(r, t.prefix .. ":out"))
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("gives a sink's cross-slot command Redis's own CROSSSLOT error", function()
+    local t = context("cross")
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+return {
+  source = { streams = "{{P}}:s", group = "{{P}}:g", timeout = 0.2 },
+  preprocess = function(stream, id, data) return id end,
+  batch = { size = 1, timeout = 0.1 },
+  retry = { initial = 0.1, max = 0.2 },
+  sink = function(items)
+    local ok, err = pcall(rsghost.redis.call, "MSET", "{{P}}:x1", "1", "{{P}}:x2", "2")
+    rsghost.redis.call("RPUSH", "{{P}}:out", ok and "ok" or tostring(err))
+  end,
+}
+]])
+    H.xadd_many(r, t.prefix .. ":s", 1)
+    -- The two keys are in different slots (the test checks it), so Redis refuses.
+    assert.are_not.equal(native.key_slot(t.prefix .. ":x1"), native.key_slot(t.prefix .. ":x2"))
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = 1, streams = t.prefix .. ":s", group = t.prefix .. ":g", hosts = { h } })
+    assert.matches("CROSSSLOT", H.list(r, t.prefix .. ":out")[1])
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("claims the messages of a consumer killed with -9 on every node (heartbeats)", function()
+    local t = context("claim")
+    local streams = redis_cluster.spread(c, t.prefix, 6)
+    -- c1's sink fails while its block key exists, so what it read stays
+    -- pending under its name, on every master.
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+return {
+  source = { streams = {{STREAMS}}, group = "{{P}}:g", timeout = 0.2,
+             heartbeat_interval = 0.2, claim_timeout = 1.5 },
+  preprocess = function(stream, id, data) return stream .. " " .. id end,
+  batch = { size = 20, timeout = 0.05 },
+  retry = { initial = 0.1, max = 0.2 },
+  sink = function(items)
+    if rsghost.redis.call("EXISTS", "{{P}}:block:" .. rsghost.consumer) == 1 then
+      error("blocked: holding " .. #items .. " message(s)")
+    end
+    rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items))
+  end,
+}
+]], { STREAMS = lua_list(streams) })
+    r:call("SET", t.prefix .. ":block:c1", "1")
+    local want = add(r, streams, 20)
+    local h1 = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    -- Once c1 beats (it is in the group's registry), the spec reads what c1
+    -- has not as c1, so that c1 surely holds messages on every master.
+    local group = t.prefix .. ":g"
+    H.eventually(function()
+      return r:call("HEXISTS", "rsghost:consumers:" .. group, "c1") == 1
+    end, 60, function() return h1:describe() end)
+    for _, s in ipairs(streams) do
+      r:pcall("XGROUP", "CREATE", s, group, "0", "MKSTREAM")
+    end
+    for _, s in ipairs(streams) do
+      r:call("XREADGROUP", "GROUP", group, "c1", "COUNT", 1000, "STREAMS", s, ">")
+      assert.equal(20, H.xpending(r, s, group).consumers.c1, s)
+    end
+    h1:kill()
+    local h2 = H.start(t, { script = path, consumer = "c2", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = #want, streams = streams, group = t.prefix .. ":g",
+      hosts = { h2 }, timeout = 90 })
+    H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+    local claimed = 0
+    for _, line in ipairs(h2:log_lines("claimed %d+ message")) do
+      claimed = claimed + tonumber(line:match("claimed (%d+) message"))
+    end
+    assert.equal(#want, claimed, h2:describe())
+    assert.equal(0, h2:stop(), h2:describe())
+  end)
+
+  it("refuses at start what it cannot do on a cluster yet, with a clear error", function()
+    local t = context("refuse")
+    local path = H.script(t, [[
+return {
+  source = { lists = { "{{P}}:l" } },
+  preprocess = function(list, item) return item end,
+  sink = function(items) end,
+}
+]])
+    local code, _, err = H.run { "--redis", c.url, path, "c1" }
+    assert.equal(2, code, err)
+    assert.matches("a list source is not supported on a Redis Cluster yet", err)
+    path = script(t, { t.prefix .. ":a", t.prefix .. ":b" }, ", dead_letter = '" .. t.prefix .. ":dead'")
+    code, _, err = H.run { "--redis", c.url, path, "c1" }
+    assert.equal(2, code, err)
+    assert.matches("same slot as every source stream", err)
+    code, _, err = H.run { "--redis", c.url .. "/2", path, "c1" }
+    assert.equal(2, code, err)
+    assert.matches("only database 0", err)
+  end)
+
+  it("says so when a node is not in cluster mode", function()
+    local server = require "support.server"
+    local t = context("plain")
+    local srv = server.start()
+    local path = script(t, { t.prefix .. ":s" })
+    local h = H.start(t, { script = path, consumer = "c1", redis = "redis+cluster://127.0.0.1:" .. srv.port })
+    local code = h:wait(30)
+    srv.stop()
+    assert.equal(1, code, h:describe())
+    assert.matches("not a cluster node", h:log())
+  end)
+end)
+
