@@ -495,10 +495,24 @@ int rsgConnCommand(rsgConn *c, redisCallbackFn *fn, void *privdata, int argc, co
     return -1;
 }
 
+/* Whether a command in RESP ("*N\r\n$L\r\nNAME\r\n...") is a subscription:
+ * the cluster router passes SUBSCRIBE on formatted. */
+static int formattedIsSubscribe(const char *cmd, size_t len) {
+    const char *end = cmd + len, *p = memchr(cmd, '\n', len);
+    if (!p || ++p >= end || *p != '$') return 0;
+    long n = strtol(p + 1, NULL, 10);
+    const char *name = memchr(p, '\n', (size_t)(end - p));
+    if (!name || n <= 0 || n >= 16 || ++name + n > end) return 0;
+    char buf[16];
+    memcpy(buf, name, (size_t)n);
+    buf[n] = '\0';
+    return isSubscribe(buf);
+}
+
 int rsgConnFormatted(rsgConn *c, redisCallbackFn *fn, void *privdata, const char *cmd, size_t len) {
     if (c->cluster) return rsgClusterFormatted(c, fn, privdata, cmd, len);
     if (!c->ready || !c->ac || c->dropping) return -1;
-    cmdWrap *w = wrap(c, fn, privdata);
+    cmdWrap *w = formattedIsSubscribe(cmd, len) ? NULL : wrap(c, fn, privdata);
     if (!w) return redisAsyncFormattedCommand(c->ac, fn, privdata, cmd, len) == REDIS_OK ? 0 : -1;
     if (redisAsyncFormattedCommand(c->ac, onWrappedReply, w, cmd, len) == REDIS_OK) return 0;
     free(w);
