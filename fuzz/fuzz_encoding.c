@@ -5,7 +5,8 @@
  * rest is cut into (one read's field strings, converted into one arena).
  * Invariants: rsgUtf8Check agrees with a plain reference validator
  * (Unicode's table of well-formed sequences); a UTF-8 decode is the input
- * itself, any other succeeds only with valid UTF-8 out; ISO-8859-1 always
+ * itself, any other succeeds exactly when plain iconv with unbounded room
+ * succeeds, with the same bytes, which are valid UTF-8; ISO-8859-1 always
  * converts, to the length it must; converted strings never move while
  * later ones are converted (the arena's promise); a reset arena converts
  * the same again; error lines always fit their buffer. */
@@ -63,6 +64,26 @@ static int refValid(const unsigned char *s, size_t len) {
 
 static rsgDecoder decoders[NENC];
 static int ready[NENC];
+static iconv_t reference[NENC]; /* plain iconv, with all the room it wants */
+
+/* The reference conversion of in[0..len) from encodings[e]: 1 and the
+ * UTF-8 in *out (malloc'ed, *outlen bytes) when iconv converts it with an
+ * output buffer far larger than any conversion needs, else 0. */
+static int refConvert(size_t e, const char *in, size_t len, char **out, size_t *outlen) {
+    size_t cap = len * 16 + 16;
+    char *buf = malloc(cap), *src = (char *)in, *dst = buf;
+    size_t srcleft = len, dstleft = cap;
+    FUZZ_CHECK(buf != NULL);
+    iconv(reference[e], NULL, NULL, NULL, NULL);
+    if (iconv(reference[e], &src, &srcleft, &dst, &dstleft) == (size_t)-1 ||
+        iconv(reference[e], NULL, NULL, &dst, &dstleft) == (size_t)-1) {
+        free(buf);
+        return 0;
+    }
+    *out = buf;
+    *outlen = cap - dstleft;
+    return 1;
+}
 
 /* The decoder for encodings[e], made once: iconv_open is slow. NULL when
  * this system's iconv lacks it. */
@@ -70,6 +91,20 @@ static rsgDecoder *decoder(size_t e) {
     if (!ready[e]) {
         char err[128];
         ready[e] = rsgDecoderInit(&decoders[e], encodings[e], err, sizeof(err)) == 0 ? 1 : -1;
+        if (ready[e] == 1 && !decoders[e].utf8) {
+            /* The same converter rsgDecoderInit opened (it is iconv's name
+             * for the encoding that worked there). */
+            reference[e] = iconv_open("UTF-8", encodings[e]);
+            if (reference[e] == (iconv_t)-1) {
+                char squeezed[64];
+                size_t n = 0;
+                for (const char *c = encodings[e]; *c && n + 1 < sizeof(squeezed); c++)
+                    if (*c != '-' && *c != '_') squeezed[n++] = *c;
+                squeezed[n] = '\0';
+                reference[e] = iconv_open("UTF-8", squeezed);
+            }
+            FUZZ_CHECK(reference[e] != (iconv_t)-1);
+        }
     }
     return ready[e] == 1 ? &decoders[e] : NULL;
 }
@@ -105,6 +140,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         char err[160];
         memset(err, 'x', sizeof(err));
         int rc = rsgDecode(d, p, plen, &out[k], &outlen[k], err, sizeof(err));
+        /* Converted exactly when iconv converts it given all the room in
+         * the world, to the same bytes. */
+        if (e != 0) {
+            char *want;
+            size_t wantlen;
+            int ok = refConvert(e, p, plen, &want, &wantlen);
+            FUZZ_CHECK((rc == 0) == ok);
+            if (ok) {
+                FUZZ_CHECK(rc != 0 || (outlen[k] == wantlen && memcmp(out[k], want, wantlen) == 0));
+                free(want);
+            }
+        }
         if (rc != 0) {
             FUZZ_CHECK(rc == -1);
             FUZZ_CHECK(memchr(err, '\0', sizeof(err)) != NULL);

@@ -146,23 +146,34 @@ int rsgDecode(rsgDecoder *d, const char *in, size_t len, const char **out, size_
         *outlen = len;
         return 0;
     }
-    /* UTF-8 needs at most 4 bytes per input byte for any single-byte encoding and
-     * 2 for UTF-16; 4x (plus a little) never runs out. */
+    /* 4 bytes of UTF-8 per input byte (plus a little) is room enough for
+     * nearly every encoding, but not all: TSCII makes up to 12 bytes of one
+     * (a Tamil syllable is several code points). Out of room (E2BIG), the
+     * conversion starts over with twice the room; only an invalid or
+     * incomplete sequence is the input's fault. */
     size_t need = len * 4 + 4;
-    rsgArenaChunk *c = arenaRoom(d, need);
-    if (!c) {
-        snprintf(err, errlen, "out of memory converting from %s", d->name);
-        return -1;
-    }
-    char *src = (char *)in, *dst = c->data + c->used;
-    size_t srcleft = len, dstleft = need;
-    iconv(d->cd, NULL, NULL, NULL, NULL);
-    if (iconv(d->cd, &src, &srcleft, &dst, &dstleft) == (size_t)-1 ||
-        iconv(d->cd, NULL, NULL, &dst, &dstleft) == (size_t)-1) {
-        snprintf(err, errlen, "not valid %s (byte 0x%02x at offset %zu: %s)", d->name,
-                 srcleft ? (unsigned char)*src : 0, (size_t)(src - in),
-                 errno == EILSEQ ? "invalid sequence" : "incomplete sequence");
-        return -1;
+    rsgArenaChunk *c;
+    char *src, *dst;
+    size_t srcleft, dstleft;
+    for (;;) {
+        c = arenaRoom(d, need);
+        if (!c) {
+            snprintf(err, errlen, "out of memory converting from %s", d->name);
+            return -1;
+        }
+        src = (char *)in, dst = c->data + c->used;
+        srcleft = len, dstleft = need;
+        iconv(d->cd, NULL, NULL, NULL, NULL);
+        if (iconv(d->cd, &src, &srcleft, &dst, &dstleft) != (size_t)-1 &&
+            iconv(d->cd, NULL, NULL, &dst, &dstleft) != (size_t)-1)
+            break;
+        if (errno != E2BIG || need > ((size_t)-1) / 4) {
+            snprintf(err, errlen, "not valid %s (byte 0x%02x at offset %zu: %s)", d->name,
+                     srcleft ? (unsigned char)*src : 0, (size_t)(src - in),
+                     errno == EILSEQ ? "invalid sequence" : "incomplete sequence");
+            return -1;
+        }
+        need *= 2;
     }
     *out = c->data + c->used;
     *outlen = need - dstleft;

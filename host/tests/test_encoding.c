@@ -65,10 +65,25 @@ static void invalidInEncodingIsReported(void) {
     CHECK(strstr(err, "no-such-encoding") != NULL);
 }
 
+/* Found by fuzz/fuzz_encoding: one TSCII byte is four code points, 12 bytes
+ * of UTF-8, more than the 4x first tried; it was refused as "incomplete". */
+static void conversionLargerThanFourTimes(void) {
+    rsgDecoder d;
+    char err[128];
+    CHECK(rsgDecoderInit(&d, "TSCII", err, sizeof(err)) == 0);
+    const char *out;
+    size_t len;
+    static const char want[] = "\xe0\xae\xb8\xe0\xaf\x8d\xe0\xae\xb0\xe0\xaf\x80";
+    CHECK(rsgDecode(&d, "\x82", 1, &out, &len, err, sizeof(err)) == 0);
+    CHECK(len == 12 && memcmp(out, want, 12) == 0);
+    rsgDecoderFree(&d);
+}
+
 int main(void) {
     utf8Validation();
     utf8DecoderPassesThrough();
     latin1Converts();
     invalidInEncodingIsReported();
+    conversionLargerThanFourTimes();
     TEST_DONE();
 }
