@@ -64,7 +64,7 @@ static int refValid(const unsigned char *s, size_t len) {
 
 static rsgDecoder decoders[NENC];
 static int ready[NENC];
-static iconv_t reference[NENC]; /* plain iconv, with all the room it wants */
+static char referenceName[NENC][64]; /* iconv's name of encodings[e] */
 
 /* The reference conversion of in[0..len) from encodings[e]: 1 and the
  * UTF-8 in *out (malloc'ed, *outlen bytes) when iconv converts it with an
@@ -74,9 +74,14 @@ static int refConvert(size_t e, const char *in, size_t len, char **out, size_t *
     char *buf = malloc(cap), *src = (char *)in, *dst = buf;
     size_t srcleft = len, dstleft = cap;
     FUZZ_CHECK(buf != NULL);
-    iconv(reference[e], NULL, NULL, NULL, NULL);
-    if (iconv(reference[e], &src, &srcleft, &dst, &dstleft) == (size_t)-1 ||
-        iconv(reference[e], NULL, NULL, &dst, &dstleft) == (size_t)-1) {
+    /* A fresh converter: nothing one string set (a BOM's byte order)
+     * carries over to the next. */
+    iconv_t cd = iconv_open("UTF-8", referenceName[e]);
+    FUZZ_CHECK(cd != (iconv_t)-1);
+    int ok = iconv(cd, &src, &srcleft, &dst, &dstleft) != (size_t)-1 &&
+             iconv(cd, NULL, NULL, &dst, &dstleft) != (size_t)-1;
+    iconv_close(cd);
+    if (!ok) {
         free(buf);
         return 0;
     }
@@ -94,16 +99,17 @@ static rsgDecoder *decoder(size_t e) {
         if (ready[e] == 1 && !decoders[e].utf8) {
             /* The same converter rsgDecoderInit opened (it is iconv's name
              * for the encoding that worked there). */
-            reference[e] = iconv_open("UTF-8", encodings[e]);
-            if (reference[e] == (iconv_t)-1) {
-                char squeezed[64];
+            snprintf(referenceName[e], sizeof(referenceName[e]), "%s", encodings[e]);
+            iconv_t cd = iconv_open("UTF-8", referenceName[e]);
+            if (cd == (iconv_t)-1) {
                 size_t n = 0;
-                for (const char *c = encodings[e]; *c && n + 1 < sizeof(squeezed); c++)
-                    if (*c != '-' && *c != '_') squeezed[n++] = *c;
-                squeezed[n] = '\0';
-                reference[e] = iconv_open("UTF-8", squeezed);
+                for (const char *c = encodings[e]; *c && n + 1 < sizeof(referenceName[e]); c++)
+                    if (*c != '-' && *c != '_') referenceName[e][n++] = *c;
+                referenceName[e][n] = '\0';
+                cd = iconv_open("UTF-8", referenceName[e]);
             }
-            FUZZ_CHECK(reference[e] != (iconv_t)-1);
+            FUZZ_CHECK(cd != (iconv_t)-1);
+            iconv_close(cd);
         }
     }
     return ready[e] == 1 ? &decoders[e] : NULL;
