@@ -86,6 +86,21 @@ static int isUtf8Name(const char *e) {
     return *e == '\0' && strcmp(n, "utf8") == 0;
 }
 
+/* Whether a BOM decides the byte order of encoding (UTF-16, UTF-32, UCS-2,
+ * UCS-4 without LE/BE): glibc's iconv then keeps the order one string's BOM
+ * chose for the strings after it, even across a reset. */
+static int bomDecidesOrder(const char *e) {
+    char n[16];
+    size_t j = 0;
+    for (; *e && j < sizeof(n) - 1; e++)
+        if (*e != '-' && *e != '_') n[j++] = (char)tolower((unsigned char)*e);
+    n[j] = '\0';
+    static const char *const names[] = {"utf16", "utf32", "ucs2", "ucs4", "unicode"};
+    for (size_t i = 0; *e == '\0' && i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(n, names[i]) == 0) return 1;
+    return 0;
+}
+
 int rsgDecoderInit(rsgDecoder *d, const char *encoding, char *err, size_t errlen) {
     memset(d, 0, sizeof(*d));
     d->cd = (iconv_t)-1;
@@ -99,6 +114,7 @@ int rsgDecoderInit(rsgDecoder *d, const char *encoding, char *err, size_t errlen
         snprintf(err, errlen, "unknown encoding '%s' (iconv does not know it)", encoding);
         return -1;
     }
+    d->reopen = bomDecidesOrder(encoding);
     return 0;
 }
 
@@ -146,23 +162,45 @@ int rsgDecode(rsgDecoder *d, const char *in, size_t len, const char **out, size_
         *outlen = len;
         return 0;
     }
-    /* UTF-8 needs at most 4 bytes per input byte for any single-byte encoding and
-     * 2 for UTF-16; 4x (plus a little) never runs out. */
-    size_t need = len * 4 + 4;
-    rsgArenaChunk *c = arenaRoom(d, need);
-    if (!c) {
-        snprintf(err, errlen, "out of memory converting from %s", d->name);
-        return -1;
+    /* 4 bytes of UTF-8 per input byte (plus a little) is room enough for
+     * nearly every encoding, but not all: TSCII makes up to 12 bytes of one
+     * (a Tamil syllable is several code points). Out of room (E2BIG), the
+     * conversion starts over with twice the room; only an invalid or
+     * incomplete sequence is the input's fault. */
+    /* Found by fuzz/fuzz_encoding: one message's BOM must not decide how
+     * the next message's bytes are read. */
+    if (d->reopen) {
+        iconv_t fresh = openConverter(d->name);
+        if (fresh == (iconv_t)-1) {
+            snprintf(err, errlen, "cannot open a converter from %s", d->name);
+            return -1;
+        }
+        iconv_close(d->cd);
+        d->cd = fresh;
     }
-    char *src = (char *)in, *dst = c->data + c->used;
-    size_t srcleft = len, dstleft = need;
-    iconv(d->cd, NULL, NULL, NULL, NULL);
-    if (iconv(d->cd, &src, &srcleft, &dst, &dstleft) == (size_t)-1 ||
-        iconv(d->cd, NULL, NULL, &dst, &dstleft) == (size_t)-1) {
-        snprintf(err, errlen, "not valid %s (byte 0x%02x at offset %zu: %s)", d->name,
-                 srcleft ? (unsigned char)*src : 0, (size_t)(src - in),
-                 errno == EILSEQ ? "invalid sequence" : "incomplete sequence");
-        return -1;
+    size_t need = len * 4 + 4;
+    rsgArenaChunk *c;
+    char *src, *dst;
+    size_t srcleft, dstleft;
+    for (;;) {
+        c = arenaRoom(d, need);
+        if (!c) {
+            snprintf(err, errlen, "out of memory converting from %s", d->name);
+            return -1;
+        }
+        src = (char *)in, dst = c->data + c->used;
+        srcleft = len, dstleft = need;
+        iconv(d->cd, NULL, NULL, NULL, NULL);
+        if (iconv(d->cd, &src, &srcleft, &dst, &dstleft) != (size_t)-1 &&
+            iconv(d->cd, NULL, NULL, &dst, &dstleft) != (size_t)-1)
+            break;
+        if (errno != E2BIG || need > ((size_t)-1) / 4) {
+            snprintf(err, errlen, "not valid %s (byte 0x%02x at offset %zu: %s)", d->name,
+                     srcleft ? (unsigned char)*src : 0, (size_t)(src - in),
+                     errno == EILSEQ ? "invalid sequence" : "incomplete sequence");
+            return -1;
+        }
+        need *= 2;
     }
     *out = c->data + c->used;
     *outlen = need - dstleft;

@@ -16,6 +16,7 @@ typedef struct rsgArenaChunk rsgArenaChunk;
 typedef struct rsgDecoder {
     int utf8;              /* 1: validate only, no conversion */
     iconv_t cd;            /* converter from the source encoding, when !utf8 */
+    int reopen;            /* cd is opened afresh for every string (see rsgDecode) */
     char name[64];         /* encoding name as the user gave it, for messages */
     rsgArenaChunk *chunks; /* converted strings; chunks never move */
 } rsgDecoder;

@@ -139,7 +139,9 @@ int rsgSourceReserve(rsgSource *s, size_t n, size_t nfv) {
         s->deliv = d;
         s->msgs_cap = cap;
     }
-    if (nfv > s->fv_cap) {
+    /* Always an array, even for a read of deleted entries only: the
+     * collect steps point into it (s->fv + used), which NULL may not be. */
+    if (nfv > s->fv_cap || !s->fv) {
         size_t cap = s->fv_cap ? s->fv_cap * 2 : 8192;
         while (cap < nfv)
             cap *= 2;

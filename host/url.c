@@ -26,8 +26,10 @@ static int secretSpans(const char *s, span *spans) {
     /* The userinfo ends at the last '@' before the query; it starts after
      * "://", or, in something that is not quite a URL ("redis//pw@h",
      * "user:pw@h"), after the last '/' before that '@'. A password holding
-     * a raw '/' or '@' is hidden all the same. */
-    size_t end = strcspn(s, "?#"), at = end;
+     * a raw '/' or '@' is hidden all the same. '#' ends nothing here: the
+     * parser refuses it (a fragment means nothing to Redis), and a password
+     * that holds one must be hidden whole, up to its '@' or '&'. */
+    size_t end = strcspn(s, "?"), at = end;
     for (size_t i = 0; i < end; i++)
         if (s[i] == '@') at = i;
     if (at < end) {
@@ -47,9 +49,9 @@ static int secretSpans(const char *s, span *spans) {
     const char *q = s[end] == '?' ? s + end : NULL;
     while (q && n < MAX_SPANS) {
         const char *key = q + 1;
-        size_t klen = strcspn(key, "=&#");
+        size_t klen = strcspn(key, "=&");
         const char *eq = key[klen] == '=' ? key + klen : NULL;
-        const char *vend = eq ? eq + 1 + strcspn(eq + 1, "&#") : key + klen;
+        const char *vend = eq ? eq + 1 + strcspn(eq + 1, "&") : key + klen;
         int secret = 0;
         for (size_t i = 0; i + 8 <= klen && !secret; i++)
             secret = strncasecmp(key + i, "password", 8) == 0;
@@ -290,7 +292,6 @@ static int parseNetwork(parser *p, const char *rest, int mode, rsgRedisUrl *out)
         if (parseAddrList(p, hosts, end, 6379, "cluster nodes", &out->seeds, &out->nseeds))
             return -1;
     }
-    if (*end == '#') return fail(p, "unexpected '#'");
     const char *q = strchr(end, '?');
     size_t plen = q ? (size_t)(q - end) : strlen(end);
     if (mode == URL_SENTINEL) {
@@ -319,6 +320,12 @@ int rsgUrlParse(const char *url, rsgRedisUrl *out, char *err, size_t errlen) {
                    {"redis+cluster://", 0, URL_CLUSTER},
                    {"rediss+cluster://", 1, URL_CLUSTER}};
     int rc = -1;
+    /* Before anything is quoted: a raw '#' (in a password, say) would end
+     * the authority early, and a piece of the password could show as a
+     * "bad port". */
+    if (strchr(url, '#'))
+        return fail(&p, "'#' has no place in a redis URL (in a user name or password, write it "
+                        "as %%23)");
     if (strncmp(url, "unix://", 7) == 0) {
         rc = parseUnix(&p, url + 7, out);
     } else {

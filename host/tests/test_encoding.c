@@ -65,10 +65,43 @@ static void invalidInEncodingIsReported(void) {
     CHECK(strstr(err, "no-such-encoding") != NULL);
 }
 
+/* Found by fuzz/fuzz_encoding: one TSCII byte is four code points, 12 bytes
+ * of UTF-8, more than the 4x first tried; it was refused as "incomplete". */
+static void conversionLargerThanFourTimes(void) {
+    rsgDecoder d;
+    char err[128];
+    CHECK(rsgDecoderInit(&d, "TSCII", err, sizeof(err)) == 0);
+    const char *out;
+    size_t len;
+    static const char want[] = "\xe0\xae\xb8\xe0\xaf\x8d\xe0\xae\xb0\xe0\xaf\x80";
+    CHECK(rsgDecode(&d, "\x82", 1, &out, &len, err, sizeof(err)) == 0);
+    CHECK(len == 12 && memcmp(out, want, 12) == 0);
+    rsgDecoderFree(&d);
+}
+
+/* Found by fuzz/fuzz_encoding: with "utf-16", one string's BOM chose the
+ * byte order of every string after it. Without a BOM, glibc reads UTF-16 in
+ * the machine's order (little-endian on the machines Debian runs rsghost on). */
+static void bomDoesNotCarryOver(void) {
+    rsgDecoder d;
+    char err[128];
+    CHECK(rsgDecoderInit(&d, "utf-16", err, sizeof(err)) == 0);
+    const char *out;
+    size_t len;
+    static const char be[] = {'\xfe', '\xff', '\x00', 'A'}, plain[] = {'B', '\x00'};
+    CHECK(rsgDecode(&d, be, 4, &out, &len, err, sizeof(err)) == 0);
+    CHECK(len == 1 && out[0] == 'A');
+    CHECK(rsgDecode(&d, plain, 2, &out, &len, err, sizeof(err)) == 0);
+    CHECK(len == 1 && out[0] == 'B');
+    rsgDecoderFree(&d);
+}
+
 int main(void) {
     utf8Validation();
     utf8DecoderPassesThrough();
     latin1Converts();
     invalidInEncodingIsReported();
+    conversionLargerThanFourTimes();
+    bomDoesNotCarryOver();
     TEST_DONE();
 }

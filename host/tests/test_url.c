@@ -181,6 +181,27 @@ static void scrubsPasswordInPlace(void) {
     CHECK_STR(c, "redis+sentinel://:**@s/m?sentinel_password=***");
 }
 
+/* Found by fuzz/fuzz_url: the redactor stopped at '#' where the parser did
+ * not, so a password after or holding a '#' showed in errors and in ps. */
+static void hashNeverRevealsPassword(void) {
+    rsgRedisUrl u;
+    char err[256], buf[256];
+    CHECK(rsgUrlParse("redis://:q7#k9@host", &u, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "q7") == NULL && strstr(err, "k9") == NULL && strstr(err, "%23") != NULL);
+    CHECK(rsgUrlParse("redis+sentinel://h/m?sentinel_user=a#&sentinel_password=s3cret", &u, err,
+                      sizeof(err)) == -1);
+    CHECK(strstr(err, "s3cret") == NULL);
+    rsgUrlRedact("redis+sentinel://h/m?sentinel_user=a#&sentinel_password=s3cret", buf,
+                 sizeof(buf));
+    CHECK(strstr(buf, "s3cret") == NULL);
+    char argv[] = "redis://:pa#ss@host";
+    rsgUrlScrub(argv);
+    CHECK_STR(argv, "redis://:*****@host");
+    CHECK(rsgUrlParse("redis://:p%23ss@h", &u, err, sizeof(err)) == 0);
+    CHECK_STR(u.password, "p#ss");
+    rsgUrlFree(&u);
+}
+
 int main(void) {
     parsesFullTcpUrl();
     appliesDefaults();
@@ -191,5 +212,6 @@ int main(void) {
     cluster();
     redactsAnything();
     scrubsPasswordInPlace();
+    hashNeverRevealsPassword();
     TEST_DONE();
 }

@@ -113,9 +113,12 @@ end
 -- `source.timeout` is not confused with `batch.timeout`.
 local function field_line(ctx, parent, name)
   local lines = ctx.lines
-  local pat = "%f[%w_]" .. name .. "%s*=%f[^=]"
+  -- Names are the script's own keys (an unknown one may hold "(" or "%"):
+  -- matched as plain text, never as a pattern.
+  local function literal(s) return (s:gsub("%p", "%%%0")) end
+  local pat = "%f[%w_]" .. literal(name) .. "%s*=%f[^=]"
   if parent then
-    local from = find_line(lines, "%f[%w_]" .. parent .. "%s*=%f[^=]")
+    local from = find_line(lines, "%f[%w_]" .. literal(parent) .. "%s*=%f[^=]")
     local at = from and find_line(lines, pat, from)
     if at then return at end
   end
@@ -124,6 +127,9 @@ end
 
 local function fail(ctx, line, fmt, ...)
   local msg = format("%s:%d: %s", ctx.path, line, format(fmt, ...))
+  -- One line, whatever the script's strings hold: %q writes a newline as
+  -- a backslash and a newline, and a name may hold a raw one.
+  msg = msg:gsub("\\\n", "\\n"):gsub("\n", "\\n")
   error(msg, 0)
 end
 

@@ -224,6 +224,16 @@ describe("rsghost.script", function()
         load_error(FIXTURES .. "typo_source.lua"))
     end)
 
+    -- Found by fuzz/fuzz_script: the key was used as a Lua pattern to find
+    -- its line, and %q left a newline in the one-line message.
+    it("names an unknown key that holds pattern characters or a newline, on one line", function()
+      local err = load_text_error(with_source('{ streams = "s", group = "g", ["s)"] = 1 }'))
+      assert.matches(':%d+: unknown source key "s%)"$', err)
+      err = load_text_error(with_source('{ streams = "s", group = "g" }', '  ["a\\nb"] = 1,\n'))
+      assert.matches(':%d+: unknown key "a\\nb"$', err)
+      assert.is_nil(err:find("\n"))
+    end)
+
     it("names the bad element of a sink list", function()
       assert.equal("spec/fixtures/scripts/bad_sink.lua:5: sink[2] must be a function, got string",
         load_error(FIXTURES .. "bad_sink.lua"))
