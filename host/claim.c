@@ -228,13 +228,19 @@ static void act(rsgClaim *c) {
         rsgDebug("claim round: %d other consumer(s) in group '%s', %d dead", in_group, cfg->group,
                  dead);
     }
+    /* The room under max_in_flight is shared by every claim of the round:
+     * claimed messages count in flight only once they are fed, so each
+     * claim takes its share off here, or a round over many dead consumers
+     * would take max_in_flight from each of them. */
+    long room = rsgSourceRoom(c->source);
     for (int i = 0; i < c->npeers; i++) {
         rsgPeer *p = &c->peers[i];
         if (!p->in_group || !isDead(c, p, now)) continue;
         if (p->pending > 0) {
-            long room = rsgSourceRoom(c->source) / cfg->nstreams;
-            if (room <= 0) continue; /* the next round, when there is room */
-            snprintf(count, sizeof(count), "%ld", room);
+            long share = room / cfg->nstreams;
+            if (share <= 0) continue; /* the next round, when there is room */
+            room -= p->pending < share * cfg->nstreams ? p->pending : share * cfg->nstreams;
+            snprintf(count, sizeof(count), "%ld", share);
             rsgInfo("consumer '%s' looks dead (no heartbeat for claim_timeout %gs); claiming "
                     "its %ld pending message(s)",
                     p->name, cfg->claim_timeout, p->pending);
