@@ -64,6 +64,51 @@ void rsgSourceSetCursor(rsgSource *s, int i, const char *id, size_t len) {
     s->cursor[i] = copy;
 }
 
+void rsgPendingClear(rsgPendingCounts *p) {
+    for (size_t i = 0; i < p->n; i++)
+        free(p->ids[i]);
+    free(p->ids);
+    free(p->counts);
+    p->ids = NULL;
+    p->counts = NULL;
+    p->n = 0;
+}
+
+void rsgPendingTake(rsgPendingCounts *p, const redisReply *reply) {
+    rsgPendingClear(p);
+    size_t n = reply->elements;
+    if (reply->type != REDIS_REPLY_ARRAY || n == 0) return;
+    p->ids = calloc(n, sizeof(char *));
+    p->counts = calloc(n, sizeof(long));
+    if (!p->ids || !p->counts) {
+        rsgPendingClear(p);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *e = reply->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
+            e->element[0]->type != REDIS_REPLY_STRING || e->element[3]->type != REDIS_REPLY_INTEGER)
+            break;
+        if (!(p->ids[i] = strndup(e->element[0]->str, e->element[0]->len))) break;
+        p->counts[i] = (long)e->element[3]->integer;
+        p->n = i + 1;
+    }
+}
+
+void rsgPendingReplayCounts(const rsgPendingCounts *p, const redisReply *list, long *counts) {
+    size_t k = 0;
+    for (size_t j = 0; j < list->elements; j++) {
+        const redisReply *id = list->element[j]->element[0];
+        counts[j] = 1;
+        for (size_t q = k; q < p->n; q++)
+            if (strlen(p->ids[q]) == id->len && memcmp(p->ids[q], id->str, id->len) == 0) {
+                counts[j] = p->counts[q] + 1;
+                k = q + 1;
+                break;
+            }
+    }
+}
+
 int rsgSourceIndex(const rsgSource *s, const char *name, size_t len) {
     for (int i = 0; i < s->cfg->nstreams; i++)
         if (strlen(s->cfg->streams[i]) == len && memcmp(s->cfg->streams[i], name, len) == 0)

@@ -37,10 +37,8 @@ typedef struct slotGroup slotGroup;
 /* XPENDING of one stream for the replay read in flight: ids and counts in
  * id order, copied (a reply lives only during its callback). */
 typedef struct pendingCounts {
-    slotGroup *g; /* back pointer: privdata of the XPENDING */
-    char **ids;   /* pending ids, NULL when none asked or the reply failed */
-    long *counts; /* their times-delivered before the read */
-    size_t n;     /* how many */
+    slotGroup *g;        /* back pointer: privdata of the XPENDING */
+    rsgPendingCounts pc; /* what it said */
 } pendingCounts;
 
 /* One connection of a slot group, allocated per (re)connection: a closing
@@ -64,56 +62,14 @@ struct slotGroup {
     pendingCounts *pend; /* per stream of the group (same order as streams) */
 };
 
-static void pendingClear(pendingCounts *p) {
-    for (size_t i = 0; i < p->n; i++)
-        free(p->ids[i]);
-    free(p->ids);
-    free(p->counts);
-    p->ids = NULL;
-    p->counts = NULL;
-    p->n = 0;
-}
-
 /* XPENDING stream group IDLE 0 (cursor + count consumer. A failed reply
  * leaves no counts: those entries go to Lua as at their first delivery. */
 static void onPending(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     pendingCounts *p = privdata;
     redisReply *reply = r;
-    pendingClear(p);
-    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) return;
-    size_t n = reply->elements;
-    p->ids = calloc(n, sizeof(char *));
-    p->counts = calloc(n, sizeof(long));
-    if (!p->ids || !p->counts) {
-        pendingClear(p);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *e = reply->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
-            e->element[0]->type != REDIS_REPLY_STRING || e->element[3]->type != REDIS_REPLY_INTEGER)
-            break;
-        if (!(p->ids[i] = strndup(e->element[0]->str, e->element[0]->len))) break;
-        p->counts[i] = (long)e->element[3]->integer;
-        p->n = i + 1;
-    }
-}
-
-/* The times-delivered of list's entries (a replay read of one stream) into
- * counts[]: XPENDING's count plus this read; one unknown is 1. */
-static void replayCounts(const pendingCounts *p, const redisReply *list, long *counts) {
-    size_t k = 0;
-    for (size_t j = 0; j < list->elements; j++) {
-        const redisReply *id = list->element[j]->element[0];
-        counts[j] = 1;
-        for (size_t q = k; q < p->n; q++)
-            if (strlen(p->ids[q]) == id->len && memcmp(p->ids[q], id->str, id->len) == 0) {
-                counts[j] = p->counts[q] + 1;
-                k = q + 1;
-                break;
-            }
-    }
+    rsgPendingClear(&p->pc);
+    if (reply) rsgPendingTake(&p->pc, reply);
 }
 
 typedef struct clusterState {
@@ -173,7 +129,7 @@ static void clusterFree(rsgSource *s) {
         for (int k = 0; k < st->ngroups; k++) {
             slotGroup *g = &st->groups[k];
             for (int j = 0; g->pend && j < g->nstreams; j++)
-                pendingClear(&g->pend[j]);
+                rsgPendingClear(&g->pend[j].pc);
             free(g->pend);
             free(g->streams);
         }
@@ -326,7 +282,7 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
         if (g->replaying && si >= 0 && list->elements &&
             (counts = malloc(sizeof(long) * list->elements)))
             for (int j = 0; j < g->nstreams; j++)
-                if (g->streams[j] == si) replayCounts(&g->pend[j], list, counts);
+                if (g->streams[j] == si) rsgPendingReplayCounts(&g->pend[j].pc, list, counts);
         rsgSourceCollect(s, stream->element[0], list, &n, &fvused, counts);
         free(counts);
         if (list->elements && si >= 0) {

@@ -24,11 +24,9 @@
 /* XPENDING of one stream for the replay read in flight: ids and counts in
  * id order, copied (a reply lives only during its callback). */
 typedef struct pendingCounts {
-    rsgSource *s; /* back pointer: privdata of the XPENDING */
-    int stream;   /* index into cfg->streams */
-    char **ids;   /* pending ids, NULL when none asked or the reply failed */
-    long *counts; /* their times-delivered before the read */
-    size_t n;     /* how many */
+    rsgSource *s;        /* back pointer: privdata of the XPENDING */
+    int stream;          /* index into cfg->streams */
+    rsgPendingCounts pc; /* what it said */
 } pendingCounts;
 
 /* The group's own state (s->state). */
@@ -39,16 +37,6 @@ typedef struct groupState {
     int set_up;          /* the group was set up once in this run */
     char **seen;         /* per stream, the last id a live read brought, or NULL */
 } groupState;
-
-static void pendingClear(pendingCounts *p) {
-    for (size_t i = 0; i < p->n; i++)
-        free(p->ids[i]);
-    free(p->ids);
-    free(p->counts);
-    p->ids = NULL;
-    p->counts = NULL;
-    p->n = 0;
-}
 
 /* Groups: "0" is the start of our pending entries. Without replay there is
  * no history to read until we have seen something ourselves. */
@@ -69,7 +57,7 @@ static void groupFree(rsgSource *s) {
     groupState *g = s->state;
     if (g && g->pend) {
         for (int i = 0; i < s->cfg->nstreams; i++)
-            pendingClear(&g->pend[i]);
+            rsgPendingClear(&g->pend[i].pc);
         free(g->pend);
     }
     if (g && g->seen) {
@@ -188,49 +176,14 @@ static void onPending(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     pendingCounts *p = privdata;
     redisReply *reply = r;
-    pendingClear(p);
+    rsgPendingClear(&p->pc);
     if (!reply || p->s->stopped) return;
-    if (reply->type != REDIS_REPLY_ARRAY) {
-        if (reply->type == REDIS_REPLY_ERROR)
-            rsgWarn("XPENDING of stream '%s' failed (%s): its replayed messages' delivery counts "
-                    "are unknown",
-                    p->s->cfg->streams[p->stream], reply->str);
-        return;
-    }
-    size_t n = reply->elements;
-    if (n == 0) return;
-    p->ids = calloc(n, sizeof(char *));
-    p->counts = calloc(n, sizeof(long));
-    if (!p->ids || !p->counts) {
-        pendingClear(p);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *e = reply->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
-            e->element[0]->type != REDIS_REPLY_STRING || e->element[3]->type != REDIS_REPLY_INTEGER)
-            break;
-        if (!(p->ids[i] = strndup(e->element[0]->str, e->element[0]->len))) break;
-        p->counts[i] = (long)e->element[3]->integer;
-        p->n = i + 1;
-    }
-}
-
-/* The times-delivered of the replayed entries in list (one stream of a
- * replay read) into counts[], from that stream's XPENDING: its count plus
- * this read. Both list the same entries in id order; one unknown is 1. */
-static void replayCounts(const pendingCounts *p, const redisReply *list, long *counts) {
-    size_t k = 0;
-    for (size_t j = 0; j < list->elements; j++) {
-        const redisReply *id = list->element[j]->element[0];
-        counts[j] = 1;
-        for (size_t q = k; q < p->n; q++)
-            if (strlen(p->ids[q]) == id->len && memcmp(p->ids[q], id->str, id->len) == 0) {
-                counts[j] = p->counts[q] + 1;
-                k = q + 1;
-                break;
-            }
-    }
+    if (reply->type == REDIS_REPLY_ERROR)
+        rsgWarn("XPENDING of stream '%s' failed (%s): its replayed messages' delivery counts "
+                "are unknown",
+                p->s->cfg->streams[p->stream], reply->str);
+    else
+        rsgPendingTake(&p->pc, reply);
 }
 
 static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
@@ -268,7 +221,7 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
         int si = rsgSourceIndex(s, st->element[0]->str, st->element[0]->len);
         long *counts = NULL;
         if (replay && si >= 0 && list->elements && (counts = malloc(sizeof(long) * list->elements)))
-            replayCounts(&g->pend[si], list, counts);
+            rsgPendingReplayCounts(&g->pend[si].pc, list, counts);
         rsgSourceCollect(s, st->element[0], list, &n, &fvused, counts);
         free(counts);
         if (list->elements && si >= 0) {

@@ -41,6 +41,29 @@ void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *
  * written out first, so Redis works on it while Lua runs. */
 void rsgSourceDeliver(rsgSource *s, int n, int kick);
 
+/* A replay's delivery counts (source.max_deliveries): one stream's XPENDING
+ * (extended form: [[id, consumer, idle, count]...]), asked just before the
+ * replay read, so that the read's entries reach Lua with Redis's
+ * times-delivered. The group and cluster kinds keep one per stream. */
+typedef struct rsgPendingCounts {
+    char **ids;   /* pending ids, NULL when none asked or the reply failed */
+    long *counts; /* their times-delivered before the read */
+    size_t n;     /* how many */
+} rsgPendingCounts;
+
+/* Frees what p holds and leaves it empty. */
+void rsgPendingClear(rsgPendingCounts *p);
+
+/* Replaces p's counts with those of an XPENDING array reply; a malformed
+ * entry ends the list there, and out of memory leaves none (those entries
+ * then count as at their first delivery). */
+void rsgPendingTake(rsgPendingCounts *p, const redisReply *reply);
+
+/* counts[j]: the times-delivered of list's entry j (one stream of a replay
+ * read): XPENDING's count plus this read, 1 when unknown. Both list the
+ * same entries in id order. */
+void rsgPendingReplayCounts(const rsgPendingCounts *p, const redisReply *list, long *counts);
+
 /* Index of a configured stream/list by name, or -1. */
 int rsgSourceIndex(const rsgSource *s, const char *name, size_t len);
 
