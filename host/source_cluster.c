@@ -384,26 +384,6 @@ static void clusterRead(rsgSource *s) {
     }
 }
 
-static void clusterAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
-    int argc = n + 3;
-    const char **argv = malloc(sizeof(char *) * (size_t)argc);
-    size_t *lens = malloc(sizeof(size_t) * (size_t)argc);
-    int ok = argv && lens;
-    if (ok) {
-        argv[0] = "XACK", lens[0] = 4;
-        argv[1] = stream.p, lens[1] = stream.len;
-        argv[2] = s->cfg->group, lens[2] = strlen(s->cfg->group);
-        for (int i = 0; i < n; i++)
-            argv[i + 3] = ids[i].p, lens[i + 3] = ids[i].len;
-        /* The ack queue's connection is a router: XACK goes to the
-         * stream's master, and is resent after a failover. */
-        ok = rsgAckPush(s->ack, argc, argv, lens, n) == 0;
-    }
-    free(argv);
-    free(lens);
-    if (!ok) rsgError("out of memory queueing acks: %d message(s) stay pending", n);
-}
-
 /* A slot changed master: replay every pending entry of ours from the
  * start, as the acks the old master took may be missing on the new one. */
 static void clusterRewind(rsgSource *s) {
@@ -427,7 +407,7 @@ const rsgSourceType rsgSourceClusterGroup = {
     .init = clusterInit,
     .setup = clusterSetup,
     .read = clusterRead,
-    .ack = clusterAck,
+    .ack = rsgSourceXack,
     .rewind = clusterRewind,
     .stop = clusterStop,
     .free = clusterFree,

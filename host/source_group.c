@@ -299,27 +299,6 @@ static void groupRead(rsgSource *s) {
     if (argv != stackv) free(argv);
 }
 
-static void groupAck(rsgSource *s, rsgStr stream, int n, const rsgStr *ids) {
-    const char *sargv[259];
-    size_t slens[259];
-    int argc = n + 3;
-    const char **argv = argc <= 259 ? sargv : malloc(sizeof(char *) * (size_t)argc);
-    size_t *lens = argc <= 259 ? slens : malloc(sizeof(size_t) * (size_t)argc);
-    int ok = argv && lens;
-    if (ok) {
-        argv[0] = "XACK", lens[0] = 4;
-        argv[1] = stream.p, lens[1] = stream.len;
-        argv[2] = s->cfg->group, lens[2] = strlen(s->cfg->group);
-        for (int i = 0; i < n; i++)
-            argv[i + 3] = ids[i].p, lens[i + 3] = ids[i].len;
-        ok = rsgAckPush(s->ack, argc, argv, lens, n) == 0;
-    }
-    if (ok) rsgDebug("acking %d message(s) of stream '%.*s'", n, (int)stream.len, stream.p);
-    if (argv != sargv) free(argv);
-    if (lens != slens) free(lens);
-    if (!ok) rsgError("out of memory queueing acks: %d message(s) stay pending", n);
-}
-
 /* A failover: replay every pending entry of ours from the start. */
 static void groupRewind(rsgSource *s) {
     rsgInfo("the master changed: replaying all pending messages of this consumer, as acks the "
@@ -336,7 +315,7 @@ const rsgSourceType rsgSourceGroup = {
     .init = groupInit,
     .setup = groupSetup,
     .read = groupRead,
-    .ack = groupAck,
+    .ack = rsgSourceXack,
     .rewind = groupRewind,
     .free = groupFree,
 };

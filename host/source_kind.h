@@ -41,6 +41,11 @@ void rsgSourceCollect(rsgSource *s, const redisReply *stream, const redisReply *
  * written out first, so Redis works on it while Lua runs. */
 void rsgSourceDeliver(rsgSource *s, int n, int kick);
 
+/* Queues one XACK of ids on stream for the group (the group and cluster
+ * kinds' ack): kept and resent in order by the ack queue, whose
+ * connection routes it to the stream's master on a cluster. */
+void rsgSourceXack(rsgSource *s, rsgStr stream, int n, const rsgStr *ids);
+
 /* A replay's delivery counts (source.max_deliveries): one stream's XPENDING
  * (extended form: [[id, consumer, idle, count]...]), asked just before the
  * replay read, so that the read's entries reach Lua with Redis's
