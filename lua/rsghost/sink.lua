@@ -199,6 +199,23 @@ function M.redis_list(key, opts)
   end
 end
 
+-- An item's fields into argv after position k, as XADD takes them: a
+-- table's pairs, or any other item as the field data. Returns the position
+-- of the last one written. where and name word the error for item i.
+local function put_fields(argv, k, item, i, where, name)
+  if type(item) ~= "table" then
+    argv[k + 1], argv[k + 2] = "data", item
+    return k + 2
+  end
+  local at = k
+  for field, value in pairs(item) do
+    argv[k + 1], argv[k + 2] = field, value
+    k = k + 2
+  end
+  if k == at then error(format("%s: %s: item %d is an empty table", where, name, i), 0) end
+  return k
+end
+
 -- Each item appended to the stream `key` with its own XADD, all sent at once:
 -- a table item gives its fields, any other item is stored as the field
 -- "data". opts.maxlen caps the stream (MAXLEN ~ n; approximate = false for an
@@ -253,17 +270,7 @@ function M.redis_stream(key, opts)
         local item = items[i]
         argv[a + 1] = ids[i]
         local at = a + 2
-        local k = at
-        if type(item) == "table" then
-          for field, value in pairs(item) do
-            argv[k + 1], argv[k + 2] = field, value
-            k = k + 2
-          end
-          if k == at then error(format("%s: %s: item %d is an empty table", where, name, i), 0) end
-        else
-          argv[k + 1], argv[k + 2] = "data", item
-          k = k + 2
-        end
+        local k = put_fields(argv, at, item, i, where, name)
         argv[at] = k - at
         a = k
       end
@@ -281,16 +288,7 @@ function M.redis_stream(key, opts)
       local item = items[i]
       local argv = new_table(nhead + 2, 0)
       for j = 1, nhead do argv[j] = head[j] end
-      local k = nhead
-      if type(item) == "table" then
-        for field, value in pairs(item) do
-          argv[k + 1], argv[k + 2] = field, value
-          k = k + 2
-        end
-        if k == nhead then error(format("%s: %s: item %d is an empty table", where, name, i), 0) end
-      else
-        argv[k + 1], argv[k + 2] = "data", item
-      end
+      put_fields(argv, nhead, item, i, where, name)
       cmds[i] = argv
     end
     local replies, err = pipeline(cmds)
