@@ -284,6 +284,67 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("lists dead letters and redrives them with rsghost dead-letters and redrive", function()
+    local t = context("redrive")
+    local tag = "{" .. t.prefix .. "}"
+    local stream, dead, group, out = tag .. ":s", tag .. ":dead", t.prefix .. ":g", t.prefix .. ":out"
+    -- The flag and the output list hash elsewhere: the commands are routed.
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local fixed = false
+local function refresh() fixed = rsghost.redis.call("GET", "{{P}}:fixed") == "1" end
+return {
+  source = { streams = "{{S}}", group = "{{P}}:g", timeout = 0.2, dead_letter = "{{DEAD}}" },
+  init = function() refresh(); rsghost.every(0.1, refresh) end,
+  preprocess = function(stream, id, data)
+    if data.bad and not fixed then error("cannot take " .. data.n) end
+    return data.n
+  end,
+  batch = { size = 20, timeout = 0.05 },
+  sink = function(items) rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items)) end,
+}
+]], { S = stream, DEAD = dead })
+    H.xadd_many(r, stream, 20, function(i)
+      if i % 5 == 0 then return { "n", i, "bad", "1" } end
+      return { "n", i }
+    end)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = out, n = 16, streams = stream, group = group, hosts = { h } })
+    H.eventually(function() return r:call("XLEN", dead) == 4 end, 30, function() return h:describe() end)
+    -- The seed named first is not the dead-letter stream's master.
+    local seed
+    for _, m in ipairs(c.masters()) do
+      if m.port ~= c.node_of(dead).port then seed = m end
+    end
+    local url = "redis+cluster://127.0.0.1:" .. seed.port
+    local code, listed, err = H.run { "dead-letters", "--redis", url, "--json", path }
+    assert.equal(0, code, err)
+    local errors = {}
+    for line in listed:gmatch("[^\n]+") do
+      local o = cjson.decode(line)
+      assert.equal(stream, o.stream)
+      errors[#errors + 1] = o.error:match("cannot take %d+$")
+    end
+    assert.same({ "cannot take 5", "cannot take 10", "cannot take 15", "cannot take 20" }, errors)
+    -- Fixed: redrive moves them back; the running consumer takes them.
+    r:call("SET", t.prefix .. ":fixed", "1")
+    H.sleep(0.3)
+    local moved
+    code, moved, err = H.run { "redrive", "--redis", url, path }
+    assert.equal(0, code, err)
+    assert.matches("moved 4 dead letter%(s%)", err)
+    local n = 0
+    for _ in moved:gmatch("%-> [^\n]+ %d+%-%d+\n") do n = n + 1 end
+    assert.equal(4, n, moved)
+    H.wait_sunk(r, { out = out, n = 20, streams = stream, group = group, hosts = { h } })
+    local want = {}
+    for i = 1, 20 do want[i] = tostring(i) end
+    H.assert_exactly_once(want, H.list(r, out))
+    assert.equal(0, r:call("XLEN", dead))
+    assert.equal(0, H.xpending(r, stream, group).count)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("gives a sink's cross-slot command Redis's own CROSSSLOT error", function()
     local t = context("cross")
     local path = H.script(t, [[
