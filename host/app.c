@@ -749,7 +749,7 @@ int rsgAppRun(const rsgOptions *opts) {
         if (opts->command == RSG_CMD_STATUS)
             snprintf(err, sizeof(err), "status is not supported on a Redis Cluster yet");
         if (opts->command == RSG_CMD_STATUS ||
-            rsgSourceClusterCheck(&app.src, err, sizeof(err)) != 0) {
+            rsgSourceClusterCheck(&app.src, app.consumer, err, sizeof(err)) != 0) {
             fprintf(stderr, "%s: %s\n", opts->script, err);
             goto out;
         }

@@ -413,12 +413,13 @@ const rsgSourceType rsgSourceClusterGroup = {
     .free = clusterFree,
 };
 
-int rsgSourceClusterCheck(const rsgSourceConfig *cfg, char *err, size_t errlen) {
-    if (cfg->kind != RSG_SOURCE_GROUP) {
+int rsgSourceClusterCheck(const rsgSourceConfig *cfg, const char *consumer, char *err,
+                          size_t errlen) {
+    const char *noun = rsgSourceTypeOf(cfg->kind)->key_type;
+    if (cfg->kind == RSG_SOURCE_STREAMS) {
         snprintf(err, errlen,
-                 "a %s source is not supported on a Redis Cluster yet: only a consumer group "
-                 "(source.group) is",
-                 rsgSourceTypeOf(cfg->kind)->key_type);
+                 "plain streams (source.streams without a group) are not supported on a Redis "
+                 "Cluster yet: a consumer group (source.group) or lists are");
         return -1;
     }
     if (cfg->dead_letter) {
@@ -430,10 +431,29 @@ int rsgSourceClusterCheck(const rsgSourceConfig *cfg, char *err, size_t errlen) 
             if (slot == dl) continue;
             snprintf(err, errlen,
                      "source.dead_letter: on a Redis Cluster the dead-letter stream must be in "
-                     "the same slot as every source stream, so that dead-lettering and the ack "
+                     "the same slot as every source %s, so that dead-lettering and the ack "
                      "stay one atomic script; '%s' (slot %d) and '%s' (slot %d) are not: give "
                      "them one hash tag, e.g. '{%s}' and '{%s}:dead'",
-                     cfg->dead_letter, dl, cfg->streams[i], slot, cfg->streams[i], cfg->streams[i]);
+                     noun, cfg->dead_letter, dl, cfg->streams[i], slot, cfg->streams[i],
+                     cfg->streams[i]);
+            return -1;
+        }
+    }
+    if (cfg->kind == RSG_SOURCE_LISTS && cfg->reliable) {
+        /* The move into the processing list is one script over both keys. */
+        for (int i = 0; i < cfg->nstreams; i++) {
+            char proc[1024];
+            const char *list = cfg->streams[i];
+            rsgSourceListsProcessing(proc, sizeof(proc), consumer, list);
+            int a = rsgClusterKeySlot(list, strlen(list)),
+                b = rsgClusterKeySlot(proc, strlen(proc));
+            if (a == b) continue;
+            snprintf(err, errlen,
+                     "source.reliable: on a Redis Cluster a list and its processing list '%s' "
+                     "must be in one slot, so that moving an item stays atomic; '%s' (slot %d) "
+                     "and it (slot %d) are not: give the list a hash tag, e.g. '{%s}'%s",
+                     proc, list, a, b, list,
+                     strchr(consumer, '{') ? ", and no '{' in the consumer name" : "");
             return -1;
         }
     }

@@ -345,6 +345,97 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  -- A list pipeline: each item to P:out, failing while P:block exists.
+  local LISTS = [[
+local rsghost = require "rsghost"
+return {
+  source = { lists = {{LISTS}}, timeout = 0.2{{EXTRA}} },
+  preprocess = function(list, item) return list .. " " .. item end,
+  batch = { size = 20, timeout = 0.05 },
+  retry = { initial = 0.1, max = 0.3 },
+  sink = function(items)
+    if rsghost.redis.call("EXISTS", "{{P}}:block") == 1 then error("blocked") end
+    rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items))
+  end,
+}
+]]
+
+  local function push(lists, per, from)
+    local want = {}
+    for _, l in ipairs(lists) do
+      local items = {}
+      for i = 1, per do items[i] = "i" .. ((from or 0) + i) end
+      r:call("RPUSH", l, unpack(items))
+      for _, it in ipairs(items) do want[#want + 1] = l .. " " .. it end
+    end
+    return want
+  end
+
+  local function wait_out(t, n, hosts)
+    H.eventually(function() return r:call("LLEN", t.prefix .. ":out") >= n end, 90, function()
+      local d = { "out has " .. r:call("LLEN", t.prefix .. ":out") .. ", want " .. n }
+      for _, h in ipairs(hosts) do d[#d + 1] = h:describe() end
+      return table.concat(d, "\n")
+    end)
+  end
+
+  it("reads lists spread over every master, each item once", function()
+    local t = context("lists")
+    local lists = redis_cluster.spread(c, t.prefix, 6)
+    local path = H.script(t, LISTS, { LISTS = lua_list(lists), EXTRA = "" })
+    local want = push(lists, 50)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    wait_out(t, #want, { h })
+    append(want, push(lists, 50, 50))
+    wait_out(t, #want, { h })
+    H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+    assert.matches("6 list%(s%) in 6 slot group%(s%)", h:log())
+    for _, l in ipairs(lists) do assert.equal(0, r:call("LLEN", l)) end
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("keeps a reliable list's items through kill -9, in processing lists in each list's slot", function()
+    local t = context("reliable")
+    -- Three lists on three masters, and two that share one slot group.
+    local lists = redis_cluster.spread(c, t.prefix, 3, true)
+    lists[4] = "{" .. t.prefix .. ":pair}:a"
+    lists[5] = "{" .. t.prefix .. ":pair}:b"
+    local path = H.script(t, LISTS, { LISTS = lua_list(lists), EXTRA = ", reliable = true" })
+    r:call("SET", t.prefix .. ":block", "1")
+    local want = push(lists, 30)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    -- Every item moved into a processing list, none sunk: kill -9.
+    H.eventually(function()
+      for _, l in ipairs(lists) do
+        if r:call("LLEN", l) ~= 0 then return false end
+      end
+      return true
+    end, 60, function() return h:describe() end)
+    h:kill()
+    local held = 0
+    for _, l in ipairs(lists) do
+      local proc = "rsghost:processing:c1:" .. l
+      assert.equal(native.key_slot(l), native.key_slot(proc))
+      held = held + r:call("LLEN", proc)
+    end
+    assert.equal(#want, held)
+    assert.equal(0, r:call("LLEN", t.prefix .. ":out"))
+    -- Restarted, unblocked: what the dead run held is processed, and more.
+    r:call("DEL", t.prefix .. ":block")
+    h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    append(want, push(lists, 30, 30))
+    wait_out(t, #want, { h })
+    H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+    assert.matches("5 list%(s%) in 4 slot group%(s%)", h:log())
+    H.eventually(function()
+      for _, l in ipairs(lists) do
+        if r:call("LLEN", "rsghost:processing:c1:" .. l) ~= 0 then return false end
+      end
+      return true
+    end, 30, function() return h:describe() end)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("gives a sink's cross-slot command Redis's own CROSSSLOT error", function()
     local t = context("cross")
     local path = H.script(t, [[
@@ -419,18 +510,19 @@ return {
     assert.equal(0, h2:stop(), h2:describe())
   end)
 
-  it("refuses at start what it cannot do on a cluster yet, with a clear error", function()
+  it("refuses at start what it cannot do on a cluster, with a clear error", function()
     local t = context("refuse")
     local path = H.script(t, [[
 return {
-  source = { lists = { "{{P}}:l" } },
+  source = { lists = { "{{P}}:l" }, reliable = true },
   preprocess = function(list, item) return item end,
   sink = function(items) end,
 }
 ]])
     local code, _, err = H.run { "--redis", c.url, path, "c1" }
     assert.equal(2, code, err)
-    assert.matches("a list source is not supported on a Redis Cluster yet", err)
+    assert.matches("must be in one slot", err)
+    assert.matches("give the list a hash tag", err)
     path = script(t, { t.prefix .. ":a", t.prefix .. ":b" }, ", dead_letter = '" .. t.prefix .. ":dead'")
     code, _, err = H.run { "--redis", c.url, path, "c1" }
     assert.equal(2, code, err)
