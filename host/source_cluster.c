@@ -416,12 +416,6 @@ const rsgSourceType rsgSourceClusterGroup = {
 int rsgSourceClusterCheck(const rsgSourceConfig *cfg, const char *consumer, char *err,
                           size_t errlen) {
     const char *noun = rsgSourceTypeOf(cfg->kind)->key_type;
-    if (cfg->kind == RSG_SOURCE_STREAMS) {
-        snprintf(err, errlen,
-                 "plain streams (source.streams without a group) are not supported on a Redis "
-                 "Cluster yet: a consumer group (source.group) or lists are");
-        return -1;
-    }
     if (cfg->dead_letter) {
         /* The dead letter and the ack are one script: on a cluster its keys
          * must share a slot, so that one node runs it atomically. */

@@ -436,6 +436,47 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("reads plain streams on every master from checkpoints, and resumes after them", function()
+    local t = context("plain")
+    local streams = redis_cluster.spread(c, t.prefix, 6)
+    local cp, out = t.prefix .. ":cp", t.prefix .. ":out"
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+return {
+  source = { streams = {{STREAMS}}, start = "0", checkpoint = "{{P}}:cp", timeout = 0.2 },
+  preprocess = function(stream, id, data) return stream .. " " .. id end,
+  batch = { size = 50, timeout = 0.05 },
+  sink = function(items) rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items)) end,
+}
+]], { STREAMS = lua_list(streams) })
+    local want = add(r, streams, 100)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    wait_out(t, #want, { h })
+    append(want, add(r, streams, 50, 100))
+    wait_out(t, #want, { h })
+    assert.matches("6 stream%(s%) in 6 slot group%(s%)", h:log())
+    -- The checkpoint names every stream's last id once the batches are sunk.
+    local last = {}
+    for _, s in ipairs(streams) do last[s] = r:call("XREVRANGE", s, "+", "-", "COUNT", 1)[1][1] end
+    H.eventually(function()
+      for _, s in ipairs(streams) do
+        if r:call("HGET", cp, s) ~= last[s] then return false end
+      end
+      return true
+    end, 30, function() return h:describe() end)
+    assert.equal(0, h:stop(), h:describe())
+    -- Stopped: more arrives; a restart takes only what came after the checkpoint.
+    append(want, add(r, streams, 40, 150))
+    h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    wait_out(t, #want, { h })
+    assert.matches("resuming after checkpoint", h:log())
+    H.sleep(0.5)
+    assert.equal(0, h:stop(), h:describe())
+    local got = {}
+    for _, item in ipairs(H.list(r, out)) do got[#got + 1] = item end
+    H.assert_exactly_once(want, got)
+  end)
+
   it("gives a sink's cross-slot command Redis's own CROSSSLOT error", function()
     local t = context("cross")
     local path = H.script(t, [[
