@@ -127,8 +127,27 @@ static int askSentinels(const rsgRedisUrl *u, char *host, size_t hostlen, int *p
     return -1;
 }
 
+/* A cluster's first seed that answers, with every seed's reason in err
+ * when none does. */
+static redisContext *dialSeed(const rsgRedisUrl *u, char *err, size_t errlen) {
+    size_t used = 0;
+    err[0] = '\0';
+    for (int i = 0; i < u->nseeds; i++) {
+        char where[300], why[768];
+        snprintf(where, sizeof(where), "cluster node %s:%d", u->seeds[i].host, u->seeds[i].port);
+        dialTarget d = {u->seeds[i].host, u->seeds[i].port, NULL, u->tls,
+                        u->user,          u->password,      0,    where};
+        redisContext *c = dial(&d, why, sizeof(why));
+        if (c) return c;
+        int n = snprintf(err + used, errlen - used, "%s%s", used ? "; " : "", why);
+        if (n > 0) used += (size_t)n < errlen - used ? (size_t)n : errlen - used - 1;
+    }
+    return NULL;
+}
+
 redisContext *rsgDialMaster(const rsgRedisUrl *u, char *err, size_t errlen) {
     char where[512], host[256];
+    if (u->cluster) return dialSeed(u, err, errlen);
     rsgUrlFormat(u, where, sizeof(where));
     dialTarget d = {u->host, u->port, u->path, u->tls, u->user, u->password, u->db, where};
     if (u->nsentinels) {

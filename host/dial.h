@@ -14,8 +14,9 @@
 
 #include "url.h"
 
-/* Connects to u's master. Returns the connection (redisFree it), or NULL
- * with a reason in err. */
+/* Connects to u's master; for a cluster, to the first seed that answers
+ * (for what any node serves: SUBSCRIBE, as a PUBLISH reaches every node).
+ * Returns the connection (redisFree it), or NULL with a reason in err. */
 redisContext *rsgDialMaster(const rsgRedisUrl *u, char *err, size_t errlen);
 
 /* Sends one command (lens NULL: C strings). Returns its reply, or NULL with

@@ -477,6 +477,41 @@ return {
     H.assert_exactly_once(want, got)
   end)
 
+  it("shows a group's status over streams on every master with rsghost status", function()
+    local t = context("status")
+    local streams = redis_cluster.spread(c, t.prefix, 3)
+    local group = t.prefix .. ":g"
+    local path = script(t, streams, ", heartbeat_interval = 0.2, claim_timeout = 30")
+    add(r, streams, 11)
+    -- d1 holds one message on each master, never acked, and keeps no liveness key.
+    for _, s in ipairs(streams) do
+      r:call("XGROUP", "CREATE", s, group, "0")
+      r:call("XREADGROUP", "GROUP", group, "d1", "COUNT", 1, "STREAMS", s, ">")
+    end
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = 30, streams = streams, group = group, hosts = { h },
+      pending = 3 })
+    H.eventually(function() return r:call("HEXISTS", "rsghost:consumers:" .. group, "c1") == 1 end, 30,
+      function() return h:describe() end)
+    local code, out, err = H.run { "status", "--json", "--redis", c.url, path }
+    assert.equal(0, code, err)
+    assert.is_nil(err:find("not listening", 1, true), err)
+    local st = cjson.decode(out)
+    assert.equal(group, st.group)
+    assert.equal(3, #st.streams)
+    for i, row in ipairs(st.streams) do
+      assert.equal(streams[i], row.stream)
+      assert.equal(11, row.length)
+      assert.equal(1, row.pending)
+    end
+    local byname = {}
+    for _, cr in ipairs(st.consumers) do byname[cr.name] = cr end
+    assert.same({ "alive", 0, true }, { byname.c1.state, byname.c1.pending, byname.c1.liveness_key })
+    assert.equal(3, byname.d1.pending)
+    assert.is_false(byname.d1.liveness_key)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("gives a sink's cross-slot command Redis's own CROSSSLOT error", function()
     local t = context("cross")
     local path = H.script(t, [[
