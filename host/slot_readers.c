@@ -137,6 +137,12 @@ int rsgSlotReaderSend(rsgSlotReader *g, redisCallbackFn *fn, long asked, int arg
     return 0;
 }
 
+int rsgSlotReaderCommand(rsgSlotReader *g, redisCallbackFn *fn, void *privdata, int argc,
+                         const char **argv) {
+    if (!g->rc) return -1;
+    return rsgConnCommand(&g->rc->conn, fn, privdata, argc, argv, NULL);
+}
+
 rsgSlotReader *rsgSlotReaderOf(void *privdata) {
     readerConn *rc = privdata;
     rsgSlotReader *g = rc->g;

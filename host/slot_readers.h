@@ -9,7 +9,7 @@
  * whatever the number of nodes.
  *
  * This module owns those connections for the kinds that read on a cluster
- * (source_streams.c, source_lists.c): it groups the keys, opens each
+ * (source_cluster.c, source_streams.c, source_lists.c): it groups the keys, opens each
  * group's connection to the master rsgClusterNodeUrl names, and when one
  * is lost or its read is redirected (the map changed under it) it drops it
  * and asks the router (s->conn) to learn the map again; the router's ready
@@ -65,6 +65,12 @@ int rsgSlotReaderIdle(const rsgSlotReader *g);
  * 0, or -1 (nothing sent). */
 int rsgSlotReaderSend(rsgSlotReader *g, redisCallbackFn *fn, long asked, int argc,
                       const char **argv);
+
+/* Sends a command that is not a read on g's connection, ahead of the next
+ * read (replies come in order: the group kind's XPENDING before a replay
+ * read). Returns 0, or -1 (nothing sent). */
+int rsgSlotReaderCommand(rsgSlotReader *g, redisCallbackFn *fn, void *privdata, int argc,
+                         const char **argv);
 
 /* In a read's callback: the group whose read it was, with its read marked
  * done (busy and asked cleared), or NULL when the connection it went on was
