@@ -12,7 +12,12 @@
 
 #define MAX_HOPS 5 /* redirections one command may follow */
 
+/* While a master cannot be reached the map is asked for this often: the
+ * cluster may fail it over, and its slots then have a master again. */
+#define DOWN_REFRESH_TICKS 4
+
 typedef struct rsgCluster rsgCluster;
+typedef struct request request;
 
 /* One node's connection. The rsgConn comes first: its callbacks get the
  * rsgConn and find the node by a cast. conn.data is the router's data, so a
@@ -26,6 +31,9 @@ typedef struct clusterNode {
     int probe;       /* opened only to ask a seed for the map */
     int subscribed;  /* carries a subscription: no other command may go on it */
     int closed;      /* rsgConnClose called */
+    int unreachable; /* logged as unreachable, not ready since */
+    request *parked; /* commands waiting for this master to be ready, in order */
+    request *parked_tail;
 } clusterNode;
 
 struct rsgCluster {
@@ -39,22 +47,49 @@ struct rsgCluster {
     int ticks;           /* refresh ticks since the last map */
     int changed;         /* a slot changed master since the router was last ready */
     int closing;         /* rsgClusterClose was called */
+    request *failed;     /* fail_fast commands whose error reply is due (next tick) */
+    request *failed_tail;
 };
 
-typedef struct request {
+struct request {
     rsgCluster *cl;
     redisCallbackFn *fn; /* the caller's, may be NULL */
     void *privdata;
     char *cmd; /* RESP form, owned */
     size_t len;
-    int hops; /* redirections followed */
-} request;
+    int hops;      /* redirections followed */
+    int slot;      /* the slot it routes by, -1: none */
+    request *next; /* in a node's parked list or the failed list */
+};
 
 static void askMap(rsgCluster *cl);
 
 static void requestFree(request *q) {
     free(q->cmd);
     free(q);
+}
+
+static void requestAppend(request **head, request **tail, request *q) {
+    q->next = NULL;
+    if (*tail)
+        (*tail)->next = q;
+    else
+        *head = q;
+    *tail = q;
+}
+
+/* Gives every request of the list the NULL reply of a lost connection (the
+ * caller resends, as after any loss) and frees them. The list is detached
+ * first: a callback may send again. */
+static void requestsLost(request **head, request **tail) {
+    request *q = *head;
+    *head = *tail = NULL;
+    while (q) {
+        request *next = q->next;
+        if (q->fn) q->fn(NULL, NULL, q->privdata);
+        requestFree(q);
+        q = next;
+    }
 }
 
 /* ---- Node connections ---- */
@@ -78,21 +113,69 @@ static clusterNode *ownerNode(rsgCluster *cl, int slot) {
     return findNode(cl, cl->map.nodes[i].host, cl->map.nodes[i].port);
 }
 
-static int allMastersReady(rsgCluster *cl) {
+/* A master whose connection failed at least once since it was last ready
+ * (refused, reset, or a handshake that timed out: a stopped process). */
+static int nodeDown(const clusterNode *n) {
+    return !n->conn.ready && n->conn.attempt > 0;
+}
+
+/* 1 when at least one master is ready and every other one is either ready
+ * or down: the router does not wait for a master it cannot reach (its
+ * slots wait, the others work), only for those still connecting. */
+static int mastersSettled(rsgCluster *cl) {
     int any = 0;
     for (int i = 0; i < cl->nnodes; i++) {
         clusterNode *n = cl->nodes[i];
         if (n->closed || !n->master) continue;
-        if (!n->conn.ready) return 0;
-        any = 1;
+        if (!n->conn.ready && !nodeDown(n)) return 0;
+        any |= n->conn.ready;
     }
     return any;
 }
 
+/* The slots of master n as "a-b c-d" (at most len bytes), for the log. */
+static void slotRanges(const rsgCluster *cl, const clusterNode *n, char *buf, size_t len) {
+    int k = rsgClusterMapFind(&cl->map, n->url.host, n->url.port);
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int s = 0; k >= 0 && s < RSG_CLUSTER_SLOTS && used + 1 < len; s++) {
+        if (cl->map.owner[s] != k || (s > 0 && cl->map.owner[s - 1] == k)) continue;
+        int e = s;
+        while (e + 1 < RSG_CLUSTER_SLOTS && cl->map.owner[e + 1] == k)
+            e++;
+        int w = snprintf(buf + used, len - used, "%s%d-%d", used ? " " : "", s, e);
+        if (w < 0 || (size_t)w >= len - used) break;
+        used += (size_t)w;
+    }
+}
+
+/* Logs each master that is down, once until it is ready again. Returns how
+ * many are down. */
+static int logUnreachable(rsgCluster *cl) {
+    int down = 0;
+    for (int i = 0; i < cl->nnodes; i++) {
+        clusterNode *n = cl->nodes[i];
+        if (n->closed || !n->master || !nodeDown(n)) continue;
+        down++;
+        if (n->unreachable) continue;
+        n->unreachable = 1;
+        char slots[128];
+        slotRanges(cl, n, slots, sizeof(slots));
+        rsgWarn("redis %s: cannot reach master %s:%d (slots %s): what is in its slots waits "
+                "until it is back or the cluster fails it over",
+                cl->router->name, n->url.host, n->url.port, slots);
+    }
+    return down;
+}
+
+static void onTick(uv_timer_t *t);
+
 static void routerReady(rsgCluster *cl) {
     rsgConn *c = cl->router;
-    if (c->ready || cl->closing || !cl->have_map || !allMastersReady(cl)) return;
-    uv_timer_stop(&c->timer);
+    if (c->ready || cl->closing || !cl->have_map || !mastersSettled(cl)) return;
+    /* With a master down the tick goes on: it asks the map now and then,
+     * in case the cluster fails that master over. */
+    if (logUnreachable(cl) == 0 && !cl->failed) uv_timer_stop(&c->timer);
     c->ready = 1;
     c->moved = c->was_ready && cl->changed;
     cl->changed = 0;
@@ -108,12 +191,41 @@ static void routerReady(rsgCluster *cl) {
     if (c->on_ready) c->on_ready(c);
 }
 
+/* Gives the fail_fast commands due their error reply: on a tick, never
+ * inside the rsgConnCommand that routed them. */
+static void deliverFailed(rsgCluster *cl) {
+    request *q = cl->failed;
+    cl->failed = cl->failed_tail = NULL;
+    while (q) {
+        request *next = q->next;
+        char msg[128];
+        snprintf(msg, sizeof(msg), "CLUSTERDOWN the master of slot %d cannot be reached", q->slot);
+        redisReply err = {.type = REDIS_REPLY_ERROR, .str = msg, .len = strlen(msg)};
+        if (q->fn && !cl->closing) q->fn(NULL, &err, q->privdata);
+        if (q->fn && cl->closing) q->fn(NULL, NULL, q->privdata);
+        requestFree(q);
+        q = next;
+    }
+}
+
 static void onTick(uv_timer_t *t) {
     rsgConn *c = t->data;
     rsgCluster *cl = c->cluster;
-    if (!cl || cl->closing || c->ready) return;
-    cl->ticks++;
-    askMap(cl);
+    if (!cl || cl->closing) return;
+    if (cl->failed) deliverFailed(cl);
+    if (!c->ready) {
+        cl->ticks++;
+        askMap(cl);
+        return;
+    }
+    int down = 0;
+    for (int i = 0; i < cl->nnodes; i++)
+        down += !cl->nodes[i]->closed && cl->nodes[i]->master && nodeDown(cl->nodes[i]);
+    if (!down) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    if (++cl->ticks % DOWN_REFRESH_TICKS == 0) askMap(cl);
 }
 
 /* The router is no longer ready: tell the owner, and learn the map again
@@ -128,10 +240,28 @@ static void routerLost(rsgCluster *cl) {
     if (was && c->on_lost) c->on_lost(c);
 }
 
+static int sendTo(clusterNode *n, request *q, int asking);
+
 static void onNodeReady(rsgConn *nc) {
     clusterNode *n = (clusterNode *)nc;
     rsgCluster *cl = n->cl;
     if (cl->closing) return;
+    if (n->unreachable) {
+        n->unreachable = 0;
+        rsgInfo("redis %s: master %s:%d can be reached again", cl->router->name, n->url.host,
+                n->url.port);
+    }
+    /* What waited for this master goes out now, in the order it came. */
+    request *q = n->parked;
+    n->parked = n->parked_tail = NULL;
+    while (q) {
+        request *next = q->next;
+        if (sendTo(n, q, 0) != 0) {
+            if (q->fn) q->fn(NULL, NULL, q->privdata);
+            requestFree(q);
+        }
+        q = next;
+    }
     if (n->probe || !cl->have_map) askMap(cl);
     routerReady(cl);
 }
@@ -170,6 +300,8 @@ static void closeNode(clusterNode *n) {
     n->closed = 1;
     n->master = 0;
     rsgConnClose(&n->conn);
+    /* No longer a master (or shutting down): what waited for it is lost. */
+    requestsLost(&n->parked, &n->parked_tail);
 }
 
 /* Copies the router's URL for host:port into *u. Returns 0 or -1. */
@@ -280,6 +412,9 @@ static void onSlots(redisAsyncContext *ac, void *r, void *privdata) {
         return;
     }
     applyMap(cl, &m);
+    /* Learnt while ready (a master was down): a slot that changed master
+     * is set up anew, as after any failover. */
+    if (cl->router->ready && cl->changed) routerLost(cl);
     routerReady(cl);
 }
 
@@ -335,8 +470,6 @@ void rsgClusterRefresh(rsgConn *c) {
 }
 
 /* ---- Commands ---- */
-
-static int sendTo(clusterNode *n, request *q, int asking);
 
 static void onRequestReply(redisAsyncContext *ac, void *r, void *privdata) {
     request *q = privdata;
@@ -418,14 +551,25 @@ static int route(rsgConn *c, redisCallbackFn *fn, void *privdata, char *cmd, siz
                 n = cl->nodes[i];
     }
     request *q = malloc(sizeof(*q));
-    if (!n || !n->conn.ready || n->subscribed || !q) {
+    if (!n || n->subscribed || !q || (!n->conn.ready && slot < 0)) {
         /* A slot no master serves (a failover under way): not ready. */
         free(q);
         free(cmd);
         if (n == NULL && slot >= 0) routerLost(cl);
         return -1;
     }
-    *q = (request){cl, fn, privdata, cmd, len, 0};
+    *q = (request){cl, fn, privdata, cmd, len, 0, slot, NULL};
+    if (!n->conn.ready) {
+        /* Its master cannot be reached (or is reconnecting): the command
+         * waits for it, or with fail_fast gets an error on the next tick. */
+        if (c->fail_fast && nodeDown(n)) {
+            requestAppend(&cl->failed, &cl->failed_tail, q);
+            uv_timer_start(&c->timer, onTick, 0, RSG_CLUSTER_REFRESH_MS);
+        } else {
+            requestAppend(&n->parked, &n->parked_tail, q);
+        }
+        return 0;
+    }
     if (sendTo(n, q, 0) != 0) {
         requestFree(q);
         return -1;
@@ -469,6 +613,7 @@ void rsgClusterClose(rsgConn *c) {
     if (!cl) return;
     c->cluster = NULL;
     cl->closing = 1;
+    deliverFailed(cl);
     if (cl->nnodes == 0) {
         rsgClusterMapFree(&cl->map);
         free(cl->nodes);
@@ -486,6 +631,12 @@ int rsgClusterNodeUrl(const rsgConn *c, int slot, rsgRedisUrl *out) {
     int i = cl && cl->have_map ? rsgClusterMapOwner(&cl->map, slot) : -1;
     if (i < 0) return -1;
     return nodeUrl(c->url, cl->map.nodes[i].host, cl->map.nodes[i].port, out);
+}
+
+int rsgClusterSlotReady(const rsgConn *c, int slot) {
+    rsgCluster *cl = c->cluster;
+    clusterNode *n = cl ? ownerNode(cl, slot) : NULL;
+    return n && n->conn.ready;
 }
 
 int rsgClusterMasters(const rsgConn *c) {

@@ -5,9 +5,21 @@
  * connected to) and opens one plain rsgConn per master. Each command goes
  * to the master of its first key's slot (cluster_map.h); a command without
  * a key goes to any master. The router is ready when it has a map and every
- * master's connection is ready; its on_ready, on_lost and on_fatal fire as
- * a single connection's would, so callers (acks, the script's commands,
- * setup) need not know they talk to a cluster:
+ * master's connection is either ready or down (its last attempt failed:
+ * refused, reset, or a handshake that timed out), at least one ready; its
+ * on_ready, on_lost and on_fatal fire as a single connection's would, so
+ * callers (acks, the script's commands, setup) need not know they talk to
+ * a cluster:
+ *
+ *  - A command for a slot whose master is down waits in the router (in
+ *    order, per master) and goes out when that master is ready again; if
+ *    the map drops that master (a failover) it gets the NULL reply of a
+ *    lost connection, and the caller resends as after any loss. With
+ *    c->fail_fast it gets a "-CLUSTERDOWN ..." error reply instead, on the
+ *    next turn of the loop (for setup that must not wait for every node).
+ *    While a master is down the map is asked for every
+ *    DOWN_REFRESH_TICKS ticks: when it changed, the router goes through
+ *    on_lost and on_ready (moved set), as after a failover.
  *
  *  - "-MOVED slot host:port": the command is sent again there when that
  *    node is a master we are connected to (a migrated slot), and the map
@@ -63,6 +75,10 @@ void rsgClusterRefresh(rsgConn *c);
  * the router's credentials and TLS, for a connection of the caller's own.
  * Returns 0, or -1 when no master is known for it (or out of memory). */
 int rsgClusterNodeUrl(const rsgConn *c, int slot, rsgRedisUrl *out);
+
+/* 1 when the router's connection to the master of slot is ready: a
+ * command for it goes out at once rather than waiting. */
+int rsgClusterSlotReady(const rsgConn *c, int slot);
 
 /* The number of masters in the map (0 before one is known). */
 int rsgClusterMasters(const rsgConn *c);

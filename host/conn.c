@@ -207,10 +207,12 @@ static void onHandshakeReply(redisAsyncContext *ac, void *r, void *privdata) {
         else
             snprintf(msg, sizeof(msg), "redis %s failed: %s", step, reply->str);
         c->closing = 1; /* fatal: do not loop on a wrong password */
+        uv_timer_stop(&c->timer);
         fatal(c, msg);
         return;
     }
     if (--c->handshake_left > 0) return;
+    uv_timer_stop(&c->timer); /* the connect timeout */
     c->ready = 1;
     c->attempt = 0;
     /* A different server than last time: whatever the old one took but had
@@ -234,8 +236,8 @@ static void onHandshakeReply(redisAsyncContext *ac, void *r, void *privdata) {
 static void onConnect(const redisAsyncContext *ac, int status) {
     rsgConn *c = ac->data;
     if (!c || c->ac != ac) return;
-    uv_timer_stop(&c->timer);
     if (status != REDIS_OK) {
+        uv_timer_stop(&c->timer);
         char where[256];
         describe(c, where, sizeof(where));
         /* Log the first failure as a warning, then quieter: a redis that is
@@ -246,7 +248,10 @@ static void onConnect(const redisAsyncContext *ac, int status) {
         scheduleRetry(c);
         return;
     }
-    /* The handshake was queued right after connect; its replies decide. */
+    /* The handshake was queued right after connect; its replies decide.
+     * The connect timeout keeps running until they are in: a server that
+     * accepts but never answers (a stopped process: the kernel still
+     * completes the TCP handshake) must not hold the attempt forever. */
 }
 
 static void onDisconnect(const redisAsyncContext *ac, int status) {

@@ -66,6 +66,8 @@ struct rsgConn {
     int failed_over;            /* dropped for -READONLY: the next ready counts as moved */
     unsigned readonly;          /* consecutive -READONLY drops: the backoff of a plain URL */
     struct rsgCluster *cluster; /* redis+cluster: the router's state (cluster.h), else NULL */
+    int fail_fast; /* a cluster router: a command for a slot whose master cannot be reached gets
+                      a CLUSTERDOWN error reply instead of waiting for it (set before start) */
 };
 
 /* Sets the connection up and starts connecting. The callbacks and data must be

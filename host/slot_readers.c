@@ -64,10 +64,13 @@ static void onConnReady(rsgConn *c) {
     rsgSlotReader *g = rc->g;
     if (!g || g->rs->s->stopped) return;
     rsgSlotReaders *rs = g->rs;
-    if (rs->waiting > 0 && --rs->waiting == 0 && rs->ready)
-        rs->ready(rs->s);
-    else if (rs->waiting == 0)
+    if (rs->prepare) rs->prepare(g);
+    if (g->counted) {
+        g->counted = 0;
+        if (--rs->waiting == 0 && rs->ready) rs->ready(rs->s);
+    } else if (rs->waiting == 0) {
         rsgSourceKick(rs->s);
+    }
 }
 
 /* A group's connection went: the map may have changed under it (a
@@ -111,7 +114,13 @@ static int connectOne(rsgSlotReader *g) {
 
 void rsgSlotReadersConnect(rsgSlotReaders *rs, void (*ready)(rsgSource *s)) {
     rs->ready = ready;
-    rs->waiting = rs->n;
+    rs->waiting = 0;
+    for (int k = 0; k < rs->n; k++) {
+        rsgSlotReader *g = &rs->r[k];
+        /* Only the groups whose master answers now hold up the start. */
+        g->counted = rsgClusterSlotReady(rs->s->conn, g->slot);
+        rs->waiting += g->counted;
+    }
     for (int k = 0; k < rs->n; k++) {
         if (connectOne(&rs->r[k]) != 0) {
             const rsgSlotReader *g = &rs->r[k];
@@ -121,6 +130,7 @@ void rsgSlotReadersConnect(rsgSlotReaders *rs, void (*ready)(rsgSource *s)) {
             return;
         }
     }
+    if (rs->waiting == 0 && ready) ready(rs->s);
 }
 
 int rsgSlotReaderIdle(const rsgSlotReader *g) {

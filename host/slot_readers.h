@@ -38,6 +38,7 @@ typedef struct rsgSlotReader {
     uv_timer_t wait;                         /* rsgSlotReaderWait's timer */
     int wait_open;                           /* wait initialised and not yet closed */
     void (*waited)(struct rsgSlotReader *g); /* called when the wait ends */
+    int counted;                             /* counted in rs->waiting: not ready yet */
 } rsgSlotReader;
 
 struct rsgSlotReaders {
@@ -46,15 +47,22 @@ struct rsgSlotReaders {
     int n;                       /* how many */
     int waiting;                 /* connections not ready yet since rsgSlotReadersConnect */
     void (*ready)(rsgSource *s); /* every connection is ready (once per connect) */
+    /* Called each time a group's connection becomes ready, before any read
+     * goes on it (the kind's per-group setup, pipelined ahead), or NULL. */
+    void (*prepare)(rsgSlotReader *g);
 };
 
 /* Groups s->cfg->streams (streams or lists: `noun` in the log line) by slot.
  * Returns 0, or -1 out of memory (rsgSlotReadersFree cleans up). */
 int rsgSlotReadersInit(rsgSlotReaders *rs, rsgSource *s, const char *noun);
 
-/* (Re)opens every group's connection; ready(s) once all are ready. A
- * connection that comes back later kicks the source. With no master for a
- * slot, the router learns the map again (and setup runs again). */
+/* (Re)opens every group's connection; ready(s) once those whose master
+ * the router reaches now are ready (at once when there are none). A group
+ * whose master cannot be reached keeps trying on its own connection; when
+ * it (or any connection) becomes ready later, rs->prepare runs and the
+ * source is kicked, so the slots with a reachable master are read
+ * meanwhile. With no master for a slot, the router learns the map again
+ * (and setup runs again). */
 void rsgSlotReadersConnect(rsgSlotReaders *rs, void (*ready)(rsgSource *s));
 
 /* 1 when g may send a read: connected, ready, not busy. */

@@ -9,8 +9,13 @@
  * whatever the number of nodes: a blocked connection carries nothing else,
  * and two blocking reads on one connection would wait for each other.
  *
- * Everything that is not a blocking read - TYPE, XGROUP CREATE, XACK -
- * goes through s->conn and the ack queue's connection, both routers
+ * The consumer group is created on each group's own connection, ahead of
+ * its first read there (prepareGroup). A master that cannot be reached
+ * holds up only its own slot groups: the others are read meanwhile, and
+ * its groups are set up and read once their connection is ready.
+ *
+ * Everything else that is not a blocking read - TYPE, XACK - goes
+ * through s->conn and the ack queue's connection, both routers
  * (cluster.h) that send each command to its key's master and follow
  * MOVED and ASK. Any trouble on a slot group's connection (lost, MOVED,
  * ASK) makes the reader router learn the map again; when it is ready it
@@ -65,6 +70,9 @@ static int clusterInit(rsgSource *s) {
     const rsgSourceConfig *cfg = s->cfg;
     if (!(s->state = st = calloc(1, sizeof(*st)))) return -1;
     if (rsgSlotReadersInit(&st->readers, s, "stream") != 0) return -1;
+    /* Setup (TYPE) must not wait for a master that cannot be reached: its
+     * slot groups set themselves up once their own connection is ready. */
+    s->conn->fail_fast = 1;
     if (!(st->ex = calloc((size_t)st->readers.n, sizeof(groupExtra)))) return -1;
     for (int k = 0; k < st->readers.n; k++)
         if (!(st->ex[k].pend = calloc((size_t)st->readers.r[k].nkeys, sizeof(rsgPendingCounts))))
@@ -109,22 +117,37 @@ static void onGroupCreated(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
     redisReply *reply = r;
-    if (!reply || s->stopped) return; /* lost: setup runs again when the router is back */
-    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0) {
-        rsgSourceFatal(s, "cannot create consumer group '%s': %s", s->cfg->group, reply->str);
+    rsgClusterRedirect d;
+    if (!reply || s->stopped || reply->type != REDIS_REPLY_ERROR) return;
+    if (strncmp(reply->str, "BUSYGROUP", 9) == 0) return;
+    /* The slot moved or its master is going: the read pipelined behind
+     * this gets the same error and has the map learnt again. */
+    if (rsgClusterParseRedirect(reply->str, reply->len, &d) ||
+        strncmp(reply->str, "CLUSTERDOWN", 11) == 0 || strncmp(reply->str, "TRYAGAIN", 8) == 0 ||
+        strncmp(reply->str, "READONLY", 8) == 0)
         return;
+    rsgSourceFatal(s, "cannot create consumer group '%s': %s", s->cfg->group, reply->str);
+}
+
+/* A group's connection is ready: its streams' consumer group is created
+ * there (MKSTREAM; BUSYGROUP when it exists), ahead of the first read on
+ * it. On the group's own connection rather than the router, so that a
+ * slot whose master could not be reached at start is set up when it can
+ * be, without holding up the others. */
+static void prepareGroup(rsgSlotReader *g) {
+    rsgSource *s = g->rs->s;
+    for (int j = 0; j < g->nkeys; j++) {
+        int i = g->keys[j];
+        const char *argv[] = {"XGROUP",      "CREATE",          s->cfg->streams[i],
+                              s->cfg->group, s->cfg->starts[i], "MKSTREAM"};
+        rsgSlotReaderCommand(g, onGroupCreated, s, 6, argv);
     }
-    if (--s->setup_left == 0)
-        rsgSlotReadersConnect(&((clusterState *)s->state)->readers, beginReading);
 }
 
 static void clusterSetup(rsgSource *s) {
-    s->setup_left = s->cfg->nstreams;
-    for (int i = 0; i < s->cfg->nstreams; i++) {
-        const char *argv[] = {"XGROUP",      "CREATE",          s->cfg->streams[i],
-                              s->cfg->group, s->cfg->starts[i], "MKSTREAM"};
-        if (rsgConnCommand(s->conn, onGroupCreated, s, 6, argv, NULL) != 0) return;
-    }
+    clusterState *st = s->state;
+    st->readers.prepare = prepareGroup;
+    rsgSlotReadersConnect(&st->readers, beginReading);
 }
 
 static void onRead(redisAsyncContext *ac, void *r, void *privdata) {

@@ -144,6 +144,54 @@ describe("redis+cluster://", function()
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("reads the streams of the masters it reaches while one is stopped, the rest once it is back", function()
+    local t = context("down")
+    local streams = redis_cluster.spread(c, t.prefix, 6)
+    local out, group = t.prefix .. ":out", t.prefix .. ":g"
+    -- A master that does not hold the output list stops before the host
+    -- starts; the node timeout is long enough that the cluster does not
+    -- fail it over meanwhile (its slots have no reachable master).
+    local victim
+    for _, m in ipairs(c.masters()) do
+      if m.port ~= c.node_of(out).port then victim = m end
+    end
+    local up, down, want = {}, {}, add(r, streams, 50)
+    for _, s in ipairs(streams) do
+      local list = c.node_of(s).port == victim.port and down or up
+      list[#list + 1] = s
+    end
+    assert.equal(2, #down)
+    for _, srv in ipairs(c.servers) do srv.client():call("CONFIG", "SET", "cluster-node-timeout", "120000") end
+    victim.proc:signal("STOP")
+    local stopped = true
+    finally(function()
+      if stopped then victim.proc:signal("CONT") end
+      for _, srv in ipairs(c.servers) do srv.client():call("CONFIG", "SET", "cluster-node-timeout", "2000") end
+    end)
+    local h = H.start(t, { script = H.script(t, SCRIPT, { STREAMS = lua_list(streams), EXTRA = "" }),
+      consumer = "c1", redis = c.url })
+    -- The streams on the other masters are processed, all of them...
+    local function sunk_from(list)
+      local on = {}
+      for _, s in ipairs(list) do on[s] = true end
+      local n = 0
+      for _, x in ipairs(sunk(r, out)) do
+        if on[x:match("^(%S+)")] then n = n + 1 end
+      end
+      return n
+    end
+    H.eventually(function() return sunk_from(up) == 4 * 50 end, 60, function() return h:describe() end)
+    assert.equal(0, sunk_from(down))
+    assert.matches("cannot reach master " .. victim.host .. ":" .. victim.port, h:log())
+    -- ...and those of the stopped one once it is back, nothing pending.
+    victim.proc:signal("CONT")
+    stopped = false
+    H.wait_sunk(r, { out = out, n = #want, streams = streams, group = group, hosts = { h }, timeout = 120 })
+    H.assert_exactly_once(want, sunk(r, out))
+    assert.matches("master " .. victim.host .. ":" .. victim.port .. " can be reached again", h:log())
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("goes on through a replica promoted with CLUSTER FAILOVER mid-run", function()
     local t = context("failover")
     local streams = redis_cluster.spread(c, t.prefix, 3)
