@@ -4,6 +4,7 @@
 local cjson = require "cjson"
 local H = require "support.host"
 local native = require "rsghost.native"
+local proc = require "support.proc"
 local redis_cluster = require "support.redis_cluster"
 
 -- The tutorial's pipeline (examples/simple-consumer-group.lua) over the
@@ -558,6 +559,58 @@ return {
     assert.equal(3, byname.d1.pending)
     assert.is_false(byname.d1.liveness_key)
     assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("keeps rsghost status --watch right while a slot migrates under its session (ASK, then MOVED)", function()
+    local t = context("watchmove")
+    local stream = redis_cluster.first_slot_stream(c, t.prefix)
+    local slot = native.key_slot(stream)
+    local group = t.prefix .. ":g"
+    local path = script(t, { stream })
+    add(r, { stream }, 5)
+    r:call("XGROUP", "CREATE", stream, group, "0")
+    local dir = require("support.server").tmpdir("watchmove")
+    local p = proc.spawn { argv = { H.bin, "status", "--json", "--watch", "0.2", "--redis", c.url, path },
+      env = { RSGHOST_REDIS_URL = false }, stdout = dir .. "/out", stderr = dir .. "/err" }
+    finally(function() if p:alive() then p:kill() end end)
+    -- The session learnt the map once; each refresh is one more round of
+    -- commands on it. The last refresh's stream length, once it is n:
+    local function shows(n)
+      H.eventually(function()
+        local last
+        for line in proc.slurp(dir .. "/out"):gmatch("[^\n]+") do last = line end
+        local ok, st = pcall(cjson.decode, last or "")
+        return ok and st.streams[1].length == n
+      end, 60, function() return proc.slurp(dir .. "/out"):sub(-300) .. proc.slurp(dir .. "/err") end)
+    end
+    shows(5)
+    -- The slot starts moving to another master and the stream goes first:
+    -- its old master answers -ASK for it, the map still names that master.
+    local from = c.node_of(stream)
+    local to
+    for _, m in ipairs(c.masters()) do if m.port ~= from.port then to = m end end
+    to.client():call("CLUSTER", "SETSLOT", slot, "IMPORTING", c.id_of(from))
+    from.client():call("CLUSTER", "SETSLOT", slot, "MIGRATING", c.id_of(to))
+    from.client():call("MIGRATE", to.host, to.port, "", 0, 5000, "KEYS", stream)
+    local ok, err = from.client():pcall("XLEN", stream)
+    assert.matches("^ASK " .. slot .. " ", tostring(err or ok))
+    add(r, { stream }, 3, 5)
+    shows(8)
+    -- The refreshes go on asking there (ASKING, then the command) without
+    -- the spec's client.
+    local asked = H.command_calls(to.client(), "asking")
+    H.eventually(function() return H.command_calls(to.client(), "asking") > asked end, 30)
+    -- The move ends: every master says the slot is the new one's, and the
+    -- session's map is stale (its old master answers -MOVED).
+    for _, m in ipairs(c.masters()) do m.client():call("CLUSTER", "SETSLOT", slot, "NODE", c.id_of(to)) end
+    H.eventually(function() return c.node_of(stream).port == to.port end, 60)
+    ok, err = from.client():pcall("XLEN", stream)
+    assert.matches("^MOVED " .. slot .. " ", tostring(err or ok))
+    add(r, { stream }, 2, 8)
+    shows(10)
+    -- One session throughout: a refresh that failed would have said so and dialled again.
+    assert.equal("", proc.slurp(dir .. "/err"))
+    p:kill()
   end)
 
   it("gives a sink's cross-slot command Redis's own CROSSSLOT error", function()
