@@ -485,6 +485,70 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("dead-letters poison items of lists into a stream in their slot, out of the processing list atomically", function()
+    local t = context("listdead")
+    -- On a master that is not the first seed, so that the script goes
+    -- where its slot is rather than where the host first connected.
+    local tag, i = nil, 0
+    repeat
+      i = i + 1
+      tag = "{" .. t.prefix .. ":jobs" .. i .. "}"
+    until c.node_of(tag).port ~= c.servers[1].port
+    local lists, dead = { tag .. ":a", tag .. ":b" }, tag .. ":dead"
+    assert.equal(native.key_slot(lists[1]), native.key_slot(dead))
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+return {
+  source = { lists = {{LISTS}}, reliable = true, timeout = 0.2, dead_letter = "{{DEAD}}" },
+  preprocess = function(list, item)
+    if item:find("^poison") then error("cannot take " .. item) end
+    return list .. " " .. item
+  end,
+  batch = { size = 20, timeout = 0.05 },
+  sink = function(items) rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items)) end,
+}
+]], { LISTS = lua_list(lists), DEAD = dead })
+    local want, poison = {}, {}
+    for _, l in ipairs(lists) do
+      local items = {}
+      for i = 1, 40 do
+        items[i] = (i % 10 == 0 and "poison-" or "i") .. i
+        if i % 10 == 0 then poison[#poison + 1] = l .. " " .. items[i] else want[#want + 1] = l .. " " .. items[i] end
+      end
+      r:call("RPUSH", l, unpack(items))
+    end
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    wait_out(t, #want, { h })
+    local function processing()
+      local n = 0
+      for _, l in ipairs(lists) do n = n + r:call("LLEN", "rsghost:processing:c1:" .. l) end
+      return n
+    end
+    H.eventually(function() return r:call("XLEN", dead) == #poison and processing() == 0 end, 60,
+      function() return h:describe() end)
+    H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+    -- Each poison item once in the dead-letter stream, naming its list and
+    -- the error; none left in a processing list or in its list.
+    local got = {}
+    for _, f in ipairs(H.dead_letters(r, dead)) do
+      got[#got + 1] = f["rsghost:list"] .. " " .. f.item
+      assert.matches("cannot take poison%-%d+$", f["rsghost:error"])
+      assert.equal("c1", f["rsghost:consumer"])
+    end
+    H.assert_exactly_once(poison, got)
+    for _, l in ipairs(lists) do assert.equal(0, r:call("LLEN", l)) end
+    assert.equal(0, h:stop(), h:describe())
+    -- Redriven on the cluster: each item back at the tail of its own list.
+    local code, out, err = H.run { "redrive", "--redis", c.url, path }
+    assert.equal(0, code, err)
+    assert.equal(0, r:call("XLEN", dead))
+    local back = {}
+    for _, l in ipairs(lists) do
+      for _, item in ipairs(H.list(r, l)) do back[#back + 1] = l .. " " .. item end
+    end
+    H.assert_exactly_once(poison, back, out)
+  end)
+
   it("reads plain streams on every master from checkpoints, and resumes after them", function()
     local t = context("plain")
     local streams = redis_cluster.spread(c, t.prefix, 6)
