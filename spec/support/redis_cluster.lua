@@ -131,16 +131,25 @@ end
 
 -- Starts the servers and makes them one cluster; returns once every node
 -- says cluster_state:ok and agrees on the map. opts.masters (3),
--- opts.replicas (per master, 1), opts.node_timeout (ms, 2000).
+-- opts.replicas (per master, 1), opts.node_timeout (ms, 2000), opts.tls
+-- ({ cert =, key =, ca = }: every node on a TLS port only, the cluster bus
+-- and replication over TLS too, c.url rediss+cluster://).
 function M.start(opts)
   opts = opts or {}
   local masters, replicas = opts.masters or 3, opts.replicas or 1
   local c = { servers = {} }
   local args = { "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
     "--cluster-node-timeout", tostring(opts.node_timeout or 2000) }
-  local create = { M.cli, "--cluster", "create" }
+  -- redis-cli and its TLS options, for --cluster create and reshard.
+  c.cli = { M.cli }
+  if opts.tls then
+    for _, a in ipairs { "--tls-cluster", "yes", "--tls-replication", "yes" } do args[#args + 1] = a end
+    for _, a in ipairs { "--tls", "--cacert", opts.tls.ca } do c.cli[#c.cli + 1] = a end
+  end
+  local create = { unpack(c.cli) }
+  for _, a in ipairs { "--cluster", "create" } do create[#create + 1] = a end
   for i = 1, masters * (1 + replicas) do
-    local srv = server.start { args = args }
+    local srv = server.start { args = args, tls = opts.tls }
     c.servers[i] = srv
     create[#create + 1] = srv.host .. ":" .. srv.port
   end
@@ -170,7 +179,7 @@ function M.start(opts)
   for i = 1, math.min(2, #c.servers) do
     seeds[i] = c.servers[i].host .. ":" .. c.servers[i].port
   end
-  c.url = "redis+cluster://" .. table.concat(seeds, ",")
+  c.url = (opts.tls and "rediss" or "redis") .. "+cluster://" .. table.concat(seeds, ",")
 
   function c.client()
     return setmetatable({ c = c }, Client)
@@ -229,9 +238,10 @@ function M.start(opts)
   -- `redis-cli --cluster reshard` (which takes the source's lowest slots).
   function c.reshard(key, to, count)
     local from = c.node_of(key)
-    local argv = { M.cli, "--cluster", "reshard", from.host .. ":" .. from.port,
+    local argv = { unpack(c.cli) }
+    for _, a in ipairs { "--cluster", "reshard", from.host .. ":" .. from.port,
       "--cluster-from", c.id_of(from), "--cluster-to", c.id_of(to),
-      "--cluster-slots", tostring(count or 1), "--cluster-yes" }
+      "--cluster-slots", tostring(count or 1), "--cluster-yes" } do argv[#argv + 1] = a end
     local code, out, err = proc.run { argv = argv, timeout = 120 }
     if code ~= 0 then
       error("support.redis_cluster: reshard failed (" .. tostring(code) .. "): " .. tostring(out) .. tostring(err), 2)
