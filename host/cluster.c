@@ -49,6 +49,10 @@ struct rsgCluster {
     int closing;         /* rsgClusterClose was called */
     request *failed;     /* fail_fast commands whose error reply is due (next tick) */
     request *failed_tail;
+    /* What the callbacks of requests answered here, not by a node, get as
+     * their context: only its data is set (the router), so that a callback
+     * looking at ac->data->data finds the owner's data, as on a node. */
+    redisAsyncContext stand_in;
 };
 
 struct request {
@@ -81,12 +85,12 @@ static void requestAppend(request **head, request **tail, request *q) {
 /* Gives every request of the list the NULL reply of a lost connection (the
  * caller resends, as after any loss) and frees them. The list is detached
  * first: a callback may send again. */
-static void requestsLost(request **head, request **tail) {
+static void requestsLost(rsgCluster *cl, request **head, request **tail) {
     request *q = *head;
     *head = *tail = NULL;
     while (q) {
         request *next = q->next;
-        if (q->fn) q->fn(NULL, NULL, q->privdata);
+        if (q->fn) q->fn(&cl->stand_in, NULL, q->privdata);
         requestFree(q);
         q = next;
     }
@@ -201,8 +205,7 @@ static void deliverFailed(rsgCluster *cl) {
         char msg[128];
         snprintf(msg, sizeof(msg), "CLUSTERDOWN the master of slot %d cannot be reached", q->slot);
         redisReply err = {.type = REDIS_REPLY_ERROR, .str = msg, .len = strlen(msg)};
-        if (q->fn && !cl->closing) q->fn(NULL, &err, q->privdata);
-        if (q->fn && cl->closing) q->fn(NULL, NULL, q->privdata);
+        if (q->fn) q->fn(&cl->stand_in, cl->closing ? NULL : &err, q->privdata);
         requestFree(q);
         q = next;
     }
@@ -257,7 +260,7 @@ static void onNodeReady(rsgConn *nc) {
     while (q) {
         request *next = q->next;
         if (sendTo(n, q, 0) != 0) {
-            if (q->fn) q->fn(NULL, NULL, q->privdata);
+            if (q->fn) q->fn(&cl->stand_in, NULL, q->privdata);
             requestFree(q);
         }
         q = next;
@@ -301,7 +304,7 @@ static void closeNode(clusterNode *n) {
     n->master = 0;
     rsgConnClose(&n->conn);
     /* No longer a master (or shutting down): what waited for it is lost. */
-    requestsLost(&n->parked, &n->parked_tail);
+    requestsLost(n->cl, &n->parked, &n->parked_tail);
 }
 
 /* Copies the router's URL for host:port into *u. Returns 0 or -1. */
@@ -458,6 +461,7 @@ void rsgClusterStart(rsgConn *c) {
     for (int s = 0; s < RSG_CLUSTER_SLOTS; s++)
         cl->map.owner[s] = -1;
     cl->router = c;
+    cl->stand_in.data = c;
     c->cluster = cl;
     routerLost(cl); /* not ready yet: the tick asks the seeds */
 }

@@ -145,6 +145,24 @@ describe("redis+cluster://", function()
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  -- SIGSTOPs a master, with a node timeout long enough that the cluster
+  -- does not fail it over meanwhile; returns the function that resumes it
+  -- (also run when the test ends, with the node timeout put back).
+  local function stop_master(victim)
+    for _, srv in ipairs(c.servers) do srv.client():call("CONFIG", "SET", "cluster-node-timeout", "120000") end
+    victim.proc:signal("STOP")
+    local stopped = true
+    local function resume()
+      if stopped then victim.proc:signal("CONT") end
+      stopped = false
+    end
+    finally(function()
+      resume()
+      for _, srv in ipairs(c.servers) do srv.client():call("CONFIG", "SET", "cluster-node-timeout", "2000") end
+    end)
+    return resume
+  end
+
   it("reads the streams of the masters it reaches while one is stopped, the rest once it is back", function()
     local t = context("down")
     local streams = redis_cluster.spread(c, t.prefix, 6)
@@ -162,13 +180,7 @@ describe("redis+cluster://", function()
       list[#list + 1] = s
     end
     assert.equal(2, #down)
-    for _, srv in ipairs(c.servers) do srv.client():call("CONFIG", "SET", "cluster-node-timeout", "120000") end
-    victim.proc:signal("STOP")
-    local stopped = true
-    finally(function()
-      if stopped then victim.proc:signal("CONT") end
-      for _, srv in ipairs(c.servers) do srv.client():call("CONFIG", "SET", "cluster-node-timeout", "2000") end
-    end)
+    local resume = stop_master(victim)
     local h = H.start(t, { script = H.script(t, SCRIPT, { STREAMS = lua_list(streams), EXTRA = "" }),
       consumer = "c1", redis = c.url })
     -- The streams on the other masters are processed, all of them...
@@ -185,11 +197,53 @@ describe("redis+cluster://", function()
     assert.equal(0, sunk_from(down))
     assert.matches("cannot reach master " .. victim.host .. ":" .. victim.port, h:log())
     -- ...and those of the stopped one once it is back, nothing pending.
-    victim.proc:signal("CONT")
-    stopped = false
+    resume()
     H.wait_sunk(r, { out = out, n = #want, streams = streams, group = group, hosts = { h }, timeout = 120 })
     H.assert_exactly_once(want, sunk(r, out))
     assert.matches("master " .. victim.host .. ":" .. victim.port .. " can be reached again", h:log())
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("holds a sink's command for a stopped master's slot until it is back, sent once", function()
+    local t = context("park")
+    local out = t.prefix .. ":out"
+    -- The stream and the output list on one master, a counter on another.
+    local victim, counter
+    for _, m in ipairs(c.masters()) do
+      if m.port ~= c.node_of(out).port then victim = m end
+    end
+    local i = 0
+    repeat
+      i = i + 1
+      counter = "{" .. t.prefix .. ":n" .. i .. "}"
+    until c.node_of(counter).port == victim.port
+    local stream = "{" .. t.prefix .. ":out}:s"
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+return {
+  source = { streams = { "{{S}}" }, group = "{{P}}:g", timeout = 0.2 },
+  preprocess = function(stream, id) return id end,
+  batch = { size = 10, timeout = 0.05 },
+  retry = { initial = 0.1, max = 0.3 },
+  sink = function(items)
+    rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items))
+    rsghost.redis.call("INCRBY", "{{N}}", #items)
+  end,
+}
+]], { S = stream, N = counter })
+    local want = H.xadd_many(r, stream, 30)
+    local resume = stop_master(victim)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    -- A first batch is pushed; its INCRBY waits for the stopped master.
+    H.eventually(function() return #H.list(r, out) > 0 end, 60, function() return h:describe() end)
+    assert.matches("cannot reach master " .. victim.host .. ":" .. victim.port, h:log())
+    resume()
+    H.wait_sunk(r, { out = out, n = #want, streams = stream, group = t.prefix .. ":g", hosts = { h },
+      timeout = 120 })
+    -- It waited rather than failed: no batch was pushed twice, and the
+    -- counter counts each message once.
+    H.assert_exactly_once(want, H.list(r, out))
+    assert.equal(tostring(#want), tostring(r:call("GET", counter)))
     assert.equal(0, h:stop(), h:describe())
   end)
 
