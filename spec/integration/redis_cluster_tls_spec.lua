@@ -68,7 +68,8 @@ describe("rediss+cluster:// (a Redis Cluster over TLS)", function()
   setup(function()
     assert.is_true(hiredis.TLS, "rsghost has TLS but rsghost.hiredis found no hiredis_ssl")
     pki = require("support.pki").make(H.tmpdir())
-    c = redis_cluster.start { tls = { cert = pki.server_crt, key = pki.server_key, ca = pki.ca_crt } }
+    c = redis_cluster.start { tls = { cert = pki.server_crt, key = pki.server_key, ca = pki.ca_crt,
+      client_cert = pki.client_crt, client_key = pki.client_key } }
     r = c.client()
   end)
   teardown(function() if c then c.stop() end end)

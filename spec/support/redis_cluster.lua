@@ -132,8 +132,10 @@ end
 -- Starts the servers and makes them one cluster; returns once every node
 -- says cluster_state:ok and agrees on the map. opts.masters (3),
 -- opts.replicas (per master, 1), opts.node_timeout (ms, 2000), opts.tls
--- ({ cert =, key =, ca = }: every node on a TLS port only, the cluster bus
--- and replication over TLS too, c.url rediss+cluster://).
+-- ({ cert =, key =, ca =, client_cert =, client_key = }: every node on a
+-- TLS port only, the cluster bus and replication over TLS too, with the
+-- client certificate for the node's own outgoing links; c.url
+-- rediss+cluster://).
 function M.start(opts)
   opts = opts or {}
   local masters, replicas = opts.masters or 3, opts.replicas or 1
@@ -143,7 +145,12 @@ function M.start(opts)
   -- redis-cli and its TLS options, for --cluster create and reshard.
   c.cli = { M.cli }
   if opts.tls then
-    for _, a in ipairs { "--tls-cluster", "yes", "--tls-replication", "yes" } do args[#args + 1] = a end
+    -- A node dials the others' bus and its master as a TLS client, and
+    -- those ends always ask for a client certificate: the nodes need one.
+    for _, a in ipairs { "--tls-cluster", "yes", "--tls-replication", "yes",
+      "--tls-client-cert-file", opts.tls.client_cert, "--tls-client-key-file", opts.tls.client_key } do
+      args[#args + 1] = a
+    end
     for _, a in ipairs { "--tls", "--cacert", opts.tls.ca } do c.cli[#c.cli + 1] = a end
   end
   local create = { unpack(c.cli) }
