@@ -746,12 +746,7 @@ int rsgAppRun(const rsgOptions *opts) {
         /* redis+cluster:// (cluster.h, source_cluster.c): what it cannot do
          * yet is refused here rather than done wrong. */
         app.src.cluster = 1;
-        if (opts->command != RSG_CMD_RUN)
-            snprintf(err, sizeof(err),
-                     "dead-letters and redrive are not supported on a Redis "
-                     "Cluster yet");
-        if (opts->command != RSG_CMD_RUN ||
-            rsgSourceClusterCheck(&app.src, err, sizeof(err)) != 0) {
+        if (rsgSourceClusterCheck(&app.src, app.consumer, err, sizeof(err)) != 0) {
             fprintf(stderr, "%s: %s\n", opts->script, err);
             goto out;
         }

@@ -93,17 +93,17 @@ static void putJsonNumber(FILE *out, rsgStr s) {
 
 /* XRANGE of the dead-letter stream: the count oldest entries, or all.
  * Returns the reply (an array), or NULL with a reason in err. */
-static redisReply *readEntries(redisContext *c, const char *key, long count, char *err,
+static redisReply *readEntries(rsgDialer *c, const char *key, long count, char *err,
                                size_t errlen) {
     char n[24];
     snprintf(n, sizeof(n), "%ld", count);
     const char *argv[6] = {"XRANGE", key, "-", "+", "COUNT", n};
-    return rsgDialCall(c, count > 0 ? 6 : 4, argv, NULL, err, errlen);
+    return rsgDialerCall(c, count > 0 ? 6 : 4, argv, NULL, err, errlen);
 }
 
 /* rsghost dead-letters: a table, or one JSON object per line. Returns the
  * exit status. */
-static int listDeadLetters(redisContext *c, const rsgOptions *opts, const char *key) {
+static int listDeadLetters(rsgDialer *c, const rsgOptions *opts, const char *key) {
     char err[1024];
     redisReply *r = readEntries(c, key, opts->count, err, sizeof(err));
     if (!r) {
@@ -176,10 +176,10 @@ static int listDeadLetters(redisContext *c, const rsgOptions *opts, const char *
 /* Moves entry id of the dead-letter stream key back to its stream and
  * prints "ENTRY -> STREAM NEW-ID". Returns 0, or -1 having said why on
  * stderr (the entry stays where it was). */
-static int moveOne(redisContext *c, const char *key, const char *id) {
+static int moveOne(rsgDialer *c, const char *key, const char *id) {
     char err[1024];
     const char *rargv[4] = {"XRANGE", key, id, id};
-    redisReply *r = rsgDialCall(c, 4, rargv, NULL, err, sizeof(err));
+    redisReply *r = rsgDialerCall(c, 4, rargv, NULL, err, sizeof(err));
     if (!r) {
         fprintf(stderr, "rsghost: reading dead letter %s of '%s': %s\n", id, key, err);
         return -1;
@@ -196,7 +196,7 @@ static int moveOne(redisContext *c, const char *key, const char *id) {
     for (int i = 0; i < 6; i++)
         lens[i] = strlen(argv[i]);
     lens[4] = h.stream.len;
-    redisReply *m = rsgDialCall(c, 6, argv, lens, err, sizeof(err));
+    redisReply *m = rsgDialerCall(c, 6, argv, lens, err, sizeof(err));
     if (!m || m->type != REDIS_REPLY_STRING) {
         fprintf(stderr,
                 "rsghost: moving dead letter %s of '%s' back to '%.*s' failed, it stays: %s\n", id,
@@ -216,7 +216,7 @@ static int moveOne(redisContext *c, const char *key, const char *id) {
 
 /* rsghost redrive: the named entries, or the --count oldest, or all.
  * Returns the exit status. */
-static int redrive(redisContext *c, const rsgOptions *opts, const char *key) {
+static int redrive(rsgDialer *c, const rsgOptions *opts, const char *key) {
     long moved = 0, failed = 0;
     if (opts->nids) {
         for (int i = 0; i < opts->nids; i++)
@@ -252,13 +252,13 @@ int rsgRedriveMain(const rsgOptions *opts, const rsgRedisUrl *url, const rsgSour
         return 2;
     }
     char err[1024];
-    redisContext *c = rsgDialMaster(url, err, sizeof(err));
+    rsgDialer *c = rsgDialOpen(url, err, sizeof(err));
     if (!c) {
         fprintf(stderr, "rsghost: %s\n", err);
         return 1;
     }
     int code = opts->command == RSG_CMD_REDRIVE ? redrive(c, opts, src->dead_letter)
                                                 : listDeadLetters(c, opts, src->dead_letter);
-    redisFree(c);
+    rsgDialClose(c);
     return code;
 }

@@ -192,11 +192,17 @@ int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *ent
  * Call before rsgSourceOnReady. */
 void rsgSourceRewind(rsgSource *s);
 
-/* What a source on a Redis Cluster cannot do (yet): only consumer groups
- * are read there, and a dead-letter stream must be in the slot of every
- * source stream. Returns 0, or -1 with the reason in err (a usage error,
- * before anything touches Redis). source_cluster.c. */
-int rsgSourceClusterCheck(const rsgSourceConfig *cfg, char *err, size_t errlen);
+/* What a source on a Redis Cluster cannot do: a dead-letter stream must be
+ * in the slot of every source key, and a reliable list's processing list
+ * (named for consumer) in its list's slot, so that their scripts run on
+ * one node atomically. Returns 0, or -1 with the reason in err (a usage
+ * error, before anything touches Redis). source_cluster.c. */
+int rsgSourceClusterCheck(const rsgSourceConfig *cfg, const char *consumer, char *err,
+                          size_t errlen);
+
+/* The name of consumer's processing list for a reliable list into buf
+ * (source_lists.c): rsghost:processing:CONSUMER:LIST. */
+void rsgSourceListsProcessing(char *buf, size_t len, const char *consumer, const char *list);
 
 /* Reads no more (the caller closes the connection to abort a blocked read)
  * and closes the source's own handles. May be called more than once. */

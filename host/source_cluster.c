@@ -4,10 +4,10 @@
  * (CROSSSLOT), so one XREADGROUP cannot read every stream. The streams are
  * put in slot groups, one per slot (streams sharing a hash tag, such as
  * "{orders}:eu" and "{orders}:us", share one); each group has its own
- * connection to the master serving its slot, on which it sits in its own
- * blocking XREADGROUP. N slot groups cost N connections, whatever the
- * number of nodes: a blocked connection carries nothing else, and two
- * blocking reads on one connection would wait for each other.
+ * connection to the master serving its slot (slot_readers.h), on which it
+ * sits in its own blocking XREADGROUP. N slot groups cost N connections,
+ * whatever the number of nodes: a blocked connection carries nothing else,
+ * and two blocking reads on one connection would wait for each other.
  *
  * Everything that is not a blocking read - TYPE, XGROUP CREATE, XACK -
  * goes through s->conn and the ack queue's connection, both routers
@@ -30,110 +30,61 @@
 #include "cluster.h"
 #include "cluster_map.h"
 #include "log.h"
+#include "slot_readers.h"
 #include "source_kind.h"
 
-typedef struct slotGroup slotGroup;
+/* What the group kind keeps per slot group, beside its reader. */
+typedef struct groupExtra {
+    int replaying;          /* reading our pending entries after the cursors */
+    long replayed;          /* entries replayed, for the log */
+    rsgPendingCounts *pend; /* per stream of the group (same order as its keys) */
+} groupExtra;
 
-/* XPENDING of one stream for the replay read in flight: ids and counts in
- * id order, copied (a reply lives only during its callback). */
-typedef struct pendingCounts {
-    slotGroup *g;        /* back pointer: privdata of the XPENDING */
-    rsgPendingCounts pc; /* what it said */
-} pendingCounts;
+typedef struct clusterState {
+    rsgSlotReaders readers; /* one per distinct slot, in the order streams were given */
+    groupExtra *ex;         /* ex[k] goes with readers.r[k] */
+} clusterState;
 
-/* One connection of a slot group, allocated per (re)connection: a closing
- * one frees itself from its close callback while the next one starts. */
-typedef struct groupConn {
-    rsgConn conn;    /* first: callbacks find the groupConn by a cast */
-    rsgRedisUrl url; /* the slot's master, with the router's credentials */
-    slotGroup *g;    /* NULL once the group let go of it */
-} groupConn;
-
-struct slotGroup {
-    rsgSource *s;
-    int slot;            /* the slot every stream of the group hashes to */
-    int *streams;        /* indexes into cfg->streams */
-    int nstreams;        /* how many */
-    groupConn *gc;       /* the current connection, or NULL */
-    int busy;            /* a read in flight on gc */
-    long asked;          /* what it may bring (counted in s->requested) */
-    int replaying;       /* reading our pending entries after the cursors */
-    long replayed;       /* entries replayed, for the log */
-    pendingCounts *pend; /* per stream of the group (same order as streams) */
-};
+static groupExtra *extraOf(rsgSource *s, const rsgSlotReader *g) {
+    clusterState *st = s->state;
+    return &st->ex[g - st->readers.r];
+}
 
 /* XPENDING stream group IDLE 0 (cursor + count consumer. A failed reply
  * leaves no counts: those entries go to Lua as at their first delivery. */
 static void onPending(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
-    pendingCounts *p = privdata;
+    rsgPendingCounts *pc = privdata;
     redisReply *reply = r;
-    rsgPendingClear(&p->pc);
-    if (reply) rsgPendingTake(&p->pc, reply);
-}
-
-typedef struct clusterState {
-    slotGroup *groups; /* one per distinct slot, in the order streams were given */
-    int ngroups;
-    int waiting; /* setup: group connections not ready yet */
-} clusterState;
-
-static void groupConnClosed(rsgConn *c) {
-    groupConn *gc = (groupConn *)c;
-    rsgUrlFree(&gc->url);
-    free(gc);
-}
-
-/* Lets go of g's connection: it closes and frees itself. */
-static void dropGroupConn(slotGroup *g) {
-    groupConn *gc = g->gc;
-    if (!gc) return;
-    g->gc = NULL;
-    g->busy = 0;
-    g->s->requested -= g->asked;
-    g->asked = 0;
-    gc->g = NULL;
-    rsgConnClose(&gc->conn);
+    rsgPendingClear(pc);
+    if (reply) rsgPendingTake(pc, reply);
 }
 
 static int clusterInit(rsgSource *s) {
     clusterState *st;
     const rsgSourceConfig *cfg = s->cfg;
     if (!(s->state = st = calloc(1, sizeof(*st)))) return -1;
-    if (!(st->groups = calloc((size_t)cfg->nstreams, sizeof(slotGroup)))) return -1;
-    for (int i = 0; i < cfg->nstreams; i++) {
-        int slot = rsgClusterKeySlot(cfg->streams[i], strlen(cfg->streams[i]));
-        slotGroup *g = NULL;
-        for (int k = 0; k < st->ngroups && !g; k++)
-            if (st->groups[k].slot == slot) g = &st->groups[k];
-        if (!g) {
-            g = &st->groups[st->ngroups++];
-            *g = (slotGroup){.s = s, .slot = slot};
-            if (!(g->streams = calloc((size_t)cfg->nstreams, sizeof(int)))) return -1;
-            if (!(g->pend = calloc((size_t)cfg->nstreams, sizeof(pendingCounts)))) return -1;
-        }
-        g->pend[g->nstreams].g = g;
-        g->streams[g->nstreams++] = i;
-    }
+    if (rsgSlotReadersInit(&st->readers, s, "stream") != 0) return -1;
+    if (!(st->ex = calloc((size_t)st->readers.n, sizeof(groupExtra)))) return -1;
+    for (int k = 0; k < st->readers.n; k++)
+        if (!(st->ex[k].pend = calloc((size_t)st->readers.r[k].nkeys, sizeof(rsgPendingCounts))))
+            return -1;
     if (cfg->replay_pending)
         for (int i = 0; i < cfg->nstreams; i++)
             if (!(s->cursor[i] = strdup("0"))) return -1;
-    rsgInfo("%d stream(s) in %d slot group(s): one blocking read (and connection) each",
-            cfg->nstreams, st->ngroups);
     return 0;
 }
 
 static void clusterFree(rsgSource *s) {
     clusterState *st = s->state;
-    if (st && st->groups)
-        for (int k = 0; k < st->ngroups; k++) {
-            slotGroup *g = &st->groups[k];
-            for (int j = 0; g->pend && j < g->nstreams; j++)
-                rsgPendingClear(&g->pend[j].pc);
-            free(g->pend);
-            free(g->streams);
-        }
-    if (st) free(st->groups);
+    if (!st) return;
+    for (int k = 0; st->ex && k < st->readers.n; k++) {
+        for (int j = 0; st->ex[k].pend && j < st->readers.r[k].nkeys; j++)
+            rsgPendingClear(&st->ex[k].pend[j]);
+        free(st->ex[k].pend);
+    }
+    free(st->ex);
+    rsgSlotReadersFree(&st->readers);
     free(st);
     s->state = NULL;
 }
@@ -143,80 +94,15 @@ static void clusterFree(rsgSource *s) {
 static void beginReading(rsgSource *s) {
     clusterState *st = s->state;
     int any = 0;
-    for (int k = 0; k < st->ngroups; k++) {
-        slotGroup *g = &st->groups[k];
-        g->replaying = 0;
-        for (int j = 0; j < g->nstreams; j++)
-            g->replaying |= s->cursor[g->streams[j]] != NULL;
-        any |= g->replaying;
+    for (int k = 0; k < st->readers.n; k++) {
+        const rsgSlotReader *g = &st->readers.r[k];
+        groupExtra *x = &st->ex[k];
+        x->replaying = 0;
+        for (int j = 0; j < g->nkeys; j++)
+            x->replaying |= s->cursor[g->keys[j]] != NULL;
+        any |= x->replaying;
     }
     rsgSourceBegin(s, any ? RSG_SRC_REPLAY : RSG_SRC_LIVE);
-}
-
-static void onGroupConnReady(rsgConn *c) {
-    groupConn *gc = (groupConn *)c;
-    slotGroup *g = gc->g;
-    if (!g || g->s->stopped) return;
-    rsgSource *s = g->s;
-    clusterState *st = s->state;
-    if (s->phase == RSG_SRC_SETUP) {
-        if (--st->waiting == 0) beginReading(s);
-    } else {
-        rsgSourceKick(s);
-    }
-}
-
-/* A slot group's connection went: the map may have changed under it (a
- * failover). The router learns it again and sets everything up anew. */
-static void onGroupConnLost(rsgConn *c) {
-    groupConn *gc = (groupConn *)c;
-    if (!gc->g || gc->g->s->stopped) return;
-    rsgClusterRefresh(gc->g->s->conn);
-}
-
-static void onGroupConnFatal(rsgConn *c, const char *reason) {
-    groupConn *gc = (groupConn *)c;
-    if (!gc->g || gc->g->s->stopped) return;
-    rsgSourceFatal(gc->g->s, "%s", reason);
-}
-
-/* Opens a new connection for g to its slot's master (the old one, if any,
- * closes: a read blocked on it can no longer be told apart from a new one;
- * what it was given is replayed after the cursors). Returns 0, or -1 when
- * no master serves the slot. */
-static int connectGroup(rsgSource *s, slotGroup *g) {
-    rsgRedisUrl u;
-    dropGroupConn(g);
-    if (rsgClusterNodeUrl(s->conn, g->slot, &u) != 0) return -1;
-    groupConn *gc = calloc(1, sizeof(*gc));
-    if (!gc) {
-        rsgUrlFree(&u);
-        return -1;
-    }
-    gc->url = u;
-    gc->g = g;
-    gc->conn.data = gc;
-    gc->conn.on_ready = onGroupConnReady;
-    gc->conn.on_lost = onGroupConnLost;
-    gc->conn.on_fatal = onGroupConnFatal;
-    gc->conn.on_closed = groupConnClosed;
-    gc->conn.client_name = s->conn->client_name;
-    g->gc = gc;
-    rsgConnStart(&gc->conn, s->conn->loop, &gc->url, "slot reader");
-    return 0;
-}
-
-static void connectGroups(rsgSource *s) {
-    clusterState *st = s->state;
-    st->waiting = st->ngroups;
-    for (int k = 0; k < st->ngroups; k++) {
-        if (connectGroup(s, &st->groups[k]) != 0) {
-            rsgWarn("no master serves slot %d (stream '%s') yet; waiting for the cluster",
-                    st->groups[k].slot, s->cfg->streams[st->groups[k].streams[0]]);
-            rsgClusterRefresh(s->conn);
-            return;
-        }
-    }
 }
 
 static void onGroupCreated(redisAsyncContext *ac, void *r, void *privdata) {
@@ -228,7 +114,8 @@ static void onGroupCreated(redisAsyncContext *ac, void *r, void *privdata) {
         rsgSourceFatal(s, "cannot create consumer group '%s': %s", s->cfg->group, reply->str);
         return;
     }
-    if (--s->setup_left == 0) connectGroups(s);
+    if (--s->setup_left == 0)
+        rsgSlotReadersConnect(&((clusterState *)s->state)->readers, beginReading);
 }
 
 static void clusterSetup(rsgSource *s) {
@@ -241,34 +128,18 @@ static void clusterSetup(rsgSource *s) {
 }
 
 static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
-    groupConn *gc = privdata;
-    slotGroup *g = gc->g;
-    redisReply *reply = r;
     (void)ac;
-    if (!g || g->gc != gc) return; /* an old connection's read */
-    rsgSource *s = g->s;
-    g->busy = 0;
-    s->requested -= g->asked;
-    g->asked = 0;
-    if (!reply || s->stopped) return; /* lost: the router sets up again */
-    if (reply->type == REDIS_REPLY_ERROR) {
-        rsgClusterRedirect d;
-        if (rsgClusterParseRedirect(reply->str, reply->len, &d) ||
-            strncmp(reply->str, "CLUSTERDOWN", 11) == 0 ||
-            strncmp(reply->str, "UNBLOCKED", 9) == 0 || strncmp(reply->str, "READONLY", 8) == 0) {
-            /* The slot moved, or its master became a replica. */
-            rsgInfo("slot %d (stream '%s'): %s", g->slot, s->cfg->streams[g->streams[0]],
-                    reply->str);
-            dropGroupConn(g);
-            rsgClusterRefresh(s->conn);
-            return;
-        }
-        if (strncmp(reply->str, "NOGROUP", 7) == 0) {
-            rsgWarn("consumer group '%s' is gone (%s); creating it again", s->cfg->group,
-                    reply->str);
-            rsgSourceOnReady(s);
-            return;
-        }
+    rsgSlotReader *g = rsgSlotReaderOf(privdata);
+    redisReply *reply = r;
+    if (!g) return; /* an old connection's read */
+    rsgSource *s = g->rs->s;
+    groupExtra *x = extraOf(s, g);
+    if (!reply || s->stopped) return;              /* lost: the router sets up again */
+    if (rsgSlotReaderRedirected(g, reply)) return; /* the slot moved, or its master went */
+    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOGROUP", 7) == 0) {
+        rsgWarn("consumer group '%s' is gone (%s); creating it again", s->cfg->group, reply->str);
+        rsgSourceOnReady(s);
+        return;
     }
     size_t entries;
     if (rsgSourceBeginRead(s, reply, "XREADGROUP", &entries) != 0) return;
@@ -279,10 +150,10 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
         const redisReply *list = stream->element[1];
         int si = rsgSourceIndex(s, stream->element[0]->str, stream->element[0]->len);
         long *counts = NULL;
-        if (g->replaying && si >= 0 && list->elements &&
+        if (x->replaying && si >= 0 && list->elements &&
             (counts = malloc(sizeof(long) * list->elements)))
-            for (int j = 0; j < g->nstreams; j++)
-                if (g->streams[j] == si) rsgPendingReplayCounts(&g->pend[j].pc, list, counts);
+            for (int j = 0; j < g->nkeys; j++)
+                if (g->keys[j] == si) rsgPendingReplayCounts(&x->pend[j], list, counts);
         rsgSourceCollect(s, stream->element[0], list, &n, &fvused, counts);
         free(counts);
         if (list->elements && si >= 0) {
@@ -290,17 +161,17 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
             rsgSourceSetCursor(s, si, last->str, last->len);
         }
     }
-    if (g->replaying) {
-        g->replayed += n;
+    if (x->replaying) {
+        x->replayed += n;
         if (entries == 0) {
-            if (g->replayed)
-                rsgInfo("replayed %ld pending message(s) of slot %d", g->replayed, g->slot);
-            g->replayed = 0;
-            g->replaying = 0;
+            if (x->replayed)
+                rsgInfo("replayed %ld pending message(s) of slot %d", x->replayed, g->slot);
+            x->replayed = 0;
+            x->replaying = 0;
             clusterState *st = s->state;
             int any = 0;
-            for (int k = 0; k < st->ngroups; k++)
-                any |= st->groups[k].replaying;
+            for (int k = 0; k < st->readers.n; k++)
+                any |= st->ex[k].replaying;
             if (!any) s->phase = RSG_SRC_LIVE;
         }
     }
@@ -308,19 +179,20 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
 }
 
 /* Sends g's next read, of count per stream. */
-static void readGroup(rsgSource *s, slotGroup *g, long count) {
+static void readGroup(rsgSource *s, rsgSlotReader *g, long count) {
     const rsgSourceConfig *cfg = s->cfg;
+    groupExtra *x = extraOf(s, g);
     int keys = 0;
-    for (int j = 0; j < g->nstreams; j++)
-        if (!g->replaying || s->cursor[g->streams[j]]) keys++;
+    for (int j = 0; j < g->nkeys; j++)
+        if (!x->replaying || s->cursor[g->keys[j]]) keys++;
     if (keys == 0) {
-        g->replaying = 0;
+        x->replaying = 0;
         return;
     }
     char countbuf[24], blockbuf[24];
     snprintf(countbuf, sizeof(countbuf), "%ld", count);
     snprintf(blockbuf, sizeof(blockbuf), "%ld", cfg->block_ms);
-    int max = 9 + 2 * g->nstreams, argc = 0;
+    int max = 9 + 2 * g->nkeys, argc = 0;
     const char **argv = malloc(sizeof(char *) * (size_t)max);
     if (!argv) return;
     argv[argc++] = "XREADGROUP";
@@ -329,39 +201,32 @@ static void readGroup(rsgSource *s, slotGroup *g, long count) {
     argv[argc++] = s->consumer;
     argv[argc++] = "COUNT";
     argv[argc++] = countbuf;
-    if (!g->replaying) {
+    if (!x->replaying) {
         argv[argc++] = "BLOCK";
         argv[argc++] = blockbuf;
     }
     argv[argc++] = "STREAMS";
-    for (int j = 0; j < g->nstreams; j++)
-        if (!g->replaying || s->cursor[g->streams[j]]) argv[argc++] = cfg->streams[g->streams[j]];
-    for (int j = 0; j < g->nstreams; j++)
-        if (!g->replaying)
+    for (int j = 0; j < g->nkeys; j++)
+        if (!x->replaying || s->cursor[g->keys[j]]) argv[argc++] = cfg->streams[g->keys[j]];
+    for (int j = 0; j < g->nkeys; j++)
+        if (!x->replaying)
             argv[argc++] = ">";
-        else if (s->cursor[g->streams[j]])
-            argv[argc++] = s->cursor[g->streams[j]];
-    if (g->replaying) {
+        else if (s->cursor[g->keys[j]])
+            argv[argc++] = s->cursor[g->keys[j]];
+    if (x->replaying) {
         /* The delivery counts of what this replay read will return. */
-        for (int j = 0; j < g->nstreams; j++) {
-            const char *cursor = s->cursor[g->streams[j]];
+        for (int j = 0; j < g->nkeys; j++) {
+            const char *cursor = s->cursor[g->keys[j]];
             if (!cursor) continue;
             char start[160];
             snprintf(start, sizeof(start), "(%s", cursor);
-            const char *pargv[] = {"XPENDING", cfg->streams[g->streams[j]],
-                                   cfg->group, "IDLE",
-                                   "0",        start,
-                                   "+",        countbuf,
-                                   s->consumer};
-            rsgConnCommand(&g->gc->conn, onPending, &g->pend[j], 9, pargv, NULL);
+            const char *pargv[] = {
+                "XPENDING", cfg->streams[g->keys[j]], cfg->group, "IDLE", "0", start, "+", countbuf,
+                s->consumer};
+            rsgSlotReaderCommand(g, onPending, &x->pend[j], 9, pargv);
         }
     }
-    if (rsgConnCommand(&g->gc->conn, onRead, g->gc, argc, argv, NULL) == 0) {
-        g->busy = 1;
-        g->asked = count * keys;
-        s->requested += g->asked;
-        rsgConnFlush(&g->gc->conn);
-    }
+    rsgSlotReaderSend(g, onRead, count * keys, argc, argv);
     free(argv);
 }
 
@@ -377,11 +242,8 @@ static void clusterRead(rsgSource *s) {
      * own. */
     long count = rsgSourceReadCount(s, s->cfg->nstreams);
     if (count < 1) return;
-    for (int k = 0; k < st->ngroups; k++) {
-        slotGroup *g = &st->groups[k];
-        if (g->busy || !g->gc || !g->gc->conn.ready) continue;
-        readGroup(s, g, count);
-    }
+    for (int k = 0; k < st->readers.n; k++)
+        if (rsgSlotReaderIdle(&st->readers.r[k])) readGroup(s, &st->readers.r[k], count);
 }
 
 /* A slot changed master: replay every pending entry of ours from the
@@ -395,8 +257,7 @@ static void clusterRewind(rsgSource *s) {
 
 static void clusterStop(rsgSource *s) {
     clusterState *st = s->state;
-    for (int k = 0; st && k < st->ngroups; k++)
-        dropGroupConn(&st->groups[k]);
+    if (st) rsgSlotReadersStop(&st->readers);
 }
 
 const rsgSourceType rsgSourceClusterGroup = {
@@ -413,14 +274,9 @@ const rsgSourceType rsgSourceClusterGroup = {
     .free = clusterFree,
 };
 
-int rsgSourceClusterCheck(const rsgSourceConfig *cfg, char *err, size_t errlen) {
-    if (cfg->kind != RSG_SOURCE_GROUP) {
-        snprintf(err, errlen,
-                 "a %s source is not supported on a Redis Cluster yet: only a consumer group "
-                 "(source.group) is",
-                 rsgSourceTypeOf(cfg->kind)->key_type);
-        return -1;
-    }
+int rsgSourceClusterCheck(const rsgSourceConfig *cfg, const char *consumer, char *err,
+                          size_t errlen) {
+    const char *noun = rsgSourceTypeOf(cfg->kind)->key_type;
     if (cfg->dead_letter) {
         /* The dead letter and the ack are one script: on a cluster its keys
          * must share a slot, so that one node runs it atomically. */
@@ -430,10 +286,29 @@ int rsgSourceClusterCheck(const rsgSourceConfig *cfg, char *err, size_t errlen) 
             if (slot == dl) continue;
             snprintf(err, errlen,
                      "source.dead_letter: on a Redis Cluster the dead-letter stream must be in "
-                     "the same slot as every source stream, so that dead-lettering and the ack "
+                     "the same slot as every source %s, so that dead-lettering and the ack "
                      "stay one atomic script; '%s' (slot %d) and '%s' (slot %d) are not: give "
                      "them one hash tag, e.g. '{%s}' and '{%s}:dead'",
-                     cfg->dead_letter, dl, cfg->streams[i], slot, cfg->streams[i], cfg->streams[i]);
+                     noun, cfg->dead_letter, dl, cfg->streams[i], slot, cfg->streams[i],
+                     cfg->streams[i]);
+            return -1;
+        }
+    }
+    if (cfg->kind == RSG_SOURCE_LISTS && cfg->reliable) {
+        /* The move into the processing list is one script over both keys. */
+        for (int i = 0; i < cfg->nstreams; i++) {
+            char proc[1024];
+            const char *list = cfg->streams[i];
+            rsgSourceListsProcessing(proc, sizeof(proc), consumer, list);
+            int a = rsgClusterKeySlot(list, strlen(list)),
+                b = rsgClusterKeySlot(proc, strlen(proc));
+            if (a == b) continue;
+            snprintf(err, errlen,
+                     "source.reliable: on a Redis Cluster a list and its processing list '%s' "
+                     "must be in one slot, so that moving an item stays atomic; '%s' (slot %d) "
+                     "and it (slot %d) are not: give the list a hash tag, e.g. '{%s}'%s",
+                     proc, list, a, b, list,
+                     strchr(consumer, '{') ? ", and no '{' in the consumer name" : "");
             return -1;
         }
     }

@@ -10,13 +10,25 @@
  * leftover is rotated from the head to the tail as it is read, so the items
  * still in flight and those not yet replayed never mix. One list blocks in
  * BLMOVE; several are polled (every 50 ms while all are empty), since no
- * Redis command blocks on several lists and moves. */
+ * Redis command blocks on several lists and moves.
+ *
+ * On a Redis Cluster (slot_readers.h) one BLMPOP cannot name lists of
+ * different slots: the lists are read in slot groups, each group's pop (or
+ * move, or BLMOVE for a group of one list) on a connection of its own to
+ * its slot's master, and each reliable group polls on its own. A
+ * processing list must share its source list's slot, for the atomic move
+ * (rsgSourceClusterCheck refuses any other name at start): a list with a
+ * hash tag, "{jobs}:a", has its processing list
+ * "rsghost:processing:c1:{jobs}:a" in its slot. Replaying leftovers,
+ * counting them and removing done items are single-key commands, routed by
+ * the reader router (s->conn) and the ack queue's. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 #include "rules.h"
+#include "slot_readers.h"
 #include "source_kind.h"
 
 #define POLL_MS 50
@@ -55,20 +67,27 @@ static const char *removeScript =
 
 /* The lists' own state (s->state). */
 typedef struct listsState {
-    char **proc;        /* per list: its processing list (reliable), else NULL */
-    long *replay_left;  /* per list: items still to replay (reliable) */
-    int replay_list;    /* list being replayed */
-    int leftovers_done; /* processing lists were looked at, at start */
-    int recheck;        /* after a reconnect: look at them again once idle */
-    int use_blpop;      /* the server has no BLMPOP (Redis < 7) */
-    uv_timer_t poll;    /* waits between polls of several lists; data = the source */
-    int poll_open;      /* poll was initialised and not yet closed */
+    char **proc;                /* per list: its processing list (reliable), else NULL */
+    long *replay_left;          /* per list: items still to replay (reliable) */
+    int replay_list;            /* list being replayed */
+    int leftovers_done;         /* processing lists were looked at, at start */
+    int recheck;                /* after a reconnect: look at them again once idle */
+    int use_blpop;              /* the server has no BLMPOP (Redis < 7) */
+    uv_timer_t poll;            /* waits between polls of several lists; data = the source */
+    int poll_open;              /* poll was initialised and not yet closed */
+    rsgSlotReaders readers;     /* on a cluster: the slot groups' live reads */
+    rsgSourcePhase begin_phase; /* on a cluster: where reading begins once they connect */
 } listsState;
+
+void rsgSourceListsProcessing(char *buf, size_t len, const char *consumer, const char *list) {
+    snprintf(buf, len, "rsghost:processing:%s:%s", consumer, list);
+}
 
 static int listsInit(rsgSource *s) {
     int n = s->cfg->nstreams;
     listsState *l = calloc(1, sizeof(*l));
     if (!(s->state = l)) return -1;
+    if (s->cfg->cluster && rsgSlotReadersInit(&l->readers, s, "list") != 0) return -1;
     if (!s->cfg->reliable) return 0;
     l->proc = calloc((size_t)n, sizeof(char *));
     l->replay_left = calloc((size_t)n, sizeof(long));
@@ -76,7 +95,7 @@ static int listsInit(rsgSource *s) {
     for (int i = 0; i < n; i++) {
         size_t len = strlen(s->consumer) + strlen(s->cfg->streams[i]) + 32;
         if (!(l->proc[i] = malloc(len))) return -1;
-        snprintf(l->proc[i], len, "rsghost:processing:%s:%s", s->consumer, s->cfg->streams[i]);
+        rsgSourceListsProcessing(l->proc[i], len, s->consumer, s->cfg->streams[i]);
     }
     return 0;
 }
@@ -91,6 +110,7 @@ static void listsFree(rsgSource *s) {
             free(l->proc[i]);
     free(l->proc);
     free(l->replay_left);
+    rsgSlotReadersFree(&l->readers);
     free(l);
     s->state = NULL;
 }
@@ -103,6 +123,7 @@ static void onPoll(uv_timer_t *t) {
 
 static void listsStop(rsgSource *s) {
     listsState *l = s->state;
+    rsgSlotReadersStop(&l->readers);
     if (l->poll_open) {
         l->poll_open = 0;
         uv_close((uv_handle_t *)&l->poll, NULL);
@@ -112,6 +133,22 @@ static void listsStop(rsgSource *s) {
 /* ---- Setup ---- */
 
 static void countLeftovers(rsgSource *s);
+
+static void groupsReady(rsgSource *s) {
+    rsgSourceBegin(s, ((listsState *)s->state)->begin_phase);
+}
+
+/* Setup is done: on one server reading starts at once; on a cluster once
+ * every slot group's connection is (again) ready. */
+static void begin(rsgSource *s, rsgSourcePhase phase) {
+    listsState *l = s->state;
+    if (!s->cfg->cluster) {
+        rsgSourceBegin(s, phase);
+        return;
+    }
+    l->begin_phase = phase;
+    rsgSlotReadersConnect(&l->readers, groupsReady);
+}
 
 static void onLeftover(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
@@ -127,7 +164,7 @@ static void onLeftover(redisAsyncContext *ac, void *r, void *privdata) {
         total += l->replay_left[k];
     if (total == 0) {
         l->recheck = 0;
-        rsgSourceBegin(s, RSG_SRC_LIVE);
+        begin(s, RSG_SRC_LIVE);
         return;
     }
     rsgInfo("%ld item(s) left in processing lists%s: processing them first", total,
@@ -136,7 +173,7 @@ static void onLeftover(redisAsyncContext *ac, void *r, void *privdata) {
     l->replay_list = 0;
     while (l->replay_left[l->replay_list] == 0)
         l->replay_list++;
-    rsgSourceBegin(s, RSG_SRC_REPLAY);
+    begin(s, RSG_SRC_REPLAY);
 }
 
 static void listsSettled(rsgSource *s);
@@ -149,7 +186,7 @@ static void listsSetup(rsgSource *s) {
         l->poll_open = 1;
     }
     if (!s->cfg->reliable) {
-        rsgSourceBegin(s, RSG_SRC_LIVE);
+        begin(s, RSG_SRC_LIVE);
         return;
     }
     if (l->leftovers_done) {
@@ -163,7 +200,7 @@ static void listsSetup(rsgSource *s) {
     }
     l->leftovers_done = 1;
     if (!s->cfg->replay_pending) {
-        rsgSourceBegin(s, RSG_SRC_LIVE);
+        begin(s, RSG_SRC_LIVE);
         return;
     }
     countLeftovers(s);
@@ -263,6 +300,64 @@ static void onReplayed(redisAsyncContext *ac, void *r, void *privdata) {
 
 static void onBlocked(redisAsyncContext *ac, void *r, void *privdata);
 
+/* Items a move script's reply holds. */
+static size_t movedCount(const redisReply *reply) {
+    size_t total = 0;
+    if (reply->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < reply->elements; i++)
+            if (reply->element[i]->type == REDIS_REPLY_ARRAY) total += reply->element[i]->elements;
+    return total;
+}
+
+/* Adds a move script's items (total of them) to s->msgs: its i-th array
+ * is of list keys[i] (all lists when keys is NULL). Returns 0, or -1 when
+ * the source was stopped (out of memory). */
+static int collectMoved(rsgSource *s, const redisReply *reply, size_t total, const int *keys,
+                        int *n) {
+    if (prepare(s, total) != 0) return -1;
+    for (size_t i = 0; i < reply->elements && (int)i < s->cfg->nstreams; i++)
+        if (reply->element[i]->type == REDIS_REPLY_ARRAY)
+            collectItems(s, keys ? keys[i] : (int)i, reply->element[i], n);
+    return 0;
+}
+
+/* Adds the item (a string reply) of a BLMOVE from list li to s->msgs.
+ * Returns 0, or -1 when the source was stopped. */
+static int collectOne(rsgSource *s, int li, redisReply *reply, int *n) {
+    if (reply->type != REDIS_REPLY_STRING) return 0;
+    redisReply *items[1] = {reply};
+    redisReply arr = {0};
+    arr.type = REDIS_REPLY_ARRAY;
+    arr.elements = 1;
+    arr.element = items;
+    if (prepare(s, 1) != 0) return -1;
+    collectItems(s, li, &arr, n);
+    return 0;
+}
+
+/* Adds what a BLMPOP ([list, [items...]]) or BLPOP ([list, item]) reply
+ * holds to s->msgs; nil (a timeout) adds nothing. Returns 0, or -1 when
+ * the source was stopped. */
+static int collectPopped(rsgSource *s, redisReply *reply, int *n) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING)
+        return 0;
+    int li = rsgSourceIndex(s, reply->element[0]->str, reply->element[0]->len);
+    redisReply *items = reply->element[1];
+    redisReply *one[1] = {items};
+    redisReply arr = {0};
+    if (items->type == REDIS_REPLY_STRING) { /* BLPOP */
+        arr.type = REDIS_REPLY_ARRAY;
+        arr.elements = 1;
+        arr.element = one;
+        items = &arr;
+    }
+    if (li < 0 || items->type != REDIS_REPLY_ARRAY) return 0;
+    if (prepare(s, items->elements) != 0) return -1;
+    collectItems(s, li, items, n);
+    return 0;
+}
+
 static void onMoved(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
@@ -273,10 +368,7 @@ static void onMoved(redisAsyncContext *ac, void *r, void *privdata) {
         return;
     }
     if (checkError(s, reply, "moving list items")) return;
-    size_t total = 0;
-    if (reply->type == REDIS_REPLY_ARRAY)
-        for (size_t i = 0; i < reply->elements; i++)
-            if (reply->element[i]->type == REDIS_REPLY_ARRAY) total += reply->element[i]->elements;
+    size_t total = movedCount(reply);
     if (total == 0) {
         /* All empty: block on the one list, or wait a little and poll again. */
         if (s->cfg->nstreams == 1) {
@@ -291,11 +383,8 @@ static void onMoved(redisAsyncContext *ac, void *r, void *privdata) {
         return;
     }
     s->reading = 0;
-    if (prepare(s, total) != 0) return;
     int n = 0;
-    for (size_t i = 0; i < reply->elements && (int)i < s->cfg->nstreams; i++)
-        if (reply->element[i]->type == REDIS_REPLY_ARRAY)
-            collectItems(s, (int)i, reply->element[i], &n);
+    if (collectMoved(s, reply, total, NULL, &n) != 0) return;
     rsgSourceDeliver(s, n, 1);
 }
 
@@ -306,15 +395,7 @@ static void onBlocked(redisAsyncContext *ac, void *r, void *privdata) {
     s->reading = 0;
     if (!reply || s->stopped || checkError(s, reply, "BLMOVE")) return;
     int n = 0;
-    if (reply->type == REDIS_REPLY_STRING) {
-        redisReply *items[1] = {reply};
-        redisReply arr = {0};
-        arr.type = REDIS_REPLY_ARRAY;
-        arr.elements = 1;
-        arr.element = items;
-        if (prepare(s, 1) != 0) return;
-        collectItems(s, 0, &arr, &n);
-    }
+    if (collectOne(s, 0, reply, &n) != 0) return;
     rsgSourceDeliver(s, n, 1);
 }
 
@@ -334,25 +415,132 @@ static void onPopped(redisAsyncContext *ac, void *r, void *privdata) {
     }
     if (checkError(s, reply, l->use_blpop ? "BLPOP" : "BLMPOP")) return;
     int n = 0;
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-        reply->element[0]->type == REDIS_REPLY_STRING) {
-        int li = rsgSourceIndex(s, reply->element[0]->str, reply->element[0]->len);
-        redisReply *items = reply->element[1];
-        redisReply *one[1] = {items};
-        redisReply arr = {0};
-        if (items->type == REDIS_REPLY_STRING) { /* BLPOP */
-            arr.type = REDIS_REPLY_ARRAY;
-            arr.elements = 1;
-            arr.element = one;
-            items = &arr;
-        }
-        if (li >= 0 && items->type == REDIS_REPLY_ARRAY) {
-            if (prepare(s, items->elements) != 0) return;
-            collectItems(s, li, items, &n);
-        }
-    }
+    if (collectPopped(s, reply, &n) != 0) return;
     /* Pops do not depend on the last reply: ask again before Lua works. */
     rsgSourceDeliver(s, n, 1);
+}
+
+/* ---- Reading on a cluster: one read per slot group ---- */
+
+/* What a group's read was. */
+typedef enum { READ_POP, READ_MOVE, READ_BLMOVE } groupReadKind;
+
+static void onGroupBlocked(redisAsyncContext *ac, void *r, void *privdata);
+
+static void groupWaited(rsgSlotReader *g) {
+    rsgSourceKick(g->rs->s);
+}
+
+/* A group's read came back with reply: an error, or items to deliver. */
+static void onGroupRead(void *r, void *privdata, groupReadKind kind) {
+    static const char *what[] = {"BLMPOP", "moving list items", "BLMOVE"};
+    rsgSlotReader *g = rsgSlotReaderOf(privdata);
+    redisReply *reply = r;
+    if (!g) return; /* a dropped connection's read */
+    rsgSource *s = g->rs->s;
+    listsState *l = s->state;
+    if (!reply || s->stopped || rsgSlotReaderRedirected(g, reply)) return;
+    if (reply->type == REDIS_REPLY_ERROR && !l->use_blpop &&
+        strstr(reply->str, "unknown command")) {
+        l->use_blpop = 1; /* Redis before 7.0: one item per read */
+        rsgSourceKick(s);
+        return;
+    }
+    if (checkError(s, reply, kind == READ_POP && l->use_blpop ? "BLPOP" : what[kind])) return;
+    int n = 0;
+    if (kind == READ_MOVE) {
+        size_t total = movedCount(reply);
+        if (total == 0) {
+            /* All of the group's lists are empty: block on its one list, or
+             * wait a little and poll again. */
+            if (g->nkeys == 1) {
+                char timeout[32];
+                int li = g->keys[0];
+                snprintf(timeout, sizeof(timeout), "%.3f", (double)s->cfg->block_ms / 1000.0);
+                const char *argv[] = {"BLMOVE", s->cfg->streams[li], l->proc[li], "LEFT", "RIGHT",
+                                      timeout};
+                rsgSlotReaderSend(g, onGroupBlocked, 1, 6, argv);
+            } else {
+                rsgSlotReaderWait(g, POLL_MS, groupWaited);
+            }
+            return;
+        }
+        if (collectMoved(s, reply, total, g->keys, &n) != 0) return;
+    } else if (kind == READ_BLMOVE) {
+        if (collectOne(s, g->keys[0], reply, &n) != 0) return;
+    } else if (collectPopped(s, reply, &n) != 0) {
+        return;
+    }
+    rsgSourceDeliver(s, n, 1);
+}
+
+static void onGroupPopped(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    onGroupRead(r, privdata, READ_POP);
+}
+
+static void onGroupMoved(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    onGroupRead(r, privdata, READ_MOVE);
+}
+
+static void onGroupBlocked(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    onGroupRead(r, privdata, READ_BLMOVE);
+}
+
+/* Sends g's next read: a pop over its lists, or (reliable) the move of up
+ * to count items from each into its processing list. */
+static void groupRead(rsgSlotReader *g, long count) {
+    rsgSource *s = g->rs->s;
+    listsState *l = s->state;
+    const rsgSourceConfig *cfg = s->cfg;
+    char countbuf[24], timeout[32], nkeys[16];
+    snprintf(countbuf, sizeof(countbuf), "%ld", count);
+    snprintf(timeout, sizeof(timeout), "%.3f", (double)cfg->block_ms / 1000.0);
+    const char **argv = malloc(sizeof(char *) * (size_t)(8 + 2 * g->nkeys));
+    if (!argv) return;
+    int argc = 0;
+    if (cfg->reliable) {
+        snprintf(nkeys, sizeof(nkeys), "%d", 2 * g->nkeys);
+        argv[argc++] = "EVAL";
+        argv[argc++] = moveScript;
+        argv[argc++] = nkeys;
+        for (int j = 0; j < g->nkeys; j++) {
+            argv[argc++] = cfg->streams[g->keys[j]];
+            argv[argc++] = l->proc[g->keys[j]];
+        }
+        argv[argc++] = countbuf;
+        rsgSlotReaderSend(g, onGroupMoved, count * g->nkeys, argc, argv);
+    } else if (l->use_blpop) {
+        argv[argc++] = "BLPOP";
+        for (int j = 0; j < g->nkeys; j++)
+            argv[argc++] = cfg->streams[g->keys[j]];
+        argv[argc++] = timeout;
+        rsgSlotReaderSend(g, onGroupPopped, 1, argc, argv);
+    } else {
+        snprintf(nkeys, sizeof(nkeys), "%d", g->nkeys);
+        argv[argc++] = "BLMPOP";
+        argv[argc++] = timeout;
+        argv[argc++] = nkeys;
+        for (int j = 0; j < g->nkeys; j++)
+            argv[argc++] = cfg->streams[g->keys[j]];
+        argv[argc++] = "LEFT";
+        argv[argc++] = "COUNT";
+        argv[argc++] = countbuf;
+        rsgSlotReaderSend(g, onGroupPopped, count, argc, argv);
+    }
+    free(argv);
+}
+
+/* Live reads on a cluster: every idle group reads, each with its share of
+ * the room (sized once per round, as source_cluster.c does). */
+static void clusterRead(rsgSource *s) {
+    listsState *l = s->state;
+    long count = rsgSourceReadCount(s, s->cfg->reliable ? s->cfg->nstreams : l->readers.n);
+    if (count < 1) return;
+    for (int k = 0; k < l->readers.n; k++)
+        if (rsgSlotReaderIdle(&l->readers.r[k])) groupRead(&l->readers.r[k], count);
 }
 
 static void listsRead(rsgSource *s) {
@@ -366,7 +554,9 @@ static void listsRead(rsgSource *s) {
     const char **argv = max <= 72 ? stackv : malloc(sizeof(char *) * (size_t)max);
     if (!argv) return;
     int argc = 0, sent = -1;
-    if (s->phase == RSG_SRC_REPLAY) {
+    if (s->phase != RSG_SRC_REPLAY && cfg->cluster) {
+        clusterRead(s);
+    } else if (s->phase == RSG_SRC_REPLAY) {
         long c = rsgSourceReadCount(s, 1);
         if (c > l->replay_left[l->replay_list]) c = l->replay_left[l->replay_list];
         snprintf(count, sizeof(count), "%ld", c);

@@ -7,12 +7,20 @@
  * and a restart resumes after it. Acks do not come in id order (a dropped
  * message is acked while earlier ones wait in a batch), so each stream keeps
  * a FIFO of the ids in flight with a done flag; the checkpoint is the last of
- * the leading run of done ids. */
+ * the leading run of done ids.
+ *
+ * On a Redis Cluster (slot_readers.h) one XREAD cannot name streams of
+ * different slots: the streams of each slot are read together, each slot
+ * group in its own blocking XREAD on a connection of its own to its slot's
+ * master, from the same cursors. The checkpoint hash is one key: reading
+ * it at start and every HSET go through the routers (the reader's and the
+ * ack queue's) to its slot's master, wherever the streams are. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "slot_readers.h"
 #include "source_kind.h"
 
 #define ID_MAX 48 /* "18446744073709551615-18446744073709551615" fits */
@@ -30,12 +38,14 @@ typedef struct tracker {
 
 /* The plain streams' own state (s->state). */
 typedef struct streamsState {
-    tracker *trackers; /* per stream, with a checkpoint: ids in flight; else NULL */
+    tracker *trackers;      /* per stream, with a checkpoint: ids in flight; else NULL */
+    rsgSlotReaders readers; /* on a cluster: the slot groups' reads */
 } streamsState;
 
 static int streamsInit(rsgSource *s) {
     streamsState *st = calloc(1, sizeof(*st));
     if (!(s->state = st)) return -1;
+    if (s->cfg->cluster && rsgSlotReadersInit(&st->readers, s, "stream") != 0) return -1;
     if (!s->cfg->checkpoint) return 0;
     st->trackers = calloc((size_t)s->cfg->nstreams, sizeof(tracker));
     return st->trackers ? 0 : -1;
@@ -48,6 +58,7 @@ static void streamsFree(rsgSource *s) {
         for (int i = 0; i < s->cfg->nstreams; i++)
             free(st->trackers[i].ring);
     free(st->trackers);
+    rsgSlotReadersFree(&st->readers);
     free(st);
     s->state = NULL;
 }
@@ -75,6 +86,20 @@ static int trackPush(tracker *t, const char *id, size_t len) {
 
 /* ---- Setup: where each stream starts ---- */
 
+static void groupsReady(rsgSource *s) {
+    rsgSourceBegin(s, RSG_SRC_LIVE);
+}
+
+/* Every cursor is known: on one server reading starts at once; on a
+ * cluster once every slot group's connection is (again) ready. */
+static void begin(rsgSource *s) {
+    streamsState *st = s->state;
+    if (s->cfg->cluster)
+        rsgSlotReadersConnect(&st->readers, groupsReady);
+    else
+        rsgSourceBegin(s, RSG_SRC_LIVE);
+}
+
 static void onLastId(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
     rsgSource *s = privdata;
@@ -92,7 +117,7 @@ static void onLastId(redisAsyncContext *ac, void *r, void *privdata) {
     } else {
         rsgSourceSetCursor(s, i, "0-0", 3); /* empty or missing stream: from its start */
     }
-    if (--s->setup_left == 0) rsgSourceBegin(s, RSG_SRC_LIVE);
+    if (--s->setup_left == 0) begin(s);
 }
 
 /* Streams still without a cursor start at their configured id; "$" is made
@@ -108,7 +133,7 @@ static void resolveStarts(rsgSource *s) {
         s->setup_left++;
     }
     if (s->setup_left == 0) {
-        rsgSourceBegin(s, RSG_SRC_LIVE);
+        begin(s);
         return;
     }
     for (int i = 0; i < s->cfg->nstreams; i++) {
@@ -146,7 +171,7 @@ static void streamsSetup(rsgSource *s) {
     for (int i = 0; i < s->cfg->nstreams; i++)
         have &= s->cursor[i] != NULL;
     if (have) {
-        rsgSourceBegin(s, RSG_SRC_LIVE);
+        begin(s);
         return;
     }
     if (s->cfg->checkpoint) {
@@ -159,12 +184,9 @@ static void streamsSetup(rsgSource *s) {
 
 /* ---- Reading ---- */
 
-static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
-    (void)ac;
-    rsgSource *s = privdata;
-    redisReply *reply = r;
-    s->reading = 0;
-    if (!reply || s->stopped) return;
+/* Takes an XREAD reply's entries, tracks them, moves the cursors and
+ * delivers them. */
+static void took(rsgSource *s, const redisReply *reply) {
     tracker *trackers = ((streamsState *)s->state)->trackers;
     size_t entries;
     if (rsgSourceBeginRead(s, reply, "XREAD", &entries) != 0) return;
@@ -191,14 +213,34 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
     rsgSourceDeliver(s, n, 1);
 }
 
-static void streamsRead(rsgSource *s) {
+static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    rsgSource *s = privdata;
+    redisReply *reply = r;
+    s->reading = 0;
+    if (!reply || s->stopped) return;
+    took(s, reply);
+}
+
+/* A slot group's XREAD (on a cluster). */
+static void onGroupRead(redisAsyncContext *ac, void *r, void *privdata) {
+    (void)ac;
+    rsgSlotReader *g = rsgSlotReaderOf(privdata);
+    redisReply *reply = r;
+    if (!g) return; /* a dropped connection's read: its cursors did not move */
+    rsgSource *s = g->rs->s;
+    if (!reply || s->stopped || rsgSlotReaderRedirected(g, reply)) return;
+    took(s, reply);
+}
+
+/* XREAD COUNT count BLOCK ms STREAMS over n streams keys[] (all when
+ * keys is NULL) from their cursors: on g's connection, or s->conn. */
+static void sendRead(rsgSource *s, rsgSlotReader *g, long count, int n, const int *keys) {
     const rsgSourceConfig *cfg = s->cfg;
-    long count = rsgSourceReadCount(s, cfg->nstreams);
-    if (count < 1) return;
     char countbuf[24], blockbuf[24];
     snprintf(countbuf, sizeof(countbuf), "%ld", count);
     snprintf(blockbuf, sizeof(blockbuf), "%ld", cfg->block_ms);
-    int max = 6 + 2 * cfg->nstreams;
+    int max = 6 + 2 * n;
     const char *stackv[64];
     const char **argv = max <= 64 ? stackv : malloc(sizeof(char *) * (size_t)max);
     if (!argv) return;
@@ -209,12 +251,31 @@ static void streamsRead(rsgSource *s) {
     argv[argc++] = "BLOCK";
     argv[argc++] = blockbuf;
     argv[argc++] = "STREAMS";
-    for (int i = 0; i < cfg->nstreams; i++)
-        argv[argc++] = cfg->streams[i];
-    for (int i = 0; i < cfg->nstreams; i++)
-        argv[argc++] = s->cursor[i];
-    if (rsgConnCommand(s->conn, onRead, s, argc, argv, NULL) == 0) s->reading = 1;
+    for (int i = 0; i < n; i++)
+        argv[argc++] = cfg->streams[keys ? keys[i] : i];
+    for (int i = 0; i < n; i++)
+        argv[argc++] = s->cursor[keys ? keys[i] : i];
+    if (g)
+        rsgSlotReaderSend(g, onGroupRead, count * n, argc, argv);
+    else if (rsgConnCommand(s->conn, onRead, s, argc, argv, NULL) == 0)
+        s->reading = 1;
     if (argv != stackv) free(argv);
+}
+
+static void streamsRead(rsgSource *s) {
+    streamsState *st = s->state;
+    /* The room is shared among every stream, as one read over all of them
+     * would share it; on a cluster each idle slot group takes its share. */
+    long count = rsgSourceReadCount(s, s->cfg->nstreams);
+    if (count < 1) return;
+    if (!s->cfg->cluster) {
+        sendRead(s, NULL, count, s->cfg->nstreams, NULL);
+        return;
+    }
+    for (int k = 0; k < st->readers.n; k++) {
+        rsgSlotReader *g = &st->readers.r[k];
+        if (rsgSlotReaderIdle(g)) sendRead(s, g, count, g->nkeys, g->keys);
+    }
 }
 
 /* ---- Checkpoints ---- */
@@ -270,6 +331,10 @@ static void streamsDeadLetter(rsgSource *s, rsgDeadLetter *d) {
     d->ud = s;
 }
 
+static void streamsStop(rsgSource *s) {
+    rsgSlotReadersStop(&((streamsState *)s->state)->readers);
+}
+
 const rsgSourceType rsgSourceStreams = {
     .name = "streams",
     .key_type = "stream",
@@ -280,5 +345,6 @@ const rsgSourceType rsgSourceStreams = {
     .ack = streamsAck,
     .abandon = streamsAck,
     .dead_letter = streamsDeadLetter,
+    .stop = streamsStop,
     .free = streamsFree,
 };

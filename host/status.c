@@ -106,11 +106,11 @@ static int intField(const redisReply *map, const char *name, long long *out) {
 /* XINFO GROUPS and XINFO CONSUMERS of one stream into s. Returns 0, or -1
  * with a reason in err. A stream or group that does not exist is not an
  * error: it shows as such. */
-static int readStream(redisContext *c, const char *group, streamRow *row, snapshot *s, char *err,
+static int readStream(rsgDialer *c, const char *group, streamRow *row, snapshot *s, char *err,
                       size_t errlen) {
     const char *xlen[] = {"XLEN", row->name};
     const char *type[] = {"TYPE", row->name};
-    redisReply *r = rsgDialCall(c, 2, type, NULL, err, errlen);
+    redisReply *r = rsgDialerCall(c, 2, type, NULL, err, errlen);
     if (!r) return -1;
     row->exists = r->type == REDIS_REPLY_STATUS && strcmp(r->str, "stream") == 0;
     int other = r->type == REDIS_REPLY_STATUS && strcmp(r->str, "none") != 0 && !row->exists;
@@ -120,12 +120,12 @@ static int readStream(redisContext *c, const char *group, streamRow *row, snapsh
         return -1;
     }
     if (!row->exists) return 0;
-    if (!(r = rsgDialCall(c, 2, xlen, NULL, err, errlen))) return -1;
+    if (!(r = rsgDialerCall(c, 2, xlen, NULL, err, errlen))) return -1;
     row->length = r->integer;
     freeReplyObject(r);
 
     const char *groups[] = {"XINFO", "GROUPS", row->name};
-    if (!(r = rsgDialCall(c, 3, groups, NULL, err, errlen))) return -1;
+    if (!(r = rsgDialerCall(c, 3, groups, NULL, err, errlen))) return -1;
     for (size_t i = 0; i < r->elements; i++) {
         const redisReply *g = r->element[i], *name = field(g, "name");
         if (!name || name->type != REDIS_REPLY_STRING || strcmp(name->str, group) != 0) continue;
@@ -141,7 +141,7 @@ static int readStream(redisContext *c, const char *group, streamRow *row, snapsh
     if (!row->has_group) return 0;
 
     const char *cons[] = {"XINFO", "CONSUMERS", row->name, group};
-    if (!(r = rsgDialCall(c, 4, cons, NULL, err, errlen))) return -1;
+    if (!(r = rsgDialerCall(c, 4, cons, NULL, err, errlen))) return -1;
     for (size_t i = 0; i < r->elements; i++) {
         const redisReply *name = field(r->element[i], "name");
         if (!name || name->type != REDIS_REPLY_STRING) continue;
@@ -163,14 +163,14 @@ static int readStream(redisContext *c, const char *group, streamRow *row, snapsh
 
 /* Which consumers keep a liveness key, and their keys' PTTL. Returns 0, or
  * -1 with a reason in err. */
-static int readLiveness(redisContext *c, const char *group, snapshot *s, char *err, size_t errlen) {
+static int readLiveness(rsgDialer *c, const char *group, snapshot *s, char *err, size_t errlen) {
     char *reg = rsgHeartRegistryKey(group);
     if (!reg) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     const char *hkeys[] = {"HKEYS", reg};
-    redisReply *r = rsgDialCall(c, 2, hkeys, NULL, err, errlen);
+    redisReply *r = rsgDialerCall(c, 2, hkeys, NULL, err, errlen);
     free(reg);
     if (!r) return -1;
     for (size_t i = 0; i < r->elements; i++)
@@ -186,7 +186,7 @@ static int readLiveness(redisContext *c, const char *group, snapshot *s, char *e
             return -1;
         }
         const char *pttl[] = {"PTTL", key};
-        r = rsgDialCall(c, 2, pttl, NULL, err, errlen);
+        r = rsgDialerCall(c, 2, pttl, NULL, err, errlen);
         free(key);
         if (!r) return -1;
         s->cons[k].key_ttl = r->type == REDIS_REPLY_INTEGER ? r->integer : -2;
@@ -196,8 +196,7 @@ static int readLiveness(redisContext *c, const char *group, snapshot *s, char *e
 }
 
 /* One snapshot of src's group. Returns 0, or -1 with a reason in err. */
-static int gather(redisContext *c, const rsgSourceConfig *src, snapshot *s, char *err,
-                  size_t errlen) {
+static int gather(rsgDialer *c, const rsgSourceConfig *src, snapshot *s, char *err, size_t errlen) {
     memset(s, 0, sizeof(*s));
     s->dead = -1;
     s->streams = calloc((size_t)src->nstreams, sizeof(*s->streams));
@@ -213,7 +212,7 @@ static int gather(redisContext *c, const rsgSourceConfig *src, snapshot *s, char
     if (readLiveness(c, src->group, s, err, errlen) != 0) return -1;
     if (src->dead_letter) {
         const char *xlen[] = {"XLEN", src->dead_letter};
-        redisReply *r = rsgDialCall(c, 2, xlen, NULL, err, errlen);
+        redisReply *r = rsgDialerCall(c, 2, xlen, NULL, err, errlen);
         if (!r) return -1;
         s->dead = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
         freeReplyObject(r);
@@ -415,18 +414,18 @@ static void printTable(const rsgSourceConfig *src, const snapshot *s) {
 /* One refresh: gather, listen when needed (for `listen_for` seconds),
  * judge, print. *c is the connection, dialled again when lost. Returns 0,
  * or -1 having said why on stderr. */
-static int refresh(redisContext **c, const rsgOptions *opts, const rsgRedisUrl *url,
+static int refresh(rsgDialer **c, const rsgOptions *opts, const rsgRedisUrl *url,
                    const rsgSourceConfig *src, double listen_for) {
     char err[1024];
     snapshot s;
-    if (!*c && !(*c = rsgDialMaster(url, err, sizeof(err)))) {
+    if (!*c && !(*c = rsgDialOpen(url, err, sizeof(err)))) {
         fprintf(stderr, "rsghost: %s\n", err);
         return -1;
     }
     if (gather(*c, src, &s, err, sizeof(err)) != 0) {
         fprintf(stderr, "rsghost: status of group '%s': %s\n", src->group, err);
         freeSnapshot(&s);
-        redisFree(*c);
+        rsgDialClose(*c);
         *c = NULL;
         return -1;
     }
@@ -453,7 +452,7 @@ int rsgStatusMain(const rsgOptions *opts, const rsgRedisUrl *url, const rsgSourc
                 opts->script);
         return 2;
     }
-    redisContext *c = NULL;
+    rsgDialer *c = NULL;
     /* Long enough to hear every consumer beat twice, no longer than peers
      * wait before they call one dead. */
     double window = 2 * src->heartbeat_interval;
@@ -470,6 +469,6 @@ int rsgStatusMain(const rsgOptions *opts, const rsgRedisUrl *url, const rsgSourc
             if (left > 0) usleep((useconds_t)(left * 1e6));
         }
     }
-    if (c) redisFree(c);
+    rsgDialClose(c);
     return code;
 }

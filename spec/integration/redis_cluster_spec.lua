@@ -284,6 +284,234 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("lists dead letters and redrives them with rsghost dead-letters and redrive", function()
+    local t = context("redrive")
+    local tag = "{" .. t.prefix .. "}"
+    local stream, dead, group, out = tag .. ":s", tag .. ":dead", t.prefix .. ":g", t.prefix .. ":out"
+    -- The flag and the output list hash elsewhere: the commands are routed.
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local fixed = false
+local function refresh() fixed = rsghost.redis.call("GET", "{{P}}:fixed") == "1" end
+return {
+  source = { streams = "{{S}}", group = "{{P}}:g", timeout = 0.2, dead_letter = "{{DEAD}}" },
+  init = function() refresh(); rsghost.every(0.1, refresh) end,
+  preprocess = function(stream, id, data)
+    if data.bad and not fixed then error("cannot take " .. data.n) end
+    return data.n
+  end,
+  batch = { size = 20, timeout = 0.05 },
+  sink = function(items) rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items)) end,
+}
+]], { S = stream, DEAD = dead })
+    H.xadd_many(r, stream, 20, function(i)
+      if i % 5 == 0 then return { "n", i, "bad", "1" } end
+      return { "n", i }
+    end)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = out, n = 16, streams = stream, group = group, hosts = { h } })
+    H.eventually(function() return r:call("XLEN", dead) == 4 end, 30, function() return h:describe() end)
+    -- The seed named first is not the dead-letter stream's master.
+    local seed
+    for _, m in ipairs(c.masters()) do
+      if m.port ~= c.node_of(dead).port then seed = m end
+    end
+    local url = "redis+cluster://127.0.0.1:" .. seed.port
+    local code, listed, err = H.run { "dead-letters", "--redis", url, "--json", path }
+    assert.equal(0, code, err)
+    local errors = {}
+    for line in listed:gmatch("[^\n]+") do
+      local o = cjson.decode(line)
+      assert.equal(stream, o.stream)
+      errors[#errors + 1] = o.error:match("cannot take %d+$")
+    end
+    assert.same({ "cannot take 5", "cannot take 10", "cannot take 15", "cannot take 20" }, errors)
+    -- Fixed: redrive moves them back; the running consumer takes them.
+    r:call("SET", t.prefix .. ":fixed", "1")
+    H.sleep(0.3)
+    local moved
+    code, moved, err = H.run { "redrive", "--redis", url, path }
+    assert.equal(0, code, err)
+    assert.matches("moved 4 dead letter%(s%)", err)
+    local n = 0
+    for _ in moved:gmatch("%-> [^\n]+ %d+%-%d+\n") do n = n + 1 end
+    assert.equal(4, n, moved)
+    H.wait_sunk(r, { out = out, n = 20, streams = stream, group = group, hosts = { h } })
+    local want = {}
+    for i = 1, 20 do want[i] = tostring(i) end
+    H.assert_exactly_once(want, H.list(r, out))
+    assert.equal(0, r:call("XLEN", dead))
+    assert.equal(0, H.xpending(r, stream, group).count)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  -- A list pipeline: each item to P:out, failing while P:block exists.
+  local LISTS = [[
+local rsghost = require "rsghost"
+return {
+  source = { lists = {{LISTS}}, timeout = 0.2{{EXTRA}} },
+  preprocess = function(list, item) return list .. " " .. item end,
+  batch = { size = 20, timeout = 0.05 },
+  retry = { initial = 0.1, max = 0.3 },
+  sink = function(items)
+    if rsghost.redis.call("EXISTS", "{{P}}:block") == 1 then error("blocked") end
+    rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items))
+  end,
+}
+]]
+
+  local function push(lists, per, from)
+    local want = {}
+    for _, l in ipairs(lists) do
+      local items = {}
+      for i = 1, per do items[i] = "i" .. ((from or 0) + i) end
+      r:call("RPUSH", l, unpack(items))
+      for _, it in ipairs(items) do want[#want + 1] = l .. " " .. it end
+    end
+    return want
+  end
+
+  local function wait_out(t, n, hosts)
+    H.eventually(function() return r:call("LLEN", t.prefix .. ":out") >= n end, 90, function()
+      local d = { "out has " .. r:call("LLEN", t.prefix .. ":out") .. ", want " .. n }
+      for _, h in ipairs(hosts) do d[#d + 1] = h:describe() end
+      return table.concat(d, "\n")
+    end)
+  end
+
+  it("reads lists spread over every master, each item once", function()
+    local t = context("lists")
+    local lists = redis_cluster.spread(c, t.prefix, 6)
+    local path = H.script(t, LISTS, { LISTS = lua_list(lists), EXTRA = "" })
+    local want = push(lists, 50)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    wait_out(t, #want, { h })
+    append(want, push(lists, 50, 50))
+    wait_out(t, #want, { h })
+    H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+    assert.matches("6 list%(s%) in 6 slot group%(s%)", h:log())
+    for _, l in ipairs(lists) do assert.equal(0, r:call("LLEN", l)) end
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("keeps a reliable list's items through kill -9, in processing lists in each list's slot", function()
+    local t = context("reliable")
+    -- Three lists on three masters, and two that share one slot group.
+    local lists = redis_cluster.spread(c, t.prefix, 3, true)
+    lists[4] = "{" .. t.prefix .. ":pair}:a"
+    lists[5] = "{" .. t.prefix .. ":pair}:b"
+    local path = H.script(t, LISTS, { LISTS = lua_list(lists), EXTRA = ", reliable = true" })
+    r:call("SET", t.prefix .. ":block", "1")
+    local want = push(lists, 30)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    -- Every item moved into a processing list, none sunk: kill -9.
+    H.eventually(function()
+      for _, l in ipairs(lists) do
+        if r:call("LLEN", l) ~= 0 then return false end
+      end
+      return true
+    end, 60, function() return h:describe() end)
+    h:kill()
+    local held = 0
+    for _, l in ipairs(lists) do
+      local proc = "rsghost:processing:c1:" .. l
+      assert.equal(native.key_slot(l), native.key_slot(proc))
+      held = held + r:call("LLEN", proc)
+    end
+    assert.equal(#want, held)
+    assert.equal(0, r:call("LLEN", t.prefix .. ":out"))
+    -- Restarted, unblocked: what the dead run held is processed, and more.
+    r:call("DEL", t.prefix .. ":block")
+    h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    append(want, push(lists, 30, 30))
+    wait_out(t, #want, { h })
+    H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+    assert.matches("5 list%(s%) in 4 slot group%(s%)", h:log())
+    H.eventually(function()
+      for _, l in ipairs(lists) do
+        if r:call("LLEN", "rsghost:processing:c1:" .. l) ~= 0 then return false end
+      end
+      return true
+    end, 30, function() return h:describe() end)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("reads plain streams on every master from checkpoints, and resumes after them", function()
+    local t = context("plain")
+    local streams = redis_cluster.spread(c, t.prefix, 6)
+    local cp, out = t.prefix .. ":cp", t.prefix .. ":out"
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+return {
+  source = { streams = {{STREAMS}}, start = "0", checkpoint = "{{P}}:cp", timeout = 0.2 },
+  preprocess = function(stream, id, data) return stream .. " " .. id end,
+  batch = { size = 50, timeout = 0.05 },
+  sink = function(items) rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items)) end,
+}
+]], { STREAMS = lua_list(streams) })
+    local want = add(r, streams, 100)
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    wait_out(t, #want, { h })
+    append(want, add(r, streams, 50, 100))
+    wait_out(t, #want, { h })
+    assert.matches("6 stream%(s%) in 6 slot group%(s%)", h:log())
+    -- The checkpoint names every stream's last id once the batches are sunk.
+    local last = {}
+    for _, s in ipairs(streams) do last[s] = r:call("XREVRANGE", s, "+", "-", "COUNT", 1)[1][1] end
+    H.eventually(function()
+      for _, s in ipairs(streams) do
+        if r:call("HGET", cp, s) ~= last[s] then return false end
+      end
+      return true
+    end, 30, function() return h:describe() end)
+    assert.equal(0, h:stop(), h:describe())
+    -- Stopped: more arrives; a restart takes only what came after the checkpoint.
+    append(want, add(r, streams, 40, 150))
+    h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    wait_out(t, #want, { h })
+    assert.matches("resuming after checkpoint", h:log())
+    H.sleep(0.5)
+    assert.equal(0, h:stop(), h:describe())
+    local got = {}
+    for _, item in ipairs(H.list(r, out)) do got[#got + 1] = item end
+    H.assert_exactly_once(want, got)
+  end)
+
+  it("shows a group's status over streams on every master with rsghost status", function()
+    local t = context("status")
+    local streams = redis_cluster.spread(c, t.prefix, 3)
+    local group = t.prefix .. ":g"
+    local path = script(t, streams, ", heartbeat_interval = 0.2, claim_timeout = 30")
+    add(r, streams, 11)
+    -- d1 holds one message on each master, never acked, and keeps no liveness key.
+    for _, s in ipairs(streams) do
+      r:call("XGROUP", "CREATE", s, group, "0")
+      r:call("XREADGROUP", "GROUP", group, "d1", "COUNT", 1, "STREAMS", s, ">")
+    end
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    H.wait_sunk(r, { out = t.prefix .. ":out", n = 30, streams = streams, group = group, hosts = { h },
+      pending = 3 })
+    H.eventually(function() return r:call("HEXISTS", "rsghost:consumers:" .. group, "c1") == 1 end, 30,
+      function() return h:describe() end)
+    local code, out, err = H.run { "status", "--json", "--redis", c.url, path }
+    assert.equal(0, code, err)
+    assert.is_nil(err:find("not listening", 1, true), err)
+    local st = cjson.decode(out)
+    assert.equal(group, st.group)
+    assert.equal(3, #st.streams)
+    for i, row in ipairs(st.streams) do
+      assert.equal(streams[i], row.stream)
+      assert.equal(11, row.length)
+      assert.equal(1, row.pending)
+    end
+    local byname = {}
+    for _, cr in ipairs(st.consumers) do byname[cr.name] = cr end
+    assert.same({ "alive", 0, true }, { byname.c1.state, byname.c1.pending, byname.c1.liveness_key })
+    assert.equal(3, byname.d1.pending)
+    assert.is_false(byname.d1.liveness_key)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("gives a sink's cross-slot command Redis's own CROSSSLOT error", function()
     local t = context("cross")
     local path = H.script(t, [[
@@ -358,18 +586,19 @@ return {
     assert.equal(0, h2:stop(), h2:describe())
   end)
 
-  it("refuses at start what it cannot do on a cluster yet, with a clear error", function()
+  it("refuses at start what it cannot do on a cluster, with a clear error", function()
     local t = context("refuse")
     local path = H.script(t, [[
 return {
-  source = { lists = { "{{P}}:l" } },
+  source = { lists = { "{{P}}:l" }, reliable = true },
   preprocess = function(list, item) return item end,
   sink = function(items) end,
 }
 ]])
     local code, _, err = H.run { "--redis", c.url, path, "c1" }
     assert.equal(2, code, err)
-    assert.matches("a list source is not supported on a Redis Cluster yet", err)
+    assert.matches("must be in one slot", err)
+    assert.matches("give the list a hash tag", err)
     path = script(t, { t.prefix .. ":a", t.prefix .. ":b" }, ", dead_letter = '" .. t.prefix .. ":dead'")
     code, _, err = H.run { "--redis", c.url, path, "c1" }
     assert.equal(2, code, err)

@@ -264,8 +264,10 @@ function M.first_slot_stream(c, suffix)
 end
 
 -- Names of n streams, each served by a different master in turn, so that
--- reads span every master: prefix .. ":" .. i with i chosen by slot.
-function M.spread(c, prefix, n)
+-- reads span every master: prefix .. ":" .. i with i chosen by slot. With
+-- `tagged`, each name is a hash tag of its own ("{prefix:s7}"), so that
+-- keys built on it ("rsghost:processing:c1:{prefix:s7}") share its slot.
+function M.spread(c, prefix, n, tagged)
   local masters = c.masters()
   local owner = assert(learn_map(c.servers))
   local names, i = {}, 0
@@ -273,7 +275,9 @@ function M.spread(c, prefix, n)
     i = i + 1
     local name = prefix .. ":s" .. i
     local want = masters[#names % #masters + 1]
-    if owner[native.key_slot(name)] == want.host .. ":" .. want.port then names[#names + 1] = name end
+    if owner[native.key_slot(name)] == want.host .. ":" .. want.port then
+      names[#names + 1] = tagged and "{" .. name .. "}" or name
+    end
     if i > 100000 then error("support.redis_cluster: cannot spread streams", 2) end
   end
   return names
