@@ -399,7 +399,7 @@ static void logRound(rsgClaim *c) {
     double judged = c->round_judged ? (double)(c->round_judged - c->round_start) / 1e6 : ms;
     rsgLog(acted ? RSG_LOG_INFO : RSG_LOG_DEBUG,
            "claim round: %d other consumer(s) in group '%s', %d dead; "
-           "claimed %ld message(s) from %d, removed %d; %.1f ms (dead known after %.1f ms)",
+           "%ld message(s) claimed from %d, %d removed; %.1f ms (dead known after %.1f ms)",
            c->round_peers, c->cfg->group, c->round_dead, c->round_claimed, c->round_from,
            c->round_removed, ms, judged);
 }
