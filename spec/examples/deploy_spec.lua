@@ -275,9 +275,14 @@ end
 
 -- The container's options, without the script (H.start adds a local
 -- copy) and with --metrics on a free loopback port instead of 9100 (which
--- another process may hold); returns them and that port.
+-- another process may hold; with --workers N, N free ports from there);
+-- returns them and that port.
 local function run_args(c)
-  local args, port = {}, server.free_port()
+  local workers = 1
+  for i, a in ipairs(c.args) do
+    if a == "--workers" then workers = tonumber(c.args[i + 1]) end
+  end
+  local args, port = {}, server.free_ports(workers)
   for i = 1, #c.args - 1 do
     args[i] = c.args[i]
     if c.args[i - 1] == "--metrics" then args[i] = "127.0.0.1:" .. port end
