@@ -15,8 +15,15 @@
  * and RPUSHes ride along with the next read; nothing waits for a round trip
  * it could have started earlier. --ahead 0 is plain request/response.
  *
+ * With --ahead 1 the next read leaves when the current reply has arrived, so
+ * Redis sits idle for the round trip and for the time hiredis takes to parse
+ * that reply. --ahead 2 is the pipelined limit: a read is always queued
+ * behind the one Redis is answering, so Redis never waits for the client;
+ * rsghost keeps two reads in flight too. It is the fastest this machine can
+ * drain a stream, and the baseline of the trivial pipeline's target.
+ *
  * Prints one line on stdout:
- *   limit mode=drain messages=N batches=B seconds=S rate=R cpu_seconds=C maxrss_kib=K
+ *   limit mode=drain ahead=A messages=N batches=B seconds=S rate=R cpu_seconds=C maxrss_kib=K
  * (C: user + system CPU time of this process, K: its peak resident set)
  * and exits 0; any error reply or lost connection exits 1. */
 #include "common.h"
@@ -263,7 +270,8 @@ static void usage(FILE *out) {
                  "  --count N        XREADGROUP COUNT (default 1000)\n"
                  "  --mode MODE      drain (default) or tutorial\n"
                  "  --list KEY       tutorial mode: list to RPUSH to (default bench:out)\n"
-                 "  --ahead N        reads in flight while a batch is processed (default 1)\n");
+                 "  --ahead N        reads in flight while a batch is processed (default 1;\n"
+                 "                   2: the pipelined limit)\n");
 }
 
 int main(int argc, char **argv) {
@@ -357,9 +365,9 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                  (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-    printf("limit mode=%s messages=%lld batches=%lld seconds=%.6f rate=%.0f cpu_seconds=%.3f "
-           "maxrss_kib=%ld\n",
-           l.tutorial ? "tutorial" : "drain", l.messages, l.batches, elapsed,
+    printf("limit mode=%s ahead=%d messages=%lld batches=%lld seconds=%.6f rate=%.0f "
+           "cpu_seconds=%.3f maxrss_kib=%ld\n",
+           l.tutorial ? "tutorial" : "drain", l.ahead, l.messages, l.batches, elapsed,
            elapsed > 0 ? (double)l.messages / elapsed : 0.0, cpu, ru.ru_maxrss);
 
     redisFree(l.c);

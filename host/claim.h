@@ -18,7 +18,10 @@
  *      bounded by max_in_flight like read ones.
  *      A dead consumer whose pending list is empty is removed from the group
  *      (XGROUP DELCONSUMER inside a script that first checks, atomically, that
- *      it holds nothing: deleting a consumer drops its pending entries). */
+ *      it holds nothing: deleting a consumer drops its pending entries).
+ * A round that claimed or removed anything logs one line (info) with its
+ * duration from its first XINFO to its last reply, and when it knew who is
+ * dead; a round that did nothing logs the same at debug level. */
 #ifndef RSG_CLAIM_H
 #define RSG_CLAIM_H
 
@@ -53,6 +56,13 @@ typedef struct rsgClaim {
     int outstanding; /* replies the current step still waits for */
     int stopped;
     long claimed;                 /* messages taken over, for logs and tests */
+    uint64_t round_start;         /* ns (uv_hrtime) the current round sent its first XINFO */
+    uint64_t round_judged;        /* ns the current round knew who is dead */
+    int round_peers;              /* other consumers in the group, this round */
+    int round_dead;               /* of them dead, this round */
+    int round_from;               /* dead consumers claimed from, this round */
+    int round_removed;            /* dead consumers removed, this round */
+    long round_claimed;           /* messages claimed, this round */
     uint64_t self_heard;          /* ms, loop time our own heartbeat was last heard, 0 = never */
     int leaving;                  /* rsgClaimLeave: replies still expected */
     int left;                     /* rsgClaimLeave: streams we were removed from */

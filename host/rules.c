@@ -3,12 +3,47 @@
 
 #include <stdio.h>
 
-long rsgReadCount(long room, int keys, long count, long read_chunk) {
-    if (room <= 0 || keys <= 0) return 0;
-    long n = room / keys;
+/* The shape of the next read: COUNT and keys named (see rules.h). */
+static long readShape(long room, int keys, long count, long read_chunk, int *named) {
+    *named = 0;
+    long n = rsgReadShare(room, keys, count, read_chunk);
     long cap = count > 0 ? count : read_chunk;
-    if (cap > 0 && cap < n) n = cap;
+    long floor = cap > 0 && cap < RSG_READ_MIN_PER_KEY ? cap : RSG_READ_MIN_PER_KEY;
+    if (room <= 0 || keys <= 0) return 0;
+    if (n >= floor) {
+        *named = keys;
+        return n;
+    }
+    /* Too thin: a window of keys, each with the floor (one key, at least,
+     * with whatever room there is). */
+    n = floor < room ? floor : room;
+    long w = room / n;
+    *named = w < keys ? (int)w : keys;
     return n;
+}
+
+long rsgReadCount(long room, int keys, long count, long read_chunk) {
+    int named;
+    return readShape(room, keys, count, read_chunk, &named);
+}
+
+int rsgReadKeys(long room, int keys, long count, long read_chunk) {
+    int named;
+    readShape(room, keys, count, read_chunk, &named);
+    return named;
+}
+
+long rsgReadShare(long room, int keys, long count, long read_chunk) {
+    if (room <= 0 || keys <= 0) return 0;
+    long cap = count > 0 ? count : read_chunk;
+    long n = room / keys;
+    return cap > 0 && cap < n ? cap : n;
+}
+
+long rsgWaitCount(long room, int keys, long count, long read_chunk) {
+    if (room <= 0 || keys <= 0) return 0;
+    long n = rsgReadShare(room, keys, count, read_chunk);
+    return n > 0 ? n : 1;
 }
 
 char *rsgBadFieldWhat(char *buf, size_t len, size_t k, const char *name, size_t nlen,

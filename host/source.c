@@ -308,7 +308,11 @@ int rsgSourceBeginRead(rsgSource *s, const redisReply *reply, const char *cmd, s
         rsgSourceReadError(s, cmd, reply->str);
         return -1;
     }
-    if (reply->type == REDIS_REPLY_NIL) { /* BLOCK timed out with nothing new */
+    /* Nothing new (a BLOCK that timed out, or a window with nothing): one
+     * more empty window towards an idle wait (rsgSourcePlanRead); after a
+     * wait, a new turn of windows. */
+    if (reply->type == REDIS_REPLY_NIL) {
+        s->win_empty = s->win_wait ? 0 : s->win_empty + 1;
         rsgSourceKick(s);
         return -1;
     }
@@ -316,6 +320,7 @@ int rsgSourceBeginRead(rsgSource *s, const redisReply *reply, const char *cmd, s
         rsgSourceFatal(s, "%s returned a reply of unexpected shape", cmd);
         return -1;
     }
+    s->win_empty = *entries || s->win_wait ? 0 : s->win_empty + 1;
     if (rsgSourceReserve(s, *entries, strings) != 0) {
         rsgSourceFatal(s, "out of memory reading messages");
         return -1;
@@ -486,12 +491,60 @@ static long bytesRoom(const rsgSource *s, int keys, int prior) {
 
 /* ---- Flow ---- */
 
-long rsgSourceReadCount(const rsgSource *s, int keys) {
+/* What max_in_flight and the byte bound still leave for a read of keys. */
+static long roomFor(const rsgSource *s, int keys) {
     long room = s->cfg->max_in_flight - s->in_flight - s->requested;
     long byBytes = bytesRoom(s, keys, 0);
-    if (byBytes < room) room = byBytes;
+    return byBytes < room ? byBytes : room;
+}
+
+long rsgSourceReadCount(const rsgSource *s, int keys) {
     /* The rule itself is rules.c's, which the test kit runs too. */
-    return rsgReadCount(room, keys, s->cfg->count, s->cfg->read_chunk);
+    return rsgReadShare(roomFor(s, keys), keys, s->cfg->count, s->cfg->read_chunk);
+}
+
+/* Reverses idx[a..b). */
+static void reverse(int *idx, int a, int b) {
+    for (b--; a < b; a++, b--) {
+        int t = idx[a];
+        idx[a] = idx[b];
+        idx[b] = t;
+    }
+}
+
+int rsgSourcePlanRead(rsgSource *s, int *idx, int n, int live, long *count, int *block) {
+    const rsgSourceConfig *cfg = s->cfg;
+    long room = roomFor(s, n);
+    s->win_wait = 0;
+    *block = live;
+    if (cfg->max_in_flight_bytes && s->avg_bytes <= 0) {
+        /* No size known yet: one message a key (bytesRoom), to learn it. */
+        *count = room > 0 ? 1 : 0;
+        return *count ? n : 0;
+    }
+    /* The rules are rules.c's, which the test kit runs too. */
+    *count = rsgReadCount(room, n, cfg->count, cfg->read_chunk);
+    if (*count < 1) return 0;
+    int w = rsgReadKeys(room, n, cfg->count, cfg->read_chunk);
+    if (w >= n) {
+        s->win_empty = 0;
+        return n;
+    }
+    if (live && s->win_empty >= (n + w - 1) / w) {
+        /* A whole turn of windows found nothing: wait on every key. */
+        *count = rsgWaitCount(room, n, cfg->count, cfg->read_chunk);
+        s->win_wait = 1;
+        return n;
+    }
+    /* The next window, in turn: rotate idx[] left by the start (three
+     * reversals), so the window is idx[0..w). */
+    int start = s->win_next % n;
+    reverse(idx, 0, start);
+    reverse(idx, start, n);
+    reverse(idx, 0, n);
+    s->win_next = start + w;
+    *block = 0;
+    return w;
 }
 
 void rsgSourceBegin(rsgSource *s, rsgSourcePhase phase) {

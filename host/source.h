@@ -125,6 +125,9 @@ struct rsgSource {
     rsgReadBytes *reads;    /* FIFO of reads still in flight */
     size_t reads_cap, reads_head, nreads;
     char **cursor; /* per key: last id seen (NULL = none yet) */
+    int win_next;  /* rsgSourcePlanRead: where the next window starts */
+    int win_empty; /* reads of windows in a row that found nothing */
+    int win_wait;  /* the read in flight is an idle wait on every key */
     rsgMsg *msgs;  /* scratch for one read */
     long *deliv;   /* scratch: times-delivered of msgs[i], when counted */
     int counted;   /* deliv holds this read's counts (rsgSourceCollect with counts) */

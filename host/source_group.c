@@ -36,6 +36,9 @@ typedef struct groupState {
     pendingCounts *pend; /* per stream, for the replay read in flight */
     int set_up;          /* the group was set up once in this run */
     char **seen;         /* per stream, the last id a live read brought, or NULL */
+    char *drained;       /* per stream: its replay is over (no more pending after the cursor) */
+    int *idx;            /* scratch: the streams a read may name (rsgSourcePlanRead) */
+    long replay_count;   /* COUNT of the replay read in flight */
 } groupState;
 
 /* Groups: "0" is the start of our pending entries. Without replay there is
@@ -45,6 +48,8 @@ static int groupInit(rsgSource *s) {
     if (!(s->state = g = calloc(1, sizeof(groupState)))) return -1;
     if (!(g->pend = calloc((size_t)s->cfg->nstreams, sizeof(*g->pend)))) return -1;
     if (!(g->seen = calloc((size_t)s->cfg->nstreams, sizeof(char *)))) return -1;
+    if (!(g->drained = calloc((size_t)s->cfg->nstreams, 1))) return -1;
+    if (!(g->idx = calloc((size_t)s->cfg->nstreams, sizeof(int)))) return -1;
     for (int i = 0; i < s->cfg->nstreams; i++)
         g->pend[i] = (pendingCounts){.s = s, .stream = i};
     if (s->cfg->replay_pending)
@@ -65,12 +70,18 @@ static void groupFree(rsgSource *s) {
             free(g->seen[i]);
         free(g->seen);
     }
+    if (g) {
+        free(g->drained);
+        free(g->idx);
+    }
     free(s->state);
     s->state = NULL;
 }
 
 static void startPhaseAfterSetup(rsgSource *s) {
-    ((groupState *)s->state)->set_up = 1;
+    groupState *g = s->state;
+    g->set_up = 1;
+    memset(g->drained, 0, (size_t)s->cfg->nstreams);
     int any = 0;
     for (int i = 0; i < s->cfg->nstreams; i++)
         any |= s->cursor[i] != NULL;
@@ -224,6 +235,10 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
             rsgPendingReplayCounts(&g->pend[si].pc, list, counts);
         rsgSourceCollect(s, st->element[0], list, &n, &fvused, counts);
         free(counts);
+        /* A replay read names each stream with its cursor and gets it back
+         * with what is pending after it: fewer than asked, and that stream's
+         * replay is over. */
+        if (replay && si >= 0 && (long)list->elements < g->replay_count) g->drained[si] = 1;
         if (list->elements && si >= 0) {
             const redisReply *last = list->element[list->elements - 1]->element[0];
             rsgSourceSetCursor(s, si, last->str, last->len);
@@ -234,9 +249,12 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
             }
         }
     }
-    if (s->phase == RSG_SRC_REPLAY) {
+    if (replay) {
         g->replayed += n;
-        if (entries == 0) {
+        int left = 0;
+        for (int i = 0; i < s->cfg->nstreams && !left; i++)
+            left = s->cursor[i] && !g->drained[i];
+        if (!left) {
             if (g->replayed) rsgInfo("replayed %ld pending message(s)", g->replayed);
             g->replayed = 0;
             s->phase = RSG_SRC_LIVE;
@@ -248,16 +266,18 @@ static void onRead(redisAsyncContext *ac, void *r, void *privdata) {
 
 static void groupRead(rsgSource *s) {
     const rsgSourceConfig *cfg = s->cfg;
-    int live = s->phase == RSG_SRC_LIVE, keys = 0;
+    groupState *g = s->state;
+    int live = s->phase == RSG_SRC_LIVE, n = 0, block;
     for (int i = 0; i < cfg->nstreams; i++)
-        if (live || s->cursor[i]) keys++;
-    long count = rsgSourceReadCount(s, keys);
-    if (count < 1) return;
+        if (live || (s->cursor[i] && !g->drained[i])) g->idx[n++] = i;
+    long count;
+    int keys = rsgSourcePlanRead(s, g->idx, n, live, &count, &block);
+    if (keys < 1) return;
 
     char countbuf[24], blockbuf[24];
     snprintf(countbuf, sizeof(countbuf), "%ld", count);
     snprintf(blockbuf, sizeof(blockbuf), "%ld", cfg->block_ms);
-    int max = 9 + 2 * cfg->nstreams;
+    int max = 9 + 2 * keys;
     const char *stackv[64];
     const char **argv = max <= 64 ? stackv : malloc(sizeof(char *) * (size_t)max);
     if (!argv) return;
@@ -268,23 +288,20 @@ static void groupRead(rsgSource *s) {
     argv[argc++] = s->consumer;
     argv[argc++] = "COUNT";
     argv[argc++] = countbuf;
-    if (live) {
+    if (block) {
         argv[argc++] = "BLOCK";
         argv[argc++] = blockbuf;
     }
     argv[argc++] = "STREAMS";
-    for (int i = 0; i < cfg->nstreams; i++)
-        if (live || s->cursor[i]) argv[argc++] = cfg->streams[i];
-    for (int i = 0; i < cfg->nstreams; i++)
-        if (live)
-            argv[argc++] = ">";
-        else if (s->cursor[i])
-            argv[argc++] = s->cursor[i];
+    for (int k = 0; k < keys; k++)
+        argv[argc++] = cfg->streams[g->idx[k]];
+    for (int k = 0; k < keys; k++)
+        argv[argc++] = live ? ">" : s->cursor[g->idx[k]];
     if (!live) {
         /* The delivery counts of what this replay read will return. */
-        groupState *g = s->state;
-        for (int i = 0; i < cfg->nstreams; i++) {
-            if (!s->cursor[i]) continue;
+        g->replay_count = count;
+        for (int k = 0; k < keys; k++) {
+            int i = g->idx[k];
             char start[160];
             snprintf(start, sizeof(start), "(%s", s->cursor[i]);
             const char *pargv[] = {"XPENDING", cfg->streams[i], cfg->group, "IDLE", "0", start,
@@ -293,7 +310,7 @@ static void groupRead(rsgSource *s) {
         }
     }
     if (rsgConnCommand(s->conn, onRead, s, argc, argv, NULL) == 0) {
-        ((groupState *)s->state)->asked[s->reading++] = count * keys;
+        g->asked[s->reading++] = count * keys;
         s->requested += count * keys;
     }
     if (argv != stackv) free(argv);

@@ -80,6 +80,14 @@ void rsgSourceSetCursor(rsgSource *s, int i, const char *id, size_t len);
  * most source.count. 0 when there is no room. */
 long rsgSourceReadCount(const rsgSource *s, int keys);
 
+/* The next read over the eligible keys idx[0..n) (indexes into
+ * cfg->streams, in order), by rules.c's read sizing: rewrites idx[] so
+ * that the keys it names come first and returns how many (0: no room now),
+ * with its COUNT in *count. *block: it may block (only `live` reads do):
+ * a read of every key, or the idle wait on every key after a turn of
+ * windows found nothing (rsgSourceBeginRead counts those). */
+int rsgSourcePlanRead(rsgSource *s, int *idx, int n, int live, long *count, int *block);
+
 /* A read failed with an error reply: fatal. WRONGTYPE first re-checks the
  * type of every key, so the error names the key that changed. */
 void rsgSourceReadError(rsgSource *s, const char *cmd, const char *err);

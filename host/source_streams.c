@@ -40,12 +40,14 @@ typedef struct tracker {
 typedef struct streamsState {
     tracker *trackers;      /* per stream, with a checkpoint: ids in flight; else NULL */
     rsgSlotReaders readers; /* on a cluster: the slot groups' reads */
+    int *idx;               /* scratch: the streams a read may name (rsgSourcePlanRead) */
 } streamsState;
 
 static int streamsInit(rsgSource *s) {
     streamsState *st = calloc(1, sizeof(*st));
     if (!(s->state = st)) return -1;
     if (s->cfg->cluster && rsgSlotReadersInit(&st->readers, s, "stream") != 0) return -1;
+    if (!(st->idx = calloc((size_t)s->cfg->nstreams, sizeof(int)))) return -1;
     if (!s->cfg->checkpoint) return 0;
     st->trackers = calloc((size_t)s->cfg->nstreams, sizeof(tracker));
     return st->trackers ? 0 : -1;
@@ -58,6 +60,7 @@ static void streamsFree(rsgSource *s) {
         for (int i = 0; i < s->cfg->nstreams; i++)
             free(st->trackers[i].ring);
     free(st->trackers);
+    free(st->idx);
     rsgSlotReadersFree(&st->readers);
     free(st);
     s->state = NULL;
@@ -235,7 +238,8 @@ static void onGroupRead(redisAsyncContext *ac, void *r, void *privdata) {
 
 /* XREAD COUNT count BLOCK ms STREAMS over n streams keys[] (all when
  * keys is NULL) from their cursors: on g's connection, or s->conn. */
-static void sendRead(rsgSource *s, rsgSlotReader *g, long count, int n, const int *keys) {
+static void sendRead(rsgSource *s, rsgSlotReader *g, long count, int block, int n,
+                     const int *keys) {
     const rsgSourceConfig *cfg = s->cfg;
     char countbuf[24], blockbuf[24];
     snprintf(countbuf, sizeof(countbuf), "%ld", count);
@@ -248,8 +252,10 @@ static void sendRead(rsgSource *s, rsgSlotReader *g, long count, int n, const in
     argv[argc++] = "XREAD";
     argv[argc++] = "COUNT";
     argv[argc++] = countbuf;
-    argv[argc++] = "BLOCK";
-    argv[argc++] = blockbuf;
+    if (block) {
+        argv[argc++] = "BLOCK";
+        argv[argc++] = blockbuf;
+    }
     argv[argc++] = "STREAMS";
     for (int i = 0; i < n; i++)
         argv[argc++] = cfg->streams[keys ? keys[i] : i];
@@ -264,17 +270,23 @@ static void sendRead(rsgSource *s, rsgSlotReader *g, long count, int n, const in
 
 static void streamsRead(rsgSource *s) {
     streamsState *st = s->state;
-    /* The room is shared among every stream, as one read over all of them
-     * would share it; on a cluster each idle slot group takes its share. */
-    long count = rsgSourceReadCount(s, s->cfg->nstreams);
-    if (count < 1) return;
     if (!s->cfg->cluster) {
-        sendRead(s, NULL, count, s->cfg->nstreams, NULL);
+        /* Every stream, or a window of them in turn (rules.c's read sizing). */
+        int n = s->cfg->nstreams, block;
+        long count;
+        for (int i = 0; i < n; i++)
+            st->idx[i] = i;
+        int keys = rsgSourcePlanRead(s, st->idx, n, 1, &count, &block);
+        if (keys > 0) sendRead(s, NULL, count, block, keys, st->idx);
         return;
     }
+    /* On a cluster each idle slot group takes its share of the room, as one
+     * read over all of them would share it. */
+    long count = rsgSourceReadCount(s, s->cfg->nstreams);
+    if (count < 1) return;
     for (int k = 0; k < st->readers.n; k++) {
         rsgSlotReader *g = &st->readers.r[k];
-        if (rsgSlotReaderIdle(g)) sendRead(s, g, count, g->nkeys, g->keys);
+        if (rsgSlotReaderIdle(g)) sendRead(s, g, count, 1, g->nkeys, g->keys);
     }
 }
 

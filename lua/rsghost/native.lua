@@ -14,6 +14,8 @@ local ffi = require "ffi"
 
 ffi.cdef [[
 long rsgReadCount(long room, int keys, long count, long read_chunk);
+int rsgReadKeys(long room, int keys, long count, long read_chunk);
+long rsgReadShare(long room, int keys, long count, long read_chunk);
 char *rsgBadFieldWhat(char *buf, size_t len, size_t k, const char *name, size_t nlen,
                       const char *why);
 char *rsgBadFieldLine(char *buf, size_t len, const char *stream, size_t slen, const char *id,
@@ -85,9 +87,19 @@ local C, where = load()
 
 local M = { C = C, where = where }
 
--- rsgReadCount: messages per key a read asks for.
+-- rsgReadCount: messages per key a read of streams asks for (a window of
+-- them when the room is thin: rsgReadKeys says how many it names).
 function M.read_count(room, keys, count, read_chunk)
   return tonumber(C.rsgReadCount(room, keys, count or 0, read_chunk or 0))
+end
+
+function M.read_keys(room, keys, count, read_chunk)
+  return tonumber(C.rsgReadKeys(room, keys, count or 0, read_chunk or 0))
+end
+
+-- rsgReadShare: the room shared evenly among keys read all at once (lists).
+function M.read_share(room, keys, count, read_chunk)
+  return tonumber(C.rsgReadShare(room, keys, count or 0, read_chunk or 0))
 end
 
 local why_buf = ffi.new("char[160]")

@@ -583,9 +583,12 @@ function Kit:_read(msgs, where)
     end
     nkeys = 1
   end
-  -- The host's own read sizing (rsgReadCount): the room left, shared among
-  -- the keys, capped by source.count or, without it, by read_chunk.
-  local per_key = native.read_count(src.max_in_flight - self:in_flight(), nkeys, src.count, src.read_chunk)
+  -- The host's own read sizing (host/rules.h): the room left, shared among
+  -- the keys, capped by source.count or, without it, by read_chunk; for
+  -- streams never thinner than a floor a key (a window of them is read
+  -- instead), for lists evenly (rsgReadShare).
+  local rule = src.kind == "lists" and native.read_share or native.read_count
+  local per_key = rule(src.max_in_flight - self:in_flight(), nkeys, src.count, src.read_chunk)
   local counts = {}
   for _, m in ipairs(msgs) do counts[m[1]] = (counts[m[1]] or 0) + 1 end
   for _, m in ipairs(msgs) do

@@ -1,6 +1,7 @@
--- examples/deploy/: the systemd template unit and the Kubernetes manifests.
+-- examples/deploy/: the systemd template units and the Kubernetes manifests,
+-- each in its one-consumer and its --workers form.
 --
--- The unit passes `systemd-analyze verify` (any warning fails the spec,
+-- Each unit passes `systemd-analyze verify` (any warning fails the spec,
 -- not only errors) and systemd's own offline security review; it is
 -- checked as a copy whose ExecStart points at the built binary, since
 -- verify also checks that the command exists. No systemd as PID 1 needed.
@@ -10,15 +11,22 @@
 -- field names for every object and field they use (a misspelt field fails),
 -- and to what rsghost needs: probes on the --metrics port's /livez and
 -- /readyz, a grace period above the stop timeout, RSGHOST_CONSUMER from
--- the pod name (StatefulSet) or a generated name with heartbeats
+-- the pod name (StatefulSets) or a generated name with heartbeats
 -- (Deployment). The scripts in their ConfigMaps are run by the real binary
--- with the container's arguments, and the probes' paths answer 200.
+-- with the container's arguments, and the probes' paths answer 200 (with
+-- --workers, on every worker's port, under the names the comments promise).
 local H = require "support.host"
 local server = require "support.server"
 local proc = require "support.proc"
 local lyaml = require "lyaml"
 
-local UNIT = "examples/deploy/rsghost@.service"
+-- The units, and the ExecStart each must have: the instance is the consumer
+-- name, or the prefix of the workers' names.
+local UNITS = {
+  { path = "examples/deploy/rsghost@.service", exec = "/etc/rsghost/consumer.lua %%i$" },
+  { path = "examples/deploy/rsghost-workers@.service",
+    exec = " %-%-workers %${RSGHOST_WORKERS} /etc/rsghost/consumer.lua %%i$" },
+}
 
 local function read(path)
   local f = assert(io.open(path, "rb"))
@@ -49,43 +57,54 @@ local function settings(text)
   return out
 end
 
-describe("examples/deploy/rsghost@.service", function()
-  local dir
-  before_each(function()
-    dir = server.tmpdir("unit")
-    local text = read(UNIT):gsub("/usr/local/bin/rsghost", absolute(H.bin))
-    H.write(dir .. "/rsghost@.service", text)
-  end)
+for _, unit in ipairs(UNITS) do
+  local file = unit.path:match("[^/]+$")
+  local instance = file:gsub("@%.service$", "@orders.service")
 
-  it("passes systemd-analyze verify as an instance, without a word of warning", function()
-    local code, out, err = proc.run { argv = { "systemd-analyze", "verify", dir .. "/rsghost@orders-1.service" } }
-    assert.equal(0, code, out .. err)
-    assert.equal("", out .. err)
-  end)
+  describe(unit.path, function()
+    local dir
+    before_each(function()
+      dir = server.tmpdir("unit")
+      local text = read(unit.path):gsub("/usr/local/bin/rsghost", absolute(H.bin))
+      H.write(dir .. "/" .. file, text)
+    end)
 
-  it("passes systemd's offline security review with a low exposure", function()
-    local code, out, err = proc.run { argv = { "systemd-analyze", "security", "--offline=yes",
-      dir .. "/rsghost@.service" } }
-    assert.equal(0, code, out .. err)
-    local level = tonumber(out:match("Overall exposure level for [^:]+: (%d+%.%d+)"))
-    assert.is_number(level, out)
-    assert.is_true(level <= 2.0, "exposure " .. level .. "\n" .. out)
-  end)
+    it("passes systemd-analyze verify as an instance, without a word of warning", function()
+      local code, out, err = proc.run { argv = { "systemd-analyze", "verify", dir .. "/" .. instance } }
+      assert.equal(0, code, out .. err)
+      assert.equal("", out .. err)
+    end)
 
-  it("is a notify unit with a watchdog whose instance is the consumer name, and stops in time", function()
-    local s = settings(read(UNIT))
-    assert.same({ "notify" }, s.Type)
-    assert.is_truthy(tonumber(s.WatchdogSec[1]))
-    assert.matches(" %%i$", s.ExecStart[1])
-    assert.same({ "yes" }, s.DynamicUser)
-    assert.same({ "strict" }, s.ProtectSystem)
-    assert.same({ "mixed" }, s.KillMode)
-    local stop = tonumber(s.Environment[1]:match("^RSGHOST_STOP_TIMEOUT=(%d+)$"))
-    assert.is_true(tonumber(s.TimeoutStopSec[1]) > stop)
-    -- LuaJIT's compiler writes the code it runs.
-    assert.is_nil(s.MemoryDenyWriteExecute)
+    it("passes systemd's offline security review with a low exposure", function()
+      local code, out, err = proc.run { argv = { "systemd-analyze", "security", "--offline=yes",
+        dir .. "/" .. file } }
+      assert.equal(0, code, out .. err)
+      local level = tonumber(out:match("Overall exposure level for [^:]+: (%d+%.%d+)"))
+      assert.is_number(level, out)
+      assert.is_true(level <= 2.0, "exposure " .. level .. "\n" .. out)
+    end)
+
+    it("is a notify unit with a watchdog whose instance names the consumers, and stops in time", function()
+      local s = settings(read(unit.path))
+      assert.same({ "notify" }, s.Type)
+      assert.same({ "main" }, s.NotifyAccess)
+      assert.is_truthy(tonumber(s.WatchdogSec[1]))
+      assert.matches(unit.exec, s.ExecStart[1])
+      assert.same({ "yes" }, s.DynamicUser)
+      assert.same({ "strict" }, s.ProtectSystem)
+      assert.same({ "mixed" }, s.KillMode)
+      local env = {}
+      for _, e in ipairs(s.Environment) do
+        local k, v = e:match("^([%w_]+)=(.*)$")
+        env[k] = v
+      end
+      assert.is_true(tonumber(s.TimeoutStopSec[1]) > tonumber(env.RSGHOST_STOP_TIMEOUT))
+      if unit.exec:find("workers", 1, true) then assert.equal("auto", env.RSGHOST_WORKERS) end
+      -- LuaJIT's compiler writes the code it runs.
+      assert.is_nil(s.MemoryDenyWriteExecute)
+    end)
   end)
-end)
+end
 
 -- The subset of the Kubernetes API (core/v1, apps/v1) the manifests use:
 -- field name -> type, a nested table for an object, { x } for a list of x.
@@ -256,9 +275,14 @@ end
 
 -- The container's options, without the script (H.start adds a local
 -- copy) and with --metrics on a free loopback port instead of 9100 (which
--- another process may hold); returns them and that port.
+-- another process may hold; with --workers N, N free ports from there);
+-- returns them and that port.
 local function run_args(c)
-  local args, port = {}, server.free_port()
+  local workers = 1
+  for i, a in ipairs(c.args) do
+    if a == "--workers" then workers = tonumber(c.args[i + 1]) end
+  end
+  local args, port = {}, server.free_ports(workers)
   for i = 1, #c.args - 1 do
     args[i] = c.args[i]
     if c.args[i - 1] == "--metrics" then args[i] = "127.0.0.1:" .. port end
@@ -303,6 +327,48 @@ describe("examples/deploy Kubernetes manifests", function()
       H.eventually(function() return #H.list(t.redis, "orders-archived") == 1 end, 30,
         function() return h:describe() end)
       assert.same({ ["rsghost-orders-0"] = true }, H.consumers(t.redis, "orders", "orders-archive"))
+      assert.equal(0, h:stop(), h:describe())
+    end)
+    srv.stop()
+    assert(ok, err)
+  end)
+
+  it("statefulset-workers.yaml: two workers per pod, NAME-1 and NAME-2, a metrics port each", function()
+    local by = objects("examples/deploy/statefulset-workers.yaml")
+    local sts = by.StatefulSet
+    local c, text = check_workload(by, sts)
+    assert.same({ fieldPath = "metadata.name" }, env_of(c).RSGHOST_CONSUMER.valueFrom.fieldRef)
+    assert.equal(by.Service.metadata.name, sts.spec.serviceName)
+    assert.equal("None", by.Service.spec.clusterIP)
+    local workers
+    for i, a in ipairs(c.args) do
+      if a == "--workers" then workers = tonumber(c.args[i + 1]) end
+    end
+    assert.equal(2, workers)
+    -- Worker i serves on PORT+i-1: the container and the Service name each
+    -- port, and the pod asks for a core per worker.
+    local cports, sports = {}, {}
+    for _, p in ipairs(c.ports) do cports[#cports + 1] = p.containerPort end
+    for _, p in ipairs(by.Service.spec.ports) do sports[#sports + 1] = p.port end
+    assert.same({ 9100, 9101 }, cports)
+    assert.same({ 9100, 9101 }, sports)
+    assert.equal(tostring(workers), c.resources.requests.cpu)
+    -- Pod rsghost-orders-mw-0 runs consumers rsghost-orders-mw-0-1 and -0-2.
+    local srv = server.start()
+    local ok, err = pcall(function()
+      local t = H.context { server = srv }
+      local path = H.write(t.dir .. "/consumer.lua", text)
+      local args, port = run_args(c)
+      local pod = sts.metadata.name .. "-0"
+      local h = H.start(t, { script = path, consumer = false, args = args,
+        env = { RSGHOST_CONSUMER = pod } })
+      check_probes(h, port)
+      check_probes(h, port + 1)
+      for i = 1, 10 do t.redis:call("XADD", "orders", "*", "n", tostring(i)) end
+      H.eventually(function() return #H.list(t.redis, "orders-archived") == 10 end, 30,
+        function() return h:describe() end)
+      assert.same({ [pod .. "-1"] = true, [pod .. "-2"] = true },
+        H.consumers(t.redis, "orders", "orders-archive"))
       assert.equal(0, h:stop(), h:describe())
     end)
     srv.stop()

@@ -286,6 +286,51 @@ return {
   end)
 end)
 
+describe("a dead consumer holding more than one XCLAIM takes", function()
+  after_each(function() H.cleanup() end)
+
+  -- The host claims at most 1000 ids per XCLAIM; 2500 pending entries take
+  -- three, and each must come through once with its own delivery count.
+  it("gives every message once, with Redis's delivery count, across the XCLAIMs", function()
+    local t = H.context()
+    local P = t.prefix
+    local r = t.redis
+    local ids = H.xadd_many(r, P .. ":s", 2500)
+    r:call("XGROUP", "CREATE", P .. ":s", P .. ":g", "0")
+    r:call("XREADGROUP", "GROUP", P .. ":g", "ghost", "COUNT", 2500, "STREAMS", P .. ":s", ">")
+    -- The last 500 delivered to the ghost a second time (a replay of its own).
+    r:call("XREADGROUP", "GROUP", P .. ":g", "ghost", "COUNT", 500, "STREAMS", P .. ":s", ids[2000])
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+return {
+  source = { streams = P .. ":s", group = P .. ":g", timeout = 0.2, max_in_flight = 5000,
+             heartbeat_interval = 0.2, claim_timeout = 1 },
+  preprocess = function(stream, id, data, info) return id .. " " .. info.deliveries end,
+  batch = { size = 500, timeout = 0.05 },
+  sink = function(items) rsghost.redis.call("RPUSH", P .. ":out", unpack(items)) end,
+}
+]])
+    H.sleep(1.2) -- the ghost, silent past claim_timeout, is dead by its idle time
+    local h = H.start(t, { script = path, consumer = "B" })
+    local out = H.wait_sunk(r, { out = P .. ":out", n = #ids, streams = P .. ":s", group = P .. ":g",
+      hosts = { h }, timeout = 60 })
+    local got, deliveries = {}, {}
+    for _, line in ipairs(out) do
+      local id, n = line:match("^(%S+) (%d+)$")
+      got[#got + 1] = id
+      deliveries[id] = tonumber(n)
+    end
+    H.assert_exactly_once(ids, got)
+    -- Delivered to the ghost once (twice for the last 500), once more now.
+    for i, id in ipairs(ids) do
+      assert.equal(i > 2000 and 3 or 2, deliveries[id], "deliveries of message " .. i)
+    end
+    assert.equal(#ids, cluster.claimed(h).by.ghost, h:describe())
+    assert.equal(0, h:stop(), h:describe())
+  end)
+end)
+
 describe("a streamz_redis peer (a bare name PUBLISHed on the group channel)", function()
   after_each(function() H.cleanup() end)
 

@@ -275,7 +275,7 @@ return {
   it("gives each --workers worker its own port, PORT+1 for the second", function()
     assert(have("curl"), "curl is missing: run scripts/deps")
     local t = H.context()
-    local port = server.free_port()
+    local port = server.free_ports(2)
     local h = H.start(t, { script = H.script(t, SRC), consumer = "w",
       args = { "--workers", "2", "--metrics", "127.0.0.1:" .. port } })
     for i, p in ipairs { port, port + 1 } do

@@ -63,6 +63,46 @@ function M.free_port()
   return tonumber(port)
 end
 
+-- Whether 127.0.0.1:port can be bound now (nothing listens on it and no
+-- socket uses it as its local port).
+local function bindable(port)
+  local fd = C.socket(AF_INET, SOCK_STREAM, 0)
+  assert(fd >= 0, "support.server: socket() failed")
+  local addr = ffi.new("struct rsghost_sockaddr_in")
+  addr.sin_family = AF_INET
+  addr.sin_port = ffi.abi("be") and port or htons(port)
+  addr.sin_addr = ffi.abi("be") and 0x7f000001 or 0x0100007f
+  local ok = C.bind(fd, addr, ffi.sizeof(addr)) == 0
+  C.close(fd)
+  return ok
+end
+
+-- A base port whose n consecutive ports are free, for a program that takes
+-- PORT, PORT+1, ... (--metrics with --workers). Picked below the kernel's
+-- ephemeral range, where free_port's ports are: there, PORT+1 is often the
+-- local port of some client's connection (Linux hands out ephemeral ports
+-- for connect() next to those for bind()), and then cannot be listened on.
+function M.free_ports(n)
+  local low = 32768
+  local f = io.open("/proc/sys/net/ipv4/ip_local_port_range")
+  if f then
+    low = tonumber(f:read("*l"):match("^(%d+)")) or low
+    f:close()
+  end
+  -- Seeded once per process: parallel specs must not try the same ports.
+  if not M.seeded then
+    math.randomseed(os.time() * 1000 + proc.getpid())
+    M.seeded = true
+  end
+  for _ = 1, 200 do
+    local base = math.random(10000, low - n - 1)
+    local ok = true
+    for i = 0, n - 1 do ok = ok and bindable(base + i) end
+    if ok then return base end
+  end
+  error("support.server: no " .. n .. " consecutive free loopback ports below " .. low)
+end
+
 -- A fresh private directory (mkdtemp), for logs, scripts and redis' files.
 function M.tmpdir(tag)
   local base = os.getenv("TMPDIR") or "/tmp"
