@@ -454,7 +454,7 @@ local rsghost = require "rsghost"
 return {
   source = { lists = {{LISTS}}, timeout = 0.2{{EXTRA}} },
   preprocess = function(list, item) return list .. " " .. item end,
-  batch = { size = 20, timeout = 0.05 },
+  batch = {{BATCH}},
   retry = { initial = 0.1, max = 0.3 },
   sink = function(items)
     if rsghost.redis.call("EXISTS", "{{P}}:block") == 1 then error("blocked") end
@@ -462,6 +462,13 @@ return {
   end,
 }
 ]]
+
+  -- The list pipeline over lists; extra: more source settings; batch: the
+  -- batch table (default: 20 items or 0.05 s).
+  local function lists_script(t, lists, extra, batch)
+    return H.script(t, LISTS, { LISTS = lua_list(lists), EXTRA = extra or "",
+      BATCH = batch or "{ size = 20, timeout = 0.05 }" })
+  end
 
   local function push(lists, per, from)
     local want = {}
@@ -485,7 +492,7 @@ return {
   it("reads lists spread over every master, each item once", function()
     local t = context("lists")
     local lists = redis_cluster.spread(c, t.prefix, 6)
-    local path = H.script(t, LISTS, { LISTS = lua_list(lists), EXTRA = "" })
+    local path = lists_script(t, lists)
     local want = push(lists, 50)
     local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
     wait_out(t, #want, { h })
@@ -497,16 +504,31 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
-  it("keeps a reliable list's items through kill -9, in processing lists in each list's slot", function()
-    local t = context("reliable")
-    -- Three lists on three masters, and two that share one slot group.
+  -- Three lists on three masters, and two that share one slot group.
+  local function reliable_lists(t)
     local lists = redis_cluster.spread(c, t.prefix, 3, true)
     lists[4] = "{" .. t.prefix .. ":pair}:a"
     lists[5] = "{" .. t.prefix .. ":pair}:b"
-    local path = H.script(t, LISTS, { LISTS = lua_list(lists), EXTRA = ", reliable = true" })
-    r:call("SET", t.prefix .. ":block", "1")
+    return lists
+  end
+
+  local function held(lists)
+    local n = 0
+    for _, l in ipairs(lists) do n = n + r:call("LLEN", "rsghost:processing:c1:" .. l) end
+    return n
+  end
+
+  it("keeps a reliable list's items through kill -9, in processing lists in each list's slot", function()
+    local t = context("reliable")
+    local lists = reliable_lists(t)
+    -- The first run holds every item in one open batch (it closes only
+    -- when full): nothing is sunk, and reading never pauses. A failing sink
+    -- would pause reading (README: a sink raises), and a slot group whose
+    -- first read came back after that failure would hold only that read.
+    local hold = lists_script(t, lists, ", reliable = true", "{ size = 1000, timeout = false }")
+    local path = lists_script(t, lists, ", reliable = true")
     local want = push(lists, 30)
-    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    local h = H.start(t, { script = hold, consumer = "c1", redis = c.url })
     -- Every item moved into a processing list, none sunk: kill -9.
     H.eventually(function()
       for _, l in ipairs(lists) do
@@ -515,28 +537,64 @@ return {
       return true
     end, 60, function() return h:describe() end)
     h:kill()
-    local held = 0
     for _, l in ipairs(lists) do
-      local proc = "rsghost:processing:c1:" .. l
-      assert.equal(native.key_slot(l), native.key_slot(proc))
-      held = held + r:call("LLEN", proc)
+      assert.equal(native.key_slot(l), native.key_slot("rsghost:processing:c1:" .. l))
     end
-    assert.equal(#want, held)
+    assert.equal(#want, held(lists))
     assert.equal(0, r:call("LLEN", t.prefix .. ":out"))
-    -- Restarted, unblocked: what the dead run held is processed, and more.
-    r:call("DEL", t.prefix .. ":block")
+    -- Restarted: what the dead run held is processed, and more.
     h = H.start(t, { script = path, consumer = "c1", redis = c.url })
     append(want, push(lists, 30, 30))
     wait_out(t, #want, { h })
     H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
     assert.matches("5 list%(s%) in 4 slot group%(s%)", h:log())
-    H.eventually(function()
-      for _, l in ipairs(lists) do
-        if r:call("LLEN", "rsghost:processing:c1:" .. l) ~= 0 then return false end
-      end
-      return true
-    end, 30, function() return h:describe() end)
+    H.eventually(function() return held(lists) == 0 end, 30, function() return h:describe() end)
     assert.equal(0, h:stop(), h:describe())
+  end)
+
+  it("pauses every slot group's reads while a sink fails, one whose read came back late too, and resumes them all", function()
+    local t = context("relpause")
+    local lists = reliable_lists(t)
+    local path = lists_script(t, lists, ", reliable = true")
+    r:call("SET", t.prefix .. ":block", "1")
+    local want = push(lists, 30)
+    -- The master of the third list holds every script (CLIENT PAUSE WRITE
+    -- blocks EVAL) until the sink has failed: that group's first read
+    -- comes back after reading paused, the order that made the kill -9
+    -- case above flaky when it relied on a failing sink.
+    local late = c.node_of(lists[3]).client()
+    late:call("CLIENT", "PAUSE", 600000, "WRITE")
+    local paused = true
+    local ok, err = pcall(function()
+      local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+      H.eventually(function() return h:log():find("sink 1 of 1 failed", 1, true) end, 60,
+        function() return h:describe() end)
+      late:call("CLIENT", "UNPAUSE")
+      paused = false
+      -- Its read ran (the list gave items to its processing list); every
+      -- item is in its list or its processing list, none sunk.
+      H.eventually(function() return r:call("LLEN", lists[3]) < 30 end, 60,
+        function() return h:describe() end)
+      local total = 0
+      for _, l in ipairs(lists) do
+        -- One script on the list's master: a move between the two (one
+        -- still on its way) cannot fall between two counts.
+        total = total + c.node_of(l).client():call("EVAL",
+          "return redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])", 2, l,
+          "rsghost:processing:c1:" .. l)
+      end
+      assert.equal(#want, total)
+      assert.equal(0, r:call("LLEN", t.prefix .. ":out"))
+      -- The sink recovers: every group reads again, the late one included.
+      r:call("DEL", t.prefix .. ":block")
+      wait_out(t, #want, { h })
+      H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+      H.eventually(function() return held(lists) == 0 end, 30, function() return h:describe() end)
+      for _, l in ipairs(lists) do assert.equal(0, r:call("LLEN", l)) end
+      assert.equal(0, h:stop(), h:describe())
+    end)
+    if paused then pcall(function() late:call("CLIENT", "UNPAUSE") end) end
+    assert(ok, err)
   end)
 
   it("dead-letters poison items of lists into a stream in their slot, out of the processing list atomically", function()
