@@ -35,7 +35,11 @@ int rsgSourceInit(rsgSource *s, rsgConn *conn, rsgAck *ack, const rsgSourceConfi
     if (rsgDecoderInit(&s->dec, cfg->encoding, err, errlen) != 0) return -1;
     s->cfg = cfg; /* from here on rsgSourceFree cleans up */
     s->cursor = calloc((size_t)cfg->nstreams, sizeof(char *));
-    if (!s->cursor || s->type->init(s) != 0) goto oom;
+    s->keyrefs = calloc((size_t)cfg->nstreams + 1, sizeof(rsgKeyRef));
+    if (!s->cursor || !s->keyrefs) goto oom;
+    for (int i = 0; i <= cfg->nstreams; i++)
+        s->keyrefs[i] = (rsgKeyRef){s, i};
+    if (s->type->init(s) != 0) goto oom;
     return 0;
 oom:
     rsgSourceFree(s);
@@ -130,6 +134,16 @@ void rsgPendingReplayCounts(const rsgPendingCounts *p, const redisReply *list, l
     }
 }
 
+void *rsgSourceKeyRef(rsgSource *s, int i) {
+    return &s->keyrefs[i];
+}
+
+rsgSource *rsgSourceKeyOf(void *privdata, int *i) {
+    rsgKeyRef *k = privdata;
+    *i = k->i;
+    return k->s;
+}
+
 int rsgSourceIndex(const rsgSource *s, const char *name, size_t len) {
     for (int i = 0; i < s->cfg->nstreams; i++)
         if (strlen(s->cfg->streams[i]) == len && memcmp(s->cfg->streams[i], name, len) == 0)
@@ -146,10 +160,10 @@ static int checkedKeys(const rsgSource *s) {
 
 static void onType(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
-    rsgSource *s = privdata;
+    int i;
+    rsgSource *s = rsgSourceKeyOf(privdata, &i);
     redisReply *reply = r;
     if (!reply || s->stopped) return; /* lost: setup runs again on reconnect */
-    int i = checkedKeys(s) - s->setup_left;
     const char *want = s->type->key_type;
     if (i == s->cfg->nstreams) { /* the dead-letter stream */
         if (reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "none") != 0 &&
@@ -181,12 +195,13 @@ void rsgSourceOnReady(rsgSource *s) {
     s->reading = 0;
     s->requested = 0;
     s->phase = RSG_SRC_SETUP;
-    /* TYPE replies come back in order, so the i-th reply is the i-th key. */
+    /* Each TYPE names its key in its privdata: on a cluster the replies of
+     * different masters come back in any order. */
     s->setup_left = checkedKeys(s);
     for (int i = 0; i < checkedKeys(s); i++) {
         const char *argv[] = {"TYPE",
                               i < s->cfg->nstreams ? s->cfg->streams[i] : s->cfg->dead_letter};
-        if (rsgConnCommand(s->conn, onType, s, 2, argv, NULL) != 0) return;
+        if (rsgConnCommand(s->conn, onType, rsgSourceKeyRef(s, i), 2, argv, NULL) != 0) return;
     }
 }
 
@@ -615,6 +630,7 @@ void rsgSourceFree(rsgSource *s) {
         for (int i = 0; i < s->cfg->nstreams; i++)
             free(s->cursor[i]);
     free(s->cursor);
+    free(s->keyrefs);
     free(s->msgs);
     free(s->deliv);
     free(s->fv);

@@ -92,6 +92,12 @@ typedef struct rsgSourceHooks {
     void *ud;
 } rsgSourceHooks;
 
+/* A command's privdata that names one key of a source (rsgSourceKeyRef). */
+typedef struct rsgKeyRef {
+    rsgSource *s; /* the source */
+    int i;        /* its key: an index into cfg->streams, nstreams for the dead-letter stream */
+} rsgKeyRef;
+
 /* One read's share of the bytes in flight (source.c). */
 typedef struct rsgReadBytes {
     long count;   /* its messages still in flight */
@@ -124,13 +130,14 @@ struct rsgSource {
     double avg_bytes;       /* average message size seen, 0 before any */
     rsgReadBytes *reads;    /* FIFO of reads still in flight */
     size_t reads_cap, reads_head, nreads;
-    char **cursor; /* per key: last id seen (NULL = none yet) */
-    int win_next;  /* rsgSourcePlanRead: where the next window starts */
-    int win_empty; /* reads of windows in a row that found nothing */
-    int win_wait;  /* the read in flight is an idle wait on every key */
-    rsgMsg *msgs;  /* scratch for one read */
-    long *deliv;   /* scratch: times-delivered of msgs[i], when counted */
-    int counted;   /* deliv holds this read's counts (rsgSourceCollect with counts) */
+    char **cursor;      /* per key: last id seen (NULL = none yet) */
+    rsgKeyRef *keyrefs; /* per key and the dead-letter stream: privdata naming it */
+    int win_next;       /* rsgSourcePlanRead: where the next window starts */
+    int win_empty;      /* reads of windows in a row that found nothing */
+    int win_wait;       /* the read in flight is an idle wait on every key */
+    rsgMsg *msgs;       /* scratch for one read */
+    long *deliv;        /* scratch: times-delivered of msgs[i], when counted */
+    int counted;        /* deliv holds this read's counts (rsgSourceCollect with counts) */
     size_t msgs_cap;
     rsgStr *fv; /* scratch field/value pairs */
     size_t fv_cap;

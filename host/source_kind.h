@@ -69,6 +69,16 @@ void rsgPendingTake(rsgPendingCounts *p, const redisReply *reply);
  * same entries in id order. */
 void rsgPendingReplayCounts(const rsgPendingCounts *p, const redisReply *list, long *counts);
 
+/* privdata for a per-key command whose reply does not name its key (TYPE,
+ * LLEN, XREVRANGE): key i of s (i == nstreams: the dead-letter stream).
+ * Replies cannot be matched to keys by their order: on a cluster the router
+ * (s->conn) sends each key's command to that key's master, and the replies
+ * of different masters arrive in any order. */
+void *rsgSourceKeyRef(rsgSource *s, int i);
+
+/* The source and key (into *i) of a reply's rsgSourceKeyRef privdata. */
+rsgSource *rsgSourceKeyOf(void *privdata, int *i);
+
 /* Index of a configured stream/list by name, or -1. */
 int rsgSourceIndex(const rsgSource *s, const char *name, size_t len);
 

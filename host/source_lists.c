@@ -152,11 +152,11 @@ static void begin(rsgSource *s, rsgSourcePhase phase) {
 
 static void onLeftover(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
-    rsgSource *s = privdata;
+    int i;
+    rsgSource *s = rsgSourceKeyOf(privdata, &i);
     listsState *l = s->state;
     redisReply *reply = r;
     if (!reply || s->stopped) return;
-    int i = s->cfg->nstreams - s->setup_left;
     l->replay_left[i] = reply->type == REDIS_REPLY_INTEGER ? (long)reply->integer : 0;
     if (--s->setup_left > 0) return;
     long total = 0;
@@ -215,13 +215,15 @@ static void listsSettled(rsgSource *s) {
     countLeftovers(s);
 }
 
-/* LLEN of every processing list; onLeftover decides what to replay. */
+/* LLEN of every processing list; onLeftover decides what to replay. Each
+ * LLEN names its list in its privdata: on a cluster the replies of
+ * different masters come back in any order. */
 static void countLeftovers(rsgSource *s) {
     listsState *l = s->state;
     s->setup_left = s->cfg->nstreams;
     for (int i = 0; i < s->cfg->nstreams; i++) {
         const char *argv[] = {"LLEN", l->proc[i]};
-        if (rsgConnCommand(s->conn, onLeftover, s, 2, argv, NULL) != 0) return;
+        if (rsgConnCommand(s->conn, onLeftover, rsgSourceKeyRef(s, i), 2, argv, NULL) != 0) return;
     }
 }
 

@@ -105,14 +105,10 @@ static void begin(rsgSource *s) {
 
 static void onLastId(redisAsyncContext *ac, void *r, void *privdata) {
     (void)ac;
-    rsgSource *s = privdata;
+    int i;
+    rsgSource *s = rsgSourceKeyOf(privdata, &i);
     redisReply *reply = r;
-    if (!reply || s->stopped) return;
-    /* XREVRANGE replies in order: the first stream still without a cursor. */
-    int i = 0;
-    while (i < s->cfg->nstreams && s->cursor[i])
-        i++;
-    if (i == s->cfg->nstreams) return;
+    if (!reply || s->stopped || s->cursor[i]) return;
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
         reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements > 0) {
         const redisReply *id = reply->element[0]->element[0];
@@ -141,8 +137,10 @@ static void resolveStarts(rsgSource *s) {
     }
     for (int i = 0; i < s->cfg->nstreams; i++) {
         if (s->cursor[i]) continue;
+        /* Its privdata names the stream: on a cluster the replies of
+         * different masters come back in any order. */
         const char *argv[] = {"XREVRANGE", s->cfg->streams[i], "+", "-", "COUNT", "1"};
-        if (rsgConnCommand(s->conn, onLastId, s, 6, argv, NULL) != 0) return;
+        if (rsgConnCommand(s->conn, onLastId, rsgSourceKeyRef(s, i), 6, argv, NULL) != 0) return;
     }
 }
 

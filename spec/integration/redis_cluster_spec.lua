@@ -597,6 +597,33 @@ return {
     assert(ok, err)
   end)
 
+  it("replays each processing list's own leftovers, whatever order its master's answer comes in", function()
+    local t = context("leftover")
+    local lists = redis_cluster.spread(c, t.prefix, 6, true)
+    local path = lists_script(t, lists, ", reliable = true")
+    -- What a crashed run left: a different number in each processing list.
+    -- Each is counted on its own list's master, and the counts must reach
+    -- their own lists whichever master answers first: a count given to
+    -- another list would replay items twice or leave them behind.
+    local want = {}
+    for k, l in ipairs(lists) do
+      local items = {}
+      for i = 1, 3 * k do
+        items[i] = "left" .. i
+        want[#want + 1] = l .. " left" .. i
+      end
+      r:call("RPUSH", "rsghost:processing:c1:" .. l, unpack(items))
+    end
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    wait_out(t, #want, { h })
+    append(want, push(lists, 5))
+    wait_out(t, #want, { h })
+    H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+    assert.matches("63 item%(s%) left in processing lists by an earlier run", h:log())
+    H.eventually(function() return held(lists) == 0 end, 30, function() return h:describe() end)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   it("dead-letters poison items of lists into a stream in their slot, out of the processing list atomically", function()
     local t = context("listdead")
     -- On a master that is not the first seed, so that the script goes
@@ -700,6 +727,35 @@ return {
     local got = {}
     for _, item in ipairs(H.list(r, out)) do got[#got + 1] = item end
     H.assert_exactly_once(want, got)
+  end)
+
+  it("starts plain streams at \"$\" on every master: only what is added once it reads", function()
+    local t = context("dollar")
+    local streams = redis_cluster.spread(c, t.prefix, 6)
+    -- Entries from before the start, with ids that grow from one stream to
+    -- the next. Each stream's last id is asked on its own master and must
+    -- become its own cursor whichever master answers first: another
+    -- stream's smaller id would read old entries again.
+    for k, s in ipairs(streams) do
+      for j = 1, k do r:call("XADD", s, k .. "-" .. j, "n", j) end
+    end
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+return {
+  source = { streams = {{STREAMS}}, timeout = 0.2 },
+  preprocess = function(stream, id, data) return stream .. " " .. id end,
+  batch = { size = 50, timeout = 0.05 },
+  sink = function(items) rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items)) end,
+}
+]], { STREAMS = lua_list(streams) })
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    -- The slot readers connect once every cursor is known.
+    H.eventually(function() return h:log():find("slot reader: connected", 1, true) end, 60,
+      function() return h:describe() end)
+    local want = add(r, streams, 20)
+    wait_out(t, #want, { h })
+    H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+    assert.equal(0, h:stop(), h:describe())
   end)
 
   it("shows a group's status over streams on every master with rsghost status", function()
