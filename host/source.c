@@ -193,7 +193,14 @@ static void onType(redisAsyncContext *ac, void *r, void *privdata) {
 void rsgSourceOnReady(rsgSource *s) {
     if (s->stopped) return;
     s->reading = 0;
-    s->requested = 0;
+    /* s->requested stays: each read gives back what it asked exactly once,
+     * when its reply (NULL on a lost connection) comes or its connection is
+     * dropped, and a slot group's read, on a connection of its own, may
+     * still be in flight now. Zeroing it here made those give it back a
+     * second time: requested went below 0 for good, and while no message
+     * size was known yet the byte bound (bytesRoom) then left no room at
+     * all, so a cluster source whose reader connection to one master was
+     * lost before its first message never read again. */
     s->phase = RSG_SRC_SETUP;
     /* Each TYPE names its key in its privdata: on a cluster the replies of
      * different masters come back in any order. */

@@ -504,6 +504,48 @@ return {
     assert.equal(0, h:stop(), h:describe())
   end)
 
+  it("keeps max_in_flight after its reader connection to a master is lost while the slot groups wait", function()
+    local t = context("room")
+    local lists = redis_cluster.spread(c, t.prefix, 3)
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+return {
+  source = { lists = {{LISTS}}, timeout = 0.2, max_in_flight = 30 },
+  preprocess = function(list, item) return list .. " " .. item end,
+  batch = { size = 10, timeout = 0.05 },
+  sink = function(items)
+    rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items))
+    rsghost.redis.call("WAIT", 5, 20) -- a slow sink: 20 ms
+  end,
+}
+]], { LISTS = lua_list(lists) })
+    local h = H.start(t, { script = path, consumer = "c1", redis = c.url })
+    local function connected()
+      local _, n = h:log():gsub("slot reader: connected", "")
+      return n
+    end
+    H.eventually(function() return connected() == 3 end, 60, function() return h:describe() end)
+    -- The reader connection (its last command the TYPE of setup) to one
+    -- master goes while every slot group waits in BLMPOP: the host sets up
+    -- again and connects its slot groups anew, dropping their reads.
+    local node = c.node_of(lists[1]).client()
+    H.eventually(function() return node:call("CLIENT", "LIST"):find("cmd=blmpop", 1, true) end, 60,
+      function() return h:describe() end)
+    local id = node:call("CLIENT", "LIST"):match("id=(%d+)[^\n]* cmd=type")
+    assert.is_truthy(id, node:call("CLIENT", "LIST"))
+    node:call("CLIENT", "KILL", "ID", id)
+    H.eventually(function() return connected() == 6 end, 60, function() return h:describe() end)
+    -- A backlog on a slow sink: what the host holds stays within the room.
+    local want = push(lists, 100)
+    wait_out(t, #want, { h })
+    H.assert_exactly_once(want, H.list(r, t.prefix .. ":out"))
+    local most = 0
+    for n in h:log():gmatch("; (%d+) in flight") do most = math.max(most, tonumber(n)) end
+    assert.is_true(most <= 30, "up to " .. most .. " items were in flight (max_in_flight = 30)")
+    assert.is_true(most >= 10, "no read seen: " .. most)
+    assert.equal(0, h:stop(), h:describe())
+  end)
+
   -- Three lists on three masters, and two that share one slot group.
   local function reliable_lists(t)
     local lists = redis_cluster.spread(c, t.prefix, 3, true)
