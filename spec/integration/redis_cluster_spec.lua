@@ -7,31 +7,7 @@ local native = require "rsghost.native"
 local proc = require "support.proc"
 local redis_cluster = require "support.redis_cluster"
 
--- The tutorial's pipeline (examples/simple-consumer-group.lua) over the
--- streams {{STREAMS}}, its output list P:out.
-local SCRIPT = [[
-local rsghost = require "rsghost"
-local cjson = require "cjson"
-return {
-  source = { streams = {{STREAMS}}, group = "{{P}}:g", timeout = 0.2{{EXTRA}} },
-  preprocess = function(stream, id, data)
-    data._source = stream
-    data._id = id
-    return cjson.encode(data)
-  end,
-  batch = { size = 50, timeout = 0.1 },
-  retry = { initial = 0.1, max = 0.5 },
-  sink = function(items)
-    rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items))
-  end,
-}
-]]
-
-local function lua_list(names)
-  local q = {}
-  for i, n in ipairs(names) do q[i] = string.format("%q", n) end
-  return "{ " .. table.concat(q, ", ") .. " }"
-end
+local SCRIPT, lua_list = redis_cluster.TUTORIAL, redis_cluster.lua_list
 
 local function script(t, streams, extra)
   return H.script(t, SCRIPT, { STREAMS = lua_list(streams), EXTRA = extra or "" })

@@ -11,40 +11,12 @@ local proc = require "support.proc"
 local hiredis = require "rsghost.hiredis"
 local redis_cluster = require "support.redis_cluster"
 
--- "yes" or "no", from `rsghost --version`'s "tls: ..." line.
-local function binary_tls()
-  local code, out, err = H.run { "--version" }
-  assert(code == 0, "rsghost --version failed: " .. tostring(code) .. " " .. out .. err)
-  local v = out:match("\ntls: (%a+)")
-  assert(v == "yes" or v == "no", "rsghost --version does not say whether it has TLS:\n" .. out)
-  return v == "yes"
-end
+local TLS = H.binary_tls()
 
-local TLS = binary_tls()
-
--- The tutorial's pipeline (examples/simple-consumer-group.lua) over
--- {{STREAMS}}, with heartbeats (their connections are TLS ones too).
-local SCRIPT = [[
-local rsghost = require "rsghost"
-local cjson = require "cjson"
-return {
-  source = { streams = {{STREAMS}}, group = "{{P}}:g", timeout = 0.2, heartbeat_interval = 0.2 },
-  preprocess = function(stream, id, data)
-    data._source = stream
-    data._id = id
-    return cjson.encode(data)
-  end,
-  batch = { size = 50, timeout = 0.1 },
-  sink = function(items)
-    rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items))
-  end,
-}
-]]
-
-local function lua_list(names)
-  local q = {}
-  for i, n in ipairs(names) do q[i] = string.format("%q", n) end
-  return "{ " .. table.concat(q, ", ") .. " }"
+-- The tutorial's pipeline, with heartbeats (their connections are TLS ones too).
+local lua_list = redis_cluster.lua_list
+local function script(t, streams)
+  return H.script(t, redis_cluster.TUTORIAL, { STREAMS = lua_list(streams), EXTRA = ", heartbeat_interval = 0.2" })
 end
 
 describe("rediss+cluster:// (a Redis Cluster over TLS)", function()
@@ -55,7 +27,7 @@ describe("rediss+cluster:// (a Redis Cluster over TLS)", function()
       local t = H.context()
       local started = proc.now()
       local code, out, err = H.run { "--redis", "rediss+cluster://127.0.0.1:1,127.0.0.1:2",
-        H.script(t, SCRIPT, { STREAMS = lua_list { t.prefix .. ":s" } }), "c1" }
+        script(t, { t.prefix .. ":s" }), "c1" }
       assert.equal(2, code, out .. err)
       assert.matches("hiredis 1%.x", err)
       assert.matches("stunnel", err)
@@ -79,7 +51,7 @@ describe("rediss+cluster:// (a Redis Cluster over TLS)", function()
     t.url, t.redis = c.url, r
     assert.matches("^rediss%+cluster://", c.url)
     local streams = redis_cluster.spread(c, t.prefix, 6)
-    local path = H.script(t, SCRIPT, { STREAMS = lua_list(streams) })
+    local path = script(t, streams)
     local out, group = t.prefix .. ":out", t.prefix .. ":g"
     local want = {}
     for _, s in ipairs(streams) do

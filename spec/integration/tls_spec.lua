@@ -14,16 +14,7 @@ local hiredis = require "rsghost.hiredis"
 
 local PASSWORD = "tls-Secr3t-pw"
 
--- "yes" or "no", from `rsghost --version`'s "tls: ..." line.
-local function binary_tls()
-  local code, out, err = H.run { "--version" }
-  assert(code == 0, "rsghost --version failed: " .. tostring(code) .. " " .. out .. err)
-  local v = out:match("\ntls: (%a+)")
-  assert(v == "yes" or v == "no", "rsghost --version does not say whether it has TLS:\n" .. out)
-  return v == "yes"
-end
-
-local TLS = binary_tls()
+local TLS = H.binary_tls()
 
 local make_pki = require("support.pki").make
 

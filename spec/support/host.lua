@@ -402,6 +402,15 @@ function M.wait_sunk(r, o)
   return M.list(r, o.out)
 end
 
+-- Whether this build has TLS: "tls: yes" or "tls: no" in `rsghost --version`.
+function M.binary_tls()
+  local code, out, err = M.run { "--version" }
+  assert(code == 0, "rsghost --version failed: " .. tostring(code) .. " " .. out .. err)
+  local v = out:match("\ntls: (%a+)")
+  assert(v == "yes" or v == "no", "rsghost --version does not say whether it has TLS:\n" .. out)
+  return v == "yes"
+end
+
 -- Reads INFO section into { key = value }.
 function M.info(r, section)
   local text = r:call("INFO", section)

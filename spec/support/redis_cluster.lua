@@ -300,4 +300,32 @@ function M.spread(c, prefix, n, tagged)
   return names
 end
 
+-- A Lua array literal of the strings in names, for a script template.
+function M.lua_list(names)
+  local q = {}
+  for i, n in ipairs(names) do q[i] = string.format("%q", n) end
+  return "{ " .. table.concat(q, ", ") .. " }"
+end
+
+-- The tutorial's pipeline (examples/simple-consumer-group.lua) as the
+-- cluster specs run it: over the streams {{STREAMS}} (M.lua_list), group
+-- P:g, output list P:out; {{EXTRA}} adds source options (", k = v").
+M.TUTORIAL = [[
+local rsghost = require "rsghost"
+local cjson = require "cjson"
+return {
+  source = { streams = {{STREAMS}}, group = "{{P}}:g", timeout = 0.2{{EXTRA}} },
+  preprocess = function(stream, id, data)
+    data._source = stream
+    data._id = id
+    return cjson.encode(data)
+  end,
+  batch = { size = 50, timeout = 0.1 },
+  retry = { initial = 0.1, max = 0.5 },
+  sink = function(items)
+    rsghost.redis.call("RPUSH", "{{P}}:out", unpack(items))
+  end,
+}
+]]
+
 return M
