@@ -61,6 +61,9 @@ static int findPeer(rsgClaim *c, const char *name, size_t len, int create) {
     memset(p, 0, sizeof(*p));
     /* Out of memory: not tracked this round (it is seen again next round). */
     if (!(p->name = strndup(name, len))) return -1;
+    /* Which streams it holds something on: the round asks XPENDING of those
+     * only (out of memory: of every stream). */
+    p->stream_pending = calloc((size_t)c->cfg->nstreams, sizeof(long));
     /* A consumer first seen is presumed alive from this moment. */
     p->first_seen = uv_now(c->loop);
     return c->npeers++;
@@ -119,6 +122,7 @@ static void onInfo(redisAsyncContext *ac, void *rep, void *privdata) {
     (void)ac;
     claimReq *r = privdata;
     rsgClaim *c = r->c;
+    int stream = r->stream;
     redisReply *reply = rep;
     free(r);
     if (!reply) c->busy = 0; /* lost: the round is abandoned */
@@ -133,6 +137,8 @@ static void onInfo(redisAsyncContext *ac, void *rep, void *privdata) {
             long pending = replyField(e, "pending"), idle = replyField(e, "idle");
             c->peers[p].in_group = 1;
             if (pending > 0) c->peers[p].pending += pending;
+            if (pending > 0 && c->peers[p].stream_pending)
+                c->peers[p].stream_pending[stream] = pending;
             /* A consumer that talked to Redis within claim_timeout is alive,
              * whatever its heartbeats say (one without heartbeats, say). */
             uint64_t now = uv_now(c->loop);
@@ -356,15 +362,22 @@ static void act(rsgClaim *c) {
         rsgPeer *p = &c->peers[i];
         if (!p->in_group || !isDead(c, p, now)) continue;
         if (p->pending > 0) {
-            long share = room / cfg->nstreams;
+            /* The room is shared by the streams it holds something on (all,
+             * when that is unknown): with many streams, XPENDING of the
+             * empty ones would cost a command each and thin every share. */
+            int holding = 0;
+            for (int s = 0; s < cfg->nstreams; s++)
+                holding += !p->stream_pending || p->stream_pending[s] > 0;
+            long share = room / (holding ? holding : 1);
             if (share <= 0) continue; /* the next round, when there is room */
-            room -= p->pending < share * cfg->nstreams ? p->pending : share * cfg->nstreams;
+            room -= p->pending < share * holding ? p->pending : share * holding;
             snprintf(count, sizeof(count), "%ld", share);
             c->round_from++;
             rsgInfo("consumer '%s' looks dead (no heartbeat for claim_timeout %gs); claiming "
                     "its %ld pending message(s)",
                     p->name, cfg->claim_timeout, p->pending);
             for (int s = 0; s < cfg->nstreams; s++) {
+                if (p->stream_pending && p->stream_pending[s] <= 0) continue;
                 const char *argv[] = {"XPENDING", cfg->streams[s], cfg->group, "IDLE", minIdle, "-",
                                       "+",        count,           p->name};
                 sendReq(c, onPending, req(c, i, s, 0), 9, argv);
@@ -413,6 +426,7 @@ static void finishRound(rsgClaim *c) {
         rsgPeer *p = &c->peers[i];
         if (!p->in_group && !p->last_heard) {
             free(p->name);
+            free(p->stream_pending);
             continue;
         }
         c->peers[j++] = *p;
@@ -433,6 +447,8 @@ static void onRound(uv_timer_t *t) {
     for (int i = 0; i < c->npeers; i++) {
         c->peers[i].in_group = 0;
         c->peers[i].pending = 0;
+        if (c->peers[i].stream_pending)
+            memset(c->peers[i].stream_pending, 0, sizeof(long) * (size_t)c->cfg->nstreams);
         c->peers[i].has_key = c->peers[i].registered = 0;
     }
     for (int s = 0; s < c->cfg->nstreams; s++) {
@@ -529,8 +545,10 @@ void rsgClaimStop(rsgClaim *c) {
 }
 
 void rsgClaimFree(rsgClaim *c) {
-    for (int i = 0; i < c->npeers; i++)
+    for (int i = 0; i < c->npeers; i++) {
         free(c->peers[i].name);
+        free(c->peers[i].stream_pending);
+    }
     free(c->peers);
     free(c->registry_key);
     c->peers = NULL;

@@ -32,13 +32,14 @@
 #include "source.h"
 
 typedef struct rsgPeer {
-    char *name;          /* consumer name */
-    uint64_t first_seen; /* ms, loop time when we first saw it */
-    uint64_t last_heard; /* ms, loop time of its last heartbeat, 0 = never */
-    long pending;        /* pending entries, all streams, this round */
-    int in_group;        /* listed by XINFO CONSUMERS this round */
-    int registered;      /* keeps a liveness key (rsghost) */
-    int has_key;         /* its liveness key exists */
+    char *name;           /* consumer name */
+    uint64_t first_seen;  /* ms, loop time when we first saw it */
+    uint64_t last_heard;  /* ms, loop time of its last heartbeat, 0 = never */
+    long pending;         /* pending entries, all streams, this round */
+    long *stream_pending; /* per stream, this round (NULL: out of memory, unknown) */
+    int in_group;         /* listed by XINFO CONSUMERS this round */
+    int registered;       /* keeps a liveness key (rsghost) */
+    int has_key;          /* its liveness key exists */
 } rsgPeer;
 
 typedef struct rsgClaim {

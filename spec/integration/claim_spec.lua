@@ -286,6 +286,45 @@ return {
   end)
 end)
 
+describe("a claim round in a group of many streams", function()
+  after_each(function() H.cleanup() end)
+
+  -- XINFO CONSUMERS tells, stream by stream, what a dead consumer holds: the
+  -- round asks XPENDING of those streams only and gives them the room,
+  -- rather than a 200th of it to each of 200 streams.
+  it("takes a dead consumer's messages on one of 200 streams in one round", function()
+    local t = H.context()
+    local P = t.prefix
+    local path = H.script(t, [[
+local rsghost = require "rsghost"
+local P = "{{P}}"
+local streams = {}
+for i = 1, 200 do streams[i] = P .. ":s:" .. i end
+return {
+  source = { streams = streams, group = P .. ":g", timeout = 0.2, heartbeat_interval = 0.2, claim_timeout = 1 },
+  preprocess = function(stream, id, data) return id end,
+  batch = { size = 50, timeout = 0.05 },
+  sink = function(items) rsghost.redis.call("RPUSH", P .. ":out", unpack(items)) end,
+}
+]])
+    local r = t.redis
+    for i = 1, 200 do r:call("XGROUP", "CREATE", P .. ":s:" .. i, P .. ":g", "$", "MKSTREAM") end
+    local ids = H.xadd_many(r, P .. ":s:7", 100)
+    -- A consumer without heartbeats read them and went silent.
+    r:call("XREADGROUP", "GROUP", P .. ":g", "ghost", "STREAMS", P .. ":s:7", ">")
+    H.sleep(1.2)
+    local h = H.start(t, { script = path, consumer = "B" })
+    local out = H.wait_sunk(t.redis, { out = P .. ":out", n = #ids, streams = P .. ":s:7", group = P .. ":g",
+      hosts = { h } })
+    H.assert_exactly_once(ids, out)
+    -- The first round that claimed anything took all 100 (before: 20, a
+    -- 200th of the room, and four more rounds).
+    local first = h:log_lines("claim round: .* claimed from 1,")[1]
+    assert.is_truthy(first and first:find(" 100 message(s) claimed from 1", 1, true), h:describe())
+    assert.equal(0, h:stop(), h:describe())
+  end)
+end)
+
 describe("a dead consumer holding more than one XCLAIM takes", function()
   after_each(function() H.cleanup() end)
 
