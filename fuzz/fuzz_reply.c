@@ -228,11 +228,25 @@ static void asRead(rsgSource *s, const redisReply *reply) {
     releaseAll(s);
 }
 
-/* The reply as claim.c's: entries, or [entries, counts]. */
+/* The reply as an XCLAIM's, with or without delivery counts (claim.c's:
+ * one per entry; a counts array of another length is not fed). */
 static void asClaimed(rsgSource *s, const redisReply *entries, const redisReply *counts) {
     acked = abandoned = delivered = deadLettered = 0;
     fatal = 0;
-    int n = rsgSourceFeedClaimed(s, "a", entries, counts);
+    long *cnt = NULL;
+    if (counts) {
+        if (entries->type != REDIS_REPLY_ARRAY || counts->type != REDIS_REPLY_ARRAY ||
+            counts->elements != entries->elements || entries->elements == 0)
+            return;
+        cnt = malloc(sizeof(long) * entries->elements);
+        FUZZ_CHECK(cnt != NULL);
+        for (size_t j = 0; j < entries->elements; j++)
+            cnt[j] = counts->element[j]->type == REDIS_REPLY_INTEGER
+                         ? (long)counts->element[j]->integer
+                         : 1;
+    }
+    int n = rsgSourceFeedClaimed(s, "a", entries, cnt);
+    free(cnt);
     FUZZ_CHECK(n >= -1);
     if (n >= 0) {
         FUZZ_CHECK(n == delivered && !fatal);

@@ -198,42 +198,32 @@ static int isDead(const rsgClaim *c, const rsgPeer *p, uint64_t now) {
  * XPENDING gave for that id, plus the delivery XCLAIM adds. XCLAIM answers in
  * the order of the ids it was given and leaves out those it did not claim
  * (touched meanwhile, or deleted from the stream), so the ids are matched in
- * one pass. The counts go to rsgSourceFeedClaimed as the integer array it
- * takes, built here. Returns rsgSourceFeedClaimed's result, -1 on a reply of
- * another shape or out of memory. */
+ * one pass. Returns rsgSourceFeedClaimed's result, -1 on a reply of another
+ * shape or out of memory. */
 static int feedClaimed(rsgClaim *c, const claimReq *r, const redisReply *reply) {
     if (reply->type != REDIS_REPLY_ARRAY) return -1;
     size_t m = reply->elements;
     if (m == 0) return 0;
-    redisReply *ints = calloc(m, sizeof(*ints));
-    redisReply **elems = calloc(m, sizeof(*elems));
-    int n = -1;
-    if (!ints || !elems) goto done;
+    long *counts = malloc(m * sizeof(*counts));
+    if (!counts) return -1;
     size_t k = 0;
     for (size_t j = 0; j < m; j++) {
         const redisReply *e = reply->element[j];
+        counts[j] = 1;
+        /* Another shape: rsgSourceFeedClaimed refuses the reply. */
         if (e->type != REDIS_REPLY_ARRAY || e->elements < 1 ||
             e->element[0]->type != REDIS_REPLY_STRING)
-            goto done;
+            continue;
         const redisReply *id = e->element[0];
-        ints[j].type = REDIS_REPLY_INTEGER;
-        ints[j].integer = 1;
         for (size_t q = k; q < r->nids; q++)
             if (strlen(r->ids[q]) == id->len && memcmp(r->ids[q], id->str, id->len) == 0) {
-                ints[j].integer = r->counts[q];
+                counts[j] = r->counts[q];
                 k = q + 1;
                 break;
             }
-        elems[j] = &ints[j];
     }
-    redisReply counts = {0};
-    counts.type = REDIS_REPLY_ARRAY;
-    counts.elements = m;
-    counts.element = elems;
-    n = rsgSourceFeedClaimed(c->source, c->cfg->streams[r->stream], reply, &counts);
-done:
-    free(ints);
-    free(elems);
+    int n = rsgSourceFeedClaimed(c->source, c->cfg->streams[r->stream], reply, counts);
+    free(counts);
     return n;
 }
 

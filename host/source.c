@@ -394,10 +394,8 @@ void rsgSourceDeliver(rsgSource *s, int n, int kick) {
 }
 
 int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *entries,
-                         const redisReply *counts) {
+                         const long *counts) {
     if (entries->type != REDIS_REPLY_ARRAY) return 0;
-    if (counts && (counts->type != REDIS_REPLY_ARRAY || counts->elements != entries->elements))
-        return -1;
     size_t strings = 0;
     for (size_t j = 0; j < entries->elements; j++) {
         const redisReply *e = entries->element[j];
@@ -413,18 +411,9 @@ int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *ent
     name.type = REDIS_REPLY_STRING;
     name.str = (char *)stream;
     name.len = strlen(stream);
-    long *cnt = NULL;
-    if (counts) {
-        if (!(cnt = malloc(sizeof(long) * (entries->elements ? entries->elements : 1)))) return -1;
-        for (size_t j = 0; j < entries->elements; j++)
-            cnt[j] = counts->element[j]->type == REDIS_REPLY_INTEGER
-                         ? (long)counts->element[j]->integer
-                         : 1;
-    }
     int n = 0;
     size_t fvused = 0;
-    rsgSourceCollect(s, &name, entries, &n, &fvused, cnt);
-    free(cnt);
+    rsgSourceCollect(s, &name, entries, &n, &fvused, counts);
     rsgSourceDeliver(s, n, 0);
     return n;
 }

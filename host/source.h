@@ -188,11 +188,11 @@ long rsgSourceRoom(const rsgSource *s);
 void rsgSourcePause(rsgSource *s, int flag);
 
 /* Feeds entries claimed from a dead peer (an XCLAIM reply: [[id, [f, v...]]...])
- * through the same checks as read ones. counts: NULL, or an array of
- * integers, each entry's times-delivered (claim.c's script). Returns how many went to the
- * pipeline, or -1 on a malformed reply or a pipeline failure. */
+ * through the same checks as read ones. counts: NULL, or counts[j] entry
+ * j's times-delivered. Returns how many went to the pipeline, or -1 on a
+ * malformed reply or a pipeline failure. */
 int rsgSourceFeedClaimed(rsgSource *s, const char *stream, const redisReply *entries,
-                         const redisReply *counts);
+                         const long *counts);
 
 /* The reader reconnected to another server (a failover): a group source
  * replays all of this consumer's pending entries from the start, not only
