@@ -346,15 +346,9 @@ static int collectPopped(rsgSource *s, redisReply *reply, int *n) {
         return 0;
     int li = rsgSourceIndex(s, reply->element[0]->str, reply->element[0]->len);
     redisReply *items = reply->element[1];
-    redisReply *one[1] = {items};
-    redisReply arr = {0};
-    if (items->type == REDIS_REPLY_STRING) { /* BLPOP */
-        arr.type = REDIS_REPLY_ARRAY;
-        arr.elements = 1;
-        arr.element = one;
-        items = &arr;
-    }
-    if (li < 0 || items->type != REDIS_REPLY_ARRAY) return 0;
+    if (li < 0) return 0;
+    if (items->type == REDIS_REPLY_STRING) return collectOne(s, li, items, n); /* BLPOP */
+    if (items->type != REDIS_REPLY_ARRAY) return 0;
     if (prepare(s, items->elements) != 0) return -1;
     collectItems(s, li, items, n);
     return 0;

@@ -234,8 +234,8 @@ static void onGroupRead(redisAsyncContext *ac, void *r, void *privdata) {
     took(s, reply);
 }
 
-/* XREAD COUNT count BLOCK ms STREAMS over n streams keys[] (all when
- * keys is NULL) from their cursors: on g's connection, or s->conn. */
+/* XREAD COUNT count [BLOCK ms] STREAMS over the n streams keys[] (indexes
+ * into cfg->streams) from their cursors: on g's connection, or s->conn. */
 static void sendRead(rsgSource *s, rsgSlotReader *g, long count, int block, int n,
                      const int *keys) {
     const rsgSourceConfig *cfg = s->cfg;
@@ -256,9 +256,9 @@ static void sendRead(rsgSource *s, rsgSlotReader *g, long count, int block, int 
     }
     argv[argc++] = "STREAMS";
     for (int i = 0; i < n; i++)
-        argv[argc++] = cfg->streams[keys ? keys[i] : i];
+        argv[argc++] = cfg->streams[keys[i]];
     for (int i = 0; i < n; i++)
-        argv[argc++] = s->cursor[keys ? keys[i] : i];
+        argv[argc++] = s->cursor[keys[i]];
     if (g)
         rsgSlotReaderSend(g, onGroupRead, count * n, argc, argv);
     else if (rsgConnCommand(s->conn, onRead, s, argc, argv, NULL) == 0)
