@@ -255,7 +255,7 @@ return {
   batch = { size = 10, timeout = 0.05 },
   sink = function(items)
     rsghost.redis.call("RPUSH", P .. ":out", unpack(items))
-    rsghost.redis.call("WAIT", 1, 20) -- a slow sink: the claimed messages wait in flight
+    rsghost.redis.call("WAIT", 1, 100) -- a slow sink: the claimed messages wait in flight, long enough to be sampled
   end,
 }
 ]])
